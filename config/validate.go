@@ -1,0 +1,376 @@
+package config
+
+import (
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// compressionLevels are the accepted level ranges per algorithm (nil: the
+// algorithm takes no level).
+var compressionLevels = map[string]*[2]int{
+	"zstd":   {1, 22},
+	"lzma":   {0, 9},
+	"snappy": nil,
+	"none":   nil,
+}
+
+// validate checks everything the decoder cannot: ranges, combinations and
+// key material. Warnings go to c.warnings.
+func (c *Config) validate() Errors {
+	var e Errors
+	bs := c.BackupSettings
+	if c.ServerID < 1 || c.ServerID > 0x7FFFFFFF {
+		e.add("server_id", "must be in 1..2147483647 (0x7FFFFFFF), not %d", c.ServerID)
+	}
+	hasStart := len(c.StartCommand) > 0
+	hasSystemd := c.SystemdService != nil && *c.SystemdService != ""
+	switch {
+	case hasStart && hasSystemd:
+		e.add("start_command", "cannot be used together with systemd_service: set only one of them")
+	case !hasStart && !hasSystemd:
+		e.add("start_command", "one of start_command or systemd_service is required (how myhoard restarts the database during a restore)")
+	case hasSystemd && len(c.SystemctlCommand) == 0:
+		e.add("systemctl_command", "must not be empty when systemd_service is set")
+	}
+	for i, a := range c.StartCommand {
+		if a == "" {
+			e.add(fmt.Sprintf("start_command[%d]", i), "must not be empty")
+		}
+	}
+
+	if n := bs.BackupIntervalMinutes; n <= 0 || (1440%n != 0 && n%1440 != 0) {
+		e.add("backup_settings.backup_interval_minutes", "must divide 1440 (a day) or be a multiple of it, not %d", n)
+	}
+	if bs.BackupHour < 0 || bs.BackupHour > 23 {
+		e.add("backup_settings.backup_hour", "must be 0..23, not %d", bs.BackupHour)
+	}
+	if bs.BackupMinute < 0 || bs.BackupMinute > 59 {
+		e.add("backup_settings.backup_minute", "must be 0..59, not %d", bs.BackupMinute)
+	}
+	if bs.BackupCountMin < 0 {
+		e.add("backup_settings.backup_count_min", "must not be negative, not %d", bs.BackupCountMin)
+	}
+	if bs.BackupCountMax < 1 {
+		e.add("backup_settings.backup_count_max", "must be at least 1, not %d", bs.BackupCountMax)
+	} else if bs.BackupCountMax < bs.BackupCountMin {
+		e.add("backup_settings.backup_count_max", "(%d) must not be below backup_count_min (%d)", bs.BackupCountMax, bs.BackupCountMin)
+	}
+	if bs.BackupAgeDaysMax < 1 {
+		e.add("backup_settings.backup_age_days_max", "must be at least 1, not %d", bs.BackupAgeDaysMax)
+	}
+	if bs.ForcedBinlogRotationInterval <= 0 {
+		e.add("backup_settings.forced_binlog_rotation_interval", "must be a positive number of seconds, not %v", bs.ForcedBinlogRotationInterval)
+	}
+	days := map[string]bool{"mon": true, "tue": true, "wed": true, "thu": true, "fri": true, "sat": true, "sun": true}
+	sched := strings.TrimSpace(bs.Incremental.FullBackupWeekSchedule)
+	if sched == "" && bs.Incremental.Enabled {
+		e.add("backup_settings.incremental.full_backup_week_schedule", "must name at least one day when incremental backups are enabled")
+	}
+	for _, d := range strings.Split(sched, ",") {
+		if d = strings.ToLower(strings.TrimSpace(d)); d != "" && !days[d] {
+			e.add("backup_settings.incremental.full_backup_week_schedule", "unknown day %q (want mon, tue, wed, thu, fri, sat, sun)", d)
+		}
+	}
+
+	c.validateSites(&e)
+
+	bp := c.BinlogPurgeSettings
+	if bp.MinBinlogAgeBeforePurge < 0 {
+		e.add("binlog_purge_settings.min_binlog_age_before_purge", "must not be negative, not %v", bp.MinBinlogAgeBeforePurge)
+	}
+	if bp.PurgeInterval <= 0 {
+		e.add("binlog_purge_settings.purge_interval", "must be a positive number of seconds, not %v", bp.PurgeInterval)
+	}
+
+	if c.HTTPPort < 1 || c.HTTPPort > 65535 {
+		e.add("http_port", "must be 1..65535, not %d", c.HTTPPort)
+	}
+	if c.HTTPAddress == "" {
+		e.add("http_address", "must not be empty")
+	} else if ip := net.ParseIP(c.HTTPAddress); ip == nil || !ip.IsLoopback() {
+		if c.HTTPAddress != "localhost" {
+			c.warnings = append(c.warnings, fmt.Sprintf("http_address %s is not a loopback address: the HTTP API has no authentication", c.HTTPAddress))
+		}
+	}
+
+	m := c.MySQL
+	for _, p := range []struct{ key, val string }{
+		{"mysql.binlog_prefix", m.BinlogPrefix},
+		{"mysql.config_file_name", m.ConfigFileName},
+		{"mysql.data_directory", m.DataDirectory},
+		{"mysql.relay_log_index_file", m.RelayLogIndexFile},
+		{"mysql.relay_log_prefix", m.RelayLogPrefix},
+	} {
+		if !filepath.IsAbs(p.val) {
+			e.add(p.key, "must be an absolute path, not %q", p.val)
+		}
+	}
+	cp := m.ClientParams
+	if cp.Socket == "" {
+		if cp.Host == "" {
+			e.add("mysql.client_params.host", "must not be empty (or set mysql.client_params.socket)")
+		}
+		if cp.Port < 1 || cp.Port > 65535 {
+			e.add("mysql.client_params.port", "must be 1..65535, not %d", cp.Port)
+		}
+	} else if !filepath.IsAbs(cp.Socket) {
+		e.add("mysql.client_params.socket", "must be an absolute path, not %q", cp.Socket)
+	}
+	if cp.User == "" {
+		e.add("mysql.client_params.user", "must not be empty")
+	}
+	if cp.Timeout <= 0 {
+		e.add("mysql.client_params.timeout", "must be a positive number of seconds, not %v", cp.Timeout)
+	}
+	switch strings.ToLower(m.Flavor) {
+	case "mysql", "mariadb", "auto":
+	default:
+		e.add("mysql.flavor", "must be mysql, mariadb or auto, not %q", m.Flavor)
+	}
+
+	if c.RestoreMaxBinlogBytes < 1<<20 {
+		e.add("restore_max_binlog_bytes", "must be at least 1 MiB (1048576), not %d", c.RestoreMaxBinlogBytes)
+	}
+	if p := c.RestoreFreeMemoryPercentage; p != nil && (*p < 1 || *p > 100) {
+		e.add("restore_free_memory_percentage", "must be 1..100 or null, not %d", *p)
+	}
+	if w := c.RestoreDownloadWorkers; w != nil && *w < 1 {
+		e.add("restore_download_workers", "must be at least 1, not %d", *w)
+	}
+	if w := c.RestoreDownloadWorkersCount; w != nil && *w < 1 {
+		e.add("restore_download_workers_count", "must be at least 1, not %d", *w)
+	}
+	if a, b := c.RestoreDownloadWorkers, c.RestoreDownloadWorkersCount; a != nil && b != nil && *a != *b {
+		e.add("restore_download_workers_count", "is an alias of restore_download_workers and disagrees with it (%d != %d)", *b, *a)
+	}
+
+	if c.StateDirectory == "" {
+		e.add("state_directory", "is required")
+	} else if !filepath.IsAbs(c.StateDirectory) {
+		e.add("state_directory", "must be an absolute path, not %q", c.StateDirectory)
+	}
+	if c.TemporaryDirectory != "" && !filepath.IsAbs(c.TemporaryDirectory) {
+		e.add("temporary_directory", "must be an absolute path, not %q", c.TemporaryDirectory)
+	}
+	if c.Statsd.Host != nil && *c.Statsd.Host != "" {
+		if c.Statsd.Port == nil || *c.Statsd.Port < 1 || *c.Statsd.Port > 65535 {
+			e.add("statsd.port", "must be 1..65535 when statsd.host is set")
+		}
+	}
+	for k, v := range c.Statsd.Tags {
+		if strings.ContainsAny(k+v, " :|=,") {
+			e.add("statsd.tags."+k, "tag names and values cannot contain space, ':', '|', '=' or ','")
+		}
+	}
+	for _, t := range []struct {
+		key string
+		n   int
+	}{
+		{"xtrabackup.copy_threads", c.Xtrabackup.CopyThreads},
+		{"xtrabackup.compress_threads", c.Xtrabackup.CompressThreads},
+		{"xtrabackup.encrypt_threads", c.Xtrabackup.EncryptThreads},
+	} {
+		if t.n < 1 {
+			e.add(t.key, "must be at least 1, not %d", t.n)
+		}
+	}
+	c.validateCluster(&e)
+	sort.SliceStable(e, func(i, j int) bool { return e[i].Path < e[j].Path })
+	return e
+}
+
+func (c *Config) validateSites(e *Errors) {
+	if len(c.BackupSites) == 0 {
+		e.add("backup_sites", "at least one backup site is required")
+		return
+	}
+	var writable []string
+	for _, name := range sortedSiteNames(c.BackupSites) {
+		s := c.BackupSites[name]
+		p := "backup_sites." + name
+		if s == nil {
+			e.add(p, "must be an object, not null")
+			continue
+		}
+		if !s.RecoveryOnly {
+			writable = append(writable, name)
+		}
+		alg := strings.ToLower(s.Compression.Algorithm)
+		levels, known := compressionLevels[alg]
+		switch {
+		case !known:
+			msg := fmt.Sprintf("unknown compression algorithm %q (want zstd, snappy, lzma or none)", s.Compression.Algorithm)
+			e.add(p+".compression.algorithm", "%s", msg)
+		case s.Compression.Level != nil && levels == nil:
+			e.add(p+".compression.level", "%s takes no level", alg)
+		case s.Compression.Level != nil && (*s.Compression.Level < levels[0] || *s.Compression.Level > levels[1]):
+			e.add(p+".compression.level", "must be %d..%d for %s, not %d", levels[0], levels[1], alg, *s.Compression.Level)
+		}
+		s.Compression.Algorithm = alg
+		if s.ObjectStorage == nil {
+			e.add(p+".object_storage", "is required")
+		}
+		if s.SplitSize < 0 {
+			e.add(p+".split_size", "must not be negative, not %d", s.SplitSize)
+		}
+		if k := s.EncryptionKeys; k != nil {
+			if err := checkKeyPair(k.Public, k.Private); err != "" {
+				e.add(p+".encryption_keys", "%s", err)
+			}
+		}
+	}
+	up := c.BackupSettings.UploadSite
+	switch {
+	case up != "":
+		s, ok := c.BackupSites[up]
+		if !ok {
+			msg := fmt.Sprintf("names no site in backup_sites (have %s)", strings.Join(sortedSiteNames(c.BackupSites), ", "))
+			e.add("backup_settings.upload_site", "%s", msg)
+		} else if s != nil && s.RecoveryOnly {
+			e.add("backup_settings.upload_site", "site %q is recovery_only: backups cannot be written to it", up)
+		}
+	case len(writable) > 1:
+		e.add("backup_settings.upload_site", "is required with more than one site that is not recovery_only (%s)", strings.Join(writable, ", "))
+	}
+}
+
+func sortedSiteNames(m map[string]*Site) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// checkKeyPair returns "" when public and private are an RSA key pair in
+// PEM form, else what is wrong.
+func checkKeyPair(public, private string) string {
+	if public == "" || private == "" {
+		return "needs both public and private (PEM)"
+	}
+	pub, err := ParseRSAPublicKey(public)
+	if err != nil {
+		return "public: " + err.Error()
+	}
+	priv, err := ParseRSAPrivateKey(private)
+	if err != nil {
+		return "private: " + err.Error()
+	}
+	if !priv.PublicKey.Equal(pub) {
+		return "the public key does not belong to the private key"
+	}
+	return ""
+}
+
+// ParseRSAPublicKey reads a PEM "PUBLIC KEY" (PKIX) or "RSA PUBLIC KEY"
+// (PKCS#1) block.
+func ParseRSAPublicKey(p string) (*rsa.PublicKey, error) {
+	block, _ := pem.Decode([]byte(p))
+	if block == nil {
+		return nil, fmt.Errorf("not a PEM block")
+	}
+	switch block.Type {
+	case "PUBLIC KEY":
+		k, err := x509.ParsePKIXPublicKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("bad public key: %v", err)
+		}
+		rk, ok := k.(*rsa.PublicKey)
+		if !ok {
+			return nil, fmt.Errorf("not an RSA key (%T)", k)
+		}
+		return rk, nil
+	case "RSA PUBLIC KEY":
+		k, err := x509.ParsePKCS1PublicKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("bad RSA public key: %v", err)
+		}
+		return k, nil
+	}
+	return nil, fmt.Errorf("PEM block %q is not a public key", block.Type)
+}
+
+// ParseRSAPrivateKey reads a PEM "RSA PRIVATE KEY" (PKCS#1) or "PRIVATE
+// KEY" (PKCS#8) block.
+func ParseRSAPrivateKey(p string) (*rsa.PrivateKey, error) {
+	block, _ := pem.Decode([]byte(p))
+	if block == nil {
+		return nil, fmt.Errorf("not a PEM block")
+	}
+	switch block.Type {
+	case "RSA PRIVATE KEY":
+		k, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("bad RSA private key: %v", err)
+		}
+		return k, nil
+	case "PRIVATE KEY":
+		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("bad private key: %v", err)
+		}
+		rk, ok := k.(*rsa.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("not an RSA key (%T)", k)
+		}
+		return rk, nil
+	}
+	return nil, fmt.Errorf("PEM block %q is not a private key", block.Type)
+}
+
+func (c *Config) validateCluster(e *Errors) {
+	cl := c.Cluster
+	if cl.NodeID == "" {
+		e.add("cluster.node_id", "is required (the host name could not be read)")
+	}
+	for _, a := range []struct{ key, val string }{
+		{"cluster.raft_address", cl.RaftAddress},
+		{"cluster.gossip_address", cl.GossipAddress},
+	} {
+		if a.val != "" {
+			if msg := checkHostPort(a.val); msg != "" {
+				e.add(a.key, "%s", msg)
+			}
+		}
+	}
+	for i, j := range cl.Join {
+		if msg := checkHostPort(j); msg != "" {
+			e.add(fmt.Sprintf("cluster.join[%d]", i), "%s", msg)
+		}
+	}
+	if cl.GossipKey != "" {
+		k, err := base64.StdEncoding.DecodeString(cl.GossipKey)
+		if err != nil {
+			e.add("cluster.gossip_key", "is not base64: %v", err)
+		} else if n := len(k); n != 16 && n != 24 && n != 32 {
+			e.add("cluster.gossip_key", "must decode to 16, 24 or 32 bytes (AES-128/192/256), not %d", n)
+		}
+	}
+	if cl.DataDir != "" && !filepath.IsAbs(cl.DataDir) {
+		e.add("cluster.data_dir", "must be an absolute path, not %q", cl.DataDir)
+	}
+}
+
+func checkHostPort(s string) string {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Sprintf("%q is not host:port: %v", s, err)
+	}
+	if host == "" {
+		return fmt.Sprintf("%q has no host", s)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Sprintf("%q has a bad port", s)
+	}
+	return ""
+}
