@@ -185,12 +185,7 @@ func (s *binlogScanner) run(r io.Reader) error {
 		if size < eventHeaderSize || size > maxEventSize {
 			return fmt.Errorf("corrupt event at offset %d: impossible length %d", s.pos, size)
 		}
-		if int64(cap(buf)) < size {
-			buf = make([]byte, size)
-		}
-		buf = buf[:size]
-		copy(buf, header)
-		n, err = io.ReadFull(r, buf[eventHeaderSize:])
+		buf, n, err = readEvent(r, buf, header, size)
 		s.info.Size += int64(n)
 		if err != nil {
 			return s.truncated(fmt.Errorf("event at offset %d (%d of %d bytes): %w", s.pos, eventHeaderSize+n, size, ErrTruncated))
@@ -218,6 +213,26 @@ func (s *binlogScanner) run(r io.Reader) error {
 		return s.truncated(fmt.Errorf("closed file ends at offset %d without a rotate or stop event: %w", s.pos, ErrTruncated))
 	}
 	return nil
+}
+
+// readEvent reads the rest of an event whose header is read. The buffer
+// grows only as bytes arrive, so a corrupt length cannot make it allocate
+// a gigabyte for a short file.
+func readEvent(r io.Reader, buf, header []byte, size int64) ([]byte, int, error) {
+	const chunk = 1 << 20
+	buf = append(buf[:0], header...)
+	read := 0
+	for int64(len(buf)) < size {
+		want := min(size-int64(len(buf)), chunk)
+		start := len(buf)
+		buf = slices.Grow(buf, int(want))[:start+int(want)]
+		n, err := io.ReadFull(r, buf[start:])
+		read += n
+		if err != nil {
+			return buf[:start+n], read, err
+		}
+	}
+	return buf, read, nil
 }
 
 // truncated applies AllowTruncated: keep what was complete, or fail.
@@ -322,6 +337,11 @@ func (s *binlogScanner) event(data []byte) error {
 		}
 		s.mysqlBegun, s.mysqlFirst = false, true
 	case replication.MARIADB_GTID_LIST_EVENT:
+		// go-mysql allocates from the count before checking the length.
+		body := data[eventHeaderSize:]
+		if len(body) < 4 || int64(binary.LittleEndian.Uint32(body)&(1<<28-1))*16 > int64(len(body)-4) {
+			return fmt.Errorf("corrupt GTID list event at offset %d: count does not fit its length", s.pos)
+		}
 		ev, err := s.parse(data)
 		if err != nil {
 			return err
@@ -349,11 +369,17 @@ func (s *binlogScanner) event(data []byte) error {
 		if !s.open {
 			return nil
 		}
-		ev, err := s.parse(data)
-		if err != nil {
-			return err
+		// A compressed query is a long statement, never BEGIN or COMMIT, so
+		// it is not decompressed (go-mysql would allocate whatever size its
+		// header claims).
+		q := "<compressed statement>"
+		if typ == replication.QUERY_EVENT {
+			ev, err := s.parse(data)
+			if err != nil {
+				return err
+			}
+			q = strings.ToUpper(strings.TrimSpace(string(ev.Event.(*replication.QueryEvent).Query)))
 		}
-		q := strings.ToUpper(strings.TrimSpace(string(ev.Event.(*replication.QueryEvent).Query)))
 		switch {
 		case s.flavor == FlavorMariaDB && s.standalone:
 			return s.commit(end)
