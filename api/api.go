@@ -1,0 +1,118 @@
+// Package api serves myhoard's HTTP API (the spec's endpoints, JSON in and
+// out, errors as {"message": ...}) with julienschmidt/httprouter.
+//
+// It owns request parsing, validation of bodies and the mapping of errors
+// to status codes. It must never import the node package: it declares the
+// small Node interface it needs and cmd/myhoard wires the controller in. It
+// keeps no state of its own beyond the router.
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+)
+
+// Node is what the API needs from the node controller.
+type Node interface {
+	// Mode is the current main mode: idle, restore, observe, promote or
+	// active.
+	Mode() string
+}
+
+// Server is the HTTP handler of the API.
+type Server struct {
+	node   Node
+	log    *slog.Logger
+	router *httprouter.Router
+}
+
+// New builds the API handler for a node.
+func New(node Node, log *slog.Logger) *Server {
+	s := &Server{node: node, log: log, router: httprouter.New()}
+	r := s.router
+	r.GET("/status", s.getStatus)
+	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", req.Method, req.URL.Path))
+	})
+	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		WriteError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s (allowed: %s)",
+			req.Method, req.URL.Path, w.Header().Get("Allow")))
+	})
+	r.PanicHandler = func(w http.ResponseWriter, req *http.Request, v any) {
+		s.log.Error("panic in HTTP handler", "method", req.Method, "path", req.URL.Path, "panic", v)
+		WriteError(w, http.StatusInternalServerError, "internal error")
+	}
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	s.router.ServeHTTP(rec, r)
+	s.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Server) getStatus(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
+	WriteJSON(w, http.StatusOK, map[string]any{"mode": s.node.Mode()})
+}
+
+// WriteJSON writes v as a JSON response.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// WriteError writes the spec's error body {"message": ...}.
+func WriteError(w http.ResponseWriter, status int, message string) {
+	WriteJSON(w, status, map[string]string{"message": message})
+}
+
+// maxBodyBytes bounds request bodies; the API's bodies are small.
+const maxBodyBytes = 1 << 20
+
+// DecodeBody reads a JSON object body into dst. The error, for a 400
+// response, says what is wrong: not JSON, not an object, an unknown field,
+// or too large.
+func DecodeBody(r *http.Request, dst any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
+	if err != nil {
+		return fmt.Errorf("read request body: %w", err)
+	}
+	if len(body) > maxBodyBytes {
+		return fmt.Errorf("request body is larger than %d bytes", maxBodyBytes)
+	}
+	var probe any
+	if err := json.Unmarshal(body, &probe); err != nil {
+		return fmt.Errorf("request body is not valid JSON: %w", err)
+	}
+	if _, ok := probe.(map[string]any); !ok {
+		return errors.New("request body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return fmt.Errorf("bad request body: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,70 @@
+package api
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+type fakeNode struct{ mode string }
+
+func (f fakeNode) Mode() string { return f.mode }
+
+func TestRoutes(t *testing.T) {
+	srv := httptest.NewServer(New(fakeNode{"idle"}, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	defer srv.Close()
+	tests := []struct {
+		method, path string
+		status       int
+		key, want    string
+	}{
+		{"GET", "/status", 200, "mode", "idle"},
+		{"GET", "/nope", 404, "message", "no such endpoint: GET /nope"},
+		{"DELETE", "/status", 405, "message", "method DELETE is not allowed on /status"},
+	}
+	for _, tc := range tests {
+		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]string
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != tc.status || !strings.Contains(body[tc.key], tc.want) {
+			t.Errorf("%s %s: %d %v (%v), want %d with %s containing %q", tc.method, tc.path, resp.StatusCode, body, err, tc.status, tc.key, tc.want)
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("%s %s: content type %q", tc.method, tc.path, ct)
+		}
+	}
+}
+
+func TestDecodeBody(t *testing.T) {
+	type target struct {
+		Mode string `json:"mode"`
+	}
+	tests := []struct {
+		body, wantErr string
+	}{
+		{`{"mode": "active"}`, ""},
+		{`{"mode": `, "not valid JSON"},
+		{`[1, 2]`, "must be a JSON object"},
+		{`"x"`, "must be a JSON object"},
+		{`{"mood": "x"}`, `unknown field "mood"`},
+		{`{"mode": 5}`, "bad request body"},
+		{`{"mode": "` + strings.Repeat("x", maxBodyBytes) + `"}`, "larger than"},
+	}
+	for _, tc := range tests {
+		r := httptest.NewRequest("PUT", "/status", strings.NewReader(tc.body))
+		var dst target
+		err := DecodeBody(r, &dst)
+		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("body %.40q: error %v, want %q", tc.body, err, tc.wantErr)
+		}
+	}
+}

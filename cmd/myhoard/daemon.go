@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/myhoard/myhoard/api"
+	"github.com/myhoard/myhoard/config"
+	"github.com/myhoard/myhoard/node"
+)
+
+// daemon runs until SIGTERM or SIGINT (exit 0) and reloads the config on
+// SIGHUP; a bad new config is logged and the old one stays in force.
+func daemon(args []string, stderr io.Writer) int {
+	f, err := parseFlags("myhoard", args, stderr, true)
+	if err != nil {
+		return 2
+	}
+	log, err := newLogger(f, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "myhoard: %v\n", err)
+		return 2
+	}
+	cfg, ok := loadConfig(f.config, stderr)
+	if !ok {
+		return 1
+	}
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
+	if err := os.MkdirAll(cfg.StateDirectory, 0o750); err != nil {
+		log.Error("cannot create state_directory", "path", cfg.StateDirectory, "error", err)
+		return 1
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ctrl := node.New(cfg, log)
+	handler := api.New(ctrl, log)
+	web, err := listenHTTP(cfg, handler, log)
+	if err != nil {
+		log.Error("cannot serve the HTTP API", "error", err)
+		return 1
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := ctrl.Run(ctx); err != nil {
+			log.Error("controller stopped", "error", err)
+		}
+	}()
+	log.Info("myhoard started", "version", version, "config", f.config, "http", web.addr, "mode", ctrl.Mode())
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	for sig := range sigs {
+		if sig != syscall.SIGHUP {
+			log.Info("stopping", "signal", sig.String())
+			break
+		}
+		newCfg, err := config.Load(f.config)
+		if err != nil {
+			log.Error("config reload rejected, keeping the old config", "config", f.config, "problems", err.Error())
+			continue
+		}
+		for _, w := range newCfg.Warnings() {
+			log.Warn(w)
+		}
+		if addr := httpAddr(newCfg); addr != web.addr {
+			moved, err := listenHTTP(newCfg, handler, log)
+			if err != nil {
+				log.Error("config reload: cannot serve the HTTP API on the new address, keeping the old config", "error", err)
+				continue
+			}
+			web.stop()
+			web = moved
+		}
+		ctrl.Reload(newCfg)
+		log.Info("config reloaded", "config", f.config, "http", web.addr)
+	}
+	cancel()
+	web.stop()
+	wg.Wait()
+	log.Info("myhoard stopped")
+	return 0
+}
+
+type httpServer struct {
+	addr string
+	srv  *http.Server
+	done chan struct{}
+	log  *slog.Logger
+}
+
+func httpAddr(cfg *config.Config) string {
+	return net.JoinHostPort(cfg.HTTPAddress, strconv.Itoa(cfg.HTTPPort))
+}
+
+func listenHTTP(cfg *config.Config, h http.Handler, log *slog.Logger) (*httpServer, error) {
+	addr := httpAddr(cfg)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (http_address, http_port): %w", addr, err)
+	}
+	s := &httpServer{
+		addr: addr,
+		srv:  &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second},
+		done: make(chan struct{}),
+		log:  log,
+	}
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP server failed", "addr", addr, "error", err)
+		}
+	}()
+	return s, nil
+}
+
+func (s *httpServer) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		s.log.Warn("HTTP shutdown", "addr", s.addr, "error", err)
+	}
+	<-s.done
+}

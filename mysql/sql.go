@@ -1,0 +1,92 @@
+package mysql
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"database/sql"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	driver "github.com/go-sql-driver/mysql"
+)
+
+// ConnParams say how to reach the server (the config's
+// mysql.client_params).
+type ConnParams struct {
+	Host     string
+	Port     int
+	Socket   string // used instead of Host and Port when set
+	User     string
+	Password string
+	Database string
+	// RequireTLS turns on TLS; CAFile, if set, is the CA bundle to verify
+	// the server with.
+	RequireTLS bool
+	CAFile     string
+	Timeout    time.Duration
+}
+
+// Where names the server for log and error messages.
+func (p ConnParams) Where() string {
+	if p.Socket != "" {
+		return p.Socket
+	}
+	return net.JoinHostPort(p.Host, strconv.Itoa(p.Port))
+}
+
+// Open returns a connection pool (no connection is made yet).
+func Open(p ConnParams) (*sql.DB, error) {
+	cfg := driver.NewConfig()
+	cfg.User, cfg.Passwd, cfg.DBName = p.User, p.Password, p.Database
+	if p.Socket != "" {
+		cfg.Net, cfg.Addr = "unix", p.Socket
+	} else {
+		cfg.Net, cfg.Addr = "tcp", net.JoinHostPort(p.Host, strconv.Itoa(p.Port))
+	}
+	if p.Timeout > 0 {
+		cfg.Timeout = p.Timeout
+		cfg.ReadTimeout = 10 * p.Timeout
+		cfg.WriteTimeout = 10 * p.Timeout
+	}
+	cfg.InterpolateParams = true
+	if p.RequireTLS {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: p.Host}
+		if p.CAFile != "" {
+			pem, err := os.ReadFile(p.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("read mysql CA file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("mysql CA file %s holds no PEM certificate", p.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		cfg.TLS = tc
+	}
+	conn, err := driver.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("mysql connection to %s: %w", p.Where(), err)
+	}
+	db := sql.OpenDB(conn)
+	db.SetMaxOpenConns(4)
+	db.SetConnMaxIdleTime(time.Minute)
+	return db, nil
+}
+
+// DetectFlavor asks the server for SELECT VERSION() and tells its flavor.
+func DetectFlavor(ctx context.Context, db *sql.DB) (Flavor, string, error) {
+	var version string
+	if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
+		return "", "", fmt.Errorf("detect flavor: SELECT VERSION(): %w", err)
+	}
+	f, err := FlavorFromVersion(version)
+	if err != nil {
+		return "", version, fmt.Errorf("detect flavor: %w", err)
+	}
+	return f, version, nil
+}
