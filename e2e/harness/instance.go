@@ -53,16 +53,20 @@ var toolPackages = []struct {
 // /usr/bin (a normal user's PATH often lacks /usr/sbin). The error names
 // every missing program and the Debian package that provides it.
 func FindTools() (Tools, error) {
+	return findTools(exec.LookPath, []string{"/usr/sbin", "/usr/bin", "/usr/local/bin"})
+}
+
+func findTools(lookPath func(string) (string, error), dirs []string) (Tools, error) {
 	var t Tools
 	var missing []string
 	for _, tp := range toolPackages {
 		found := ""
 		for _, name := range tp.names {
-			if p, err := exec.LookPath(name); err == nil {
+			if p, err := lookPath(name); err == nil {
 				found = p
 				break
 			}
-			for _, dir := range []string{"/usr/sbin", "/usr/bin", "/usr/local/bin"} {
+			for _, dir := range dirs {
 				p := filepath.Join(dir, name)
 				if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
 					found = p

@@ -1,0 +1,344 @@
+// Package e2e holds myhoard's end-to-end tests: the real myhoard binary,
+// real MariaDB servers (package harness), real HTTP.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/myhoard/myhoard/e2e/harness"
+)
+
+// binary is the myhoard binary built once for the package's tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "myhoard-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "myhoard")
+	build := exec.Command("go", "build", "-o", binary, "github.com/myhoard/myhoard/cmd/myhoard")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build myhoard:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer collects a process's output for assertions while it runs.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// daemonConfig is a valid config for a daemon next to instance in (nil: a
+// database that is not there).
+func daemonConfig(t *testing.T, dir string, port int, in *harness.Instance) map[string]any {
+	t.Helper()
+	mysql := map[string]any{"flavor": "auto", "client_params": map[string]any{"host": "127.0.0.1", "port": 1, "user": "root"}}
+	if in != nil {
+		mysql = map[string]any{
+			"flavor":               "auto",
+			"binlog_prefix":        in.BinlogPrefix(),
+			"relay_log_prefix":     in.RelayLogPrefix(),
+			"relay_log_index_file": in.RelayLogIndex(),
+			"data_directory":       in.DataDir,
+			"config_file_name":     in.ConfigFile,
+			"client_params":        map[string]any{"host": "127.0.0.1", "port": in.Port, "user": "root", "password": ""},
+		}
+	}
+	return map[string]any{
+		"http_address":    "127.0.0.1",
+		"http_port":       port,
+		"server_id":       101,
+		"state_directory": filepath.Join(dir, "state"),
+		"start_command":   []any{"/usr/sbin/mariadbd", "--defaults-file=/dev/null"},
+		"mysql":           mysql,
+		"backup_sites": map[string]any{
+			"default": map[string]any{"object_storage": map[string]any{"storage_type": "local", "directory": filepath.Join(dir, "backups")}},
+		},
+	}
+}
+
+func writeJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func getJSON(url string) (int, map[string]any, error) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &body); err != nil {
+		return resp.StatusCode, nil, fmt.Errorf("body %q: %w", b, err)
+	}
+	return resp.StatusCode, body, nil
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s (last: %s)", timeout, what, last)
+}
+
+type daemonProc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan error
+}
+
+func startDaemon(t *testing.T, args ...string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{out: &syncBuffer{}, done: make(chan error, 1)}
+	d.cmd = exec.Command(binary, args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = d.cmd.Process.Kill()
+		<-time.After(0)
+	})
+	return d
+}
+
+func (d *daemonProc) wait(t *testing.T, timeout time.Duration) (int, error) {
+	t.Helper()
+	select {
+	case err := <-d.done:
+		if err == nil {
+			return 0, nil
+		}
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), nil
+		}
+		return -1, err
+	case <-time.After(timeout):
+		return -1, fmt.Errorf("daemon did not exit within %v; output:\n%s", timeout, d.out)
+	}
+}
+
+func waitStatus(t *testing.T, d *daemonProc, port int) {
+	t.Helper()
+	waitFor(t, "GET /status", 20*time.Second, func() (bool, string) {
+		code, body, err := getJSON(fmt.Sprintf("http://127.0.0.1:%d/status", port))
+		if err != nil {
+			return false, err.Error() + "\n" + d.out.String()
+		}
+		return code == 200 && body["mode"] == "idle", fmt.Sprint(code, body)
+	})
+}
+
+func TestDaemonLifecycle(t *testing.T) {
+	in := harness.StartInstances(t, 1, harness.Options{})[0]
+	dir := t.TempDir()
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "myhoard.json")
+	cfg := daemonConfig(t, dir, port, in)
+	writeJSON(t, cfgPath, cfg)
+
+	d := startDaemon(t, "--config", cfgPath)
+	waitStatus(t, d, port)
+
+	code, body, err := getJSON(fmt.Sprintf("http://127.0.0.1:%d/no/such/thing", port))
+	if err != nil || code != 404 || !strings.Contains(fmt.Sprint(body["message"]), "no such endpoint") {
+		t.Errorf("unknown path: %d %v %v", code, body, err)
+	}
+	waitFor(t, "flavor detection in the log", 20*time.Second, func() (bool, string) {
+		out := d.out.String()
+		return strings.Contains(out, "database detected") && strings.Contains(out, "flavor=mariadb"), out
+	})
+	if st, err := os.Stat(filepath.Join(dir, "state")); err != nil || !st.IsDir() {
+		t.Errorf("state_directory not created: %v", err)
+	}
+
+	// A bad config on SIGHUP is rejected and logged; the daemon keeps
+	// serving with the old one.
+	bad := daemonConfig(t, dir, port, in)
+	bad["sever_id"] = 7
+	writeJSON(t, cfgPath, bad)
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reload rejection in the log", 10*time.Second, func() (bool, string) {
+		out := d.out.String()
+		return strings.Contains(out, "config reload rejected") && strings.Contains(out, `sever_id: unknown key (did you mean \"server_id\"?)`), out
+	})
+	if code, _, err := getJSON(fmt.Sprintf("http://127.0.0.1:%d/status", port)); err != nil || code != 200 {
+		t.Fatalf("after a rejected reload: %d %v", code, err)
+	}
+
+	// A good config that moves the HTTP port is applied.
+	port2, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := daemonConfig(t, dir, port2, in)
+	writeJSON(t, cfgPath, good)
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, d, port2)
+	if _, _, err := getJSON(fmt.Sprintf("http://127.0.0.1:%d/status", port)); err == nil {
+		t.Errorf("old port %d still answers after the reload", port)
+	}
+
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	code, err = d.wait(t, 20*time.Second)
+	if err != nil || code != 0 {
+		t.Fatalf("exit code %d (%v) after SIGTERM; output:\n%s", code, err, d.out)
+	}
+}
+
+func TestDaemonWithoutDatabaseStillServes(t *testing.T) {
+	dir := t.TempDir()
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "myhoard.json")
+	writeJSON(t, cfgPath, daemonConfig(t, dir, port, nil))
+	d := startDaemon(t, "--config", cfgPath)
+	waitStatus(t, d, port)
+	waitFor(t, "a clear database error in the log", 10*time.Second, func() (bool, string) {
+		out := d.out.String()
+		return strings.Contains(out, "database not reachable yet") && strings.Contains(out, "127.0.0.1:1"), out
+	})
+	_ = d.cmd.Process.Signal(syscall.SIGINT)
+	if code, err := d.wait(t, 20*time.Second); err != nil || code != 0 {
+		t.Fatalf("exit code %d (%v) after SIGINT", code, err)
+	}
+}
+
+func runCLI(t *testing.T, env []string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.CommandContext(context.Background(), binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+func TestCheckConfigCLI(t *testing.T) {
+	dir := t.TempDir()
+	example, err := filepath.Abs("../deploy/myhoard.example.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	cfg := daemonConfig(t, dir, 16001, nil)
+	cfg["backup_setings"] = map[string]any{}
+	cfg["server_id"] = 0
+	writeJSON(t, bad, cfg)
+
+	tests := []struct {
+		name       string
+		env, args  []string
+		code       int
+		stdout     []string
+		stderr     []string
+		stderrLine int // expected number of stderr lines (0: not checked)
+	}{
+		{name: "example is valid", args: []string{"check-config", "--config", example}, code: 0,
+			stdout: []string{"valid", "site default: file:///var/lib/myhoard/backups"}},
+		{name: "MYHOARD_CONFIG names the file", env: []string{"MYHOARD_CONFIG=" + example}, args: []string{"check-config"}, code: 0,
+			stdout: []string{"valid"}},
+		{name: "bad config lists every problem", args: []string{"check-config", "--config", bad}, code: 1,
+			stderr:     []string{bad + `: backup_setings: unknown key (did you mean "backup_settings"?)`, bad + ": server_id: must be in 1..2147483647"},
+			stderrLine: 2},
+		{name: "daemon refuses a bad config with the same messages", args: []string{"--config", bad}, code: 1,
+			stderr:     []string{bad + `: backup_setings: unknown key (did you mean "backup_settings"?)`, bad + ": server_id: must be in 1..2147483647"},
+			stderrLine: 2},
+		{name: "missing file", args: []string{"check-config", "--config", filepath.Join(dir, "nope.json")}, code: 1,
+			stderr: []string{"nope.json", "no such file"}},
+		{name: "no config at all", env: []string{"MYHOARD_CONFIG="}, args: []string{"check-config"}, code: 2,
+			stderr: []string{"pass --config FILE or set MYHOARD_CONFIG"}},
+		{name: "version", args: []string{"version"}, code: 0, stdout: []string{"myhoard "}},
+		{name: "unknown command", args: []string{"frobnicate"}, code: 2, stderr: []string{`unknown command "frobnicate"`}},
+		{name: "bad log level", args: []string{"--config", example, "--log-level", "loud"}, code: 2, stderr: []string{"--log-level"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, tc.env, tc.args...)
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, stdout, stderr)
+			}
+			for _, s := range tc.stdout {
+				if !strings.Contains(stdout, s) {
+					t.Errorf("stdout lacks %q:\n%s", s, stdout)
+				}
+			}
+			for _, s := range tc.stderr {
+				if !strings.Contains(stderr, s) {
+					t.Errorf("stderr lacks %q:\n%s", s, stderr)
+				}
+			}
+			if n := strings.Count(strings.TrimSpace(stderr), "\n") + 1; tc.stderrLine > 0 && n != tc.stderrLine {
+				t.Errorf("stderr has %d lines, want %d:\n%s", n, tc.stderrLine, stderr)
+			}
+		})
+	}
+}
