@@ -109,6 +109,9 @@ type Options struct {
 	User string
 	// NoInit leaves the data directory empty (a restore target).
 	NoInit bool
+	// KeepData reuses a data directory that is already initialised
+	// (the `make run` sandbox keeps its data between runs).
+	KeepData bool
 }
 
 // Instance is one MariaDB server.
@@ -214,6 +217,9 @@ innodb_log_file_size=32M
 		}
 	}
 	if opts.NoInit {
+		return in, nil
+	}
+	if _, err := os.Stat(filepath.Join(in.DataDir, "mysql")); err == nil && opts.KeepData {
 		return in, nil
 	}
 	cmd := exec.CommandContext(ctx, tools.InstallDB, "--defaults-file="+in.ConfigFile,
