@@ -66,15 +66,7 @@ func daemonConfig(t *testing.T, dir string, port int, in *harness.Instance) map[
 	t.Helper()
 	mysql := map[string]any{"flavor": "auto", "client_params": map[string]any{"host": "127.0.0.1", "port": 1, "user": "root"}}
 	if in != nil {
-		mysql = map[string]any{
-			"flavor":               "auto",
-			"binlog_prefix":        in.BinlogPrefix(),
-			"relay_log_prefix":     in.RelayLogPrefix(),
-			"relay_log_index_file": in.RelayLogIndex(),
-			"data_directory":       in.DataDir,
-			"config_file_name":     in.ConfigFile,
-			"client_params":        map[string]any{"host": "127.0.0.1", "port": in.Port, "user": "root", "password": ""},
-		}
+		mysql = in.MyhoardMySQLConfig()
 	}
 	return map[string]any{
 		"http_address":    "127.0.0.1",

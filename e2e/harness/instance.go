@@ -517,3 +517,17 @@ func chownTree(dir, name string) error {
 	}
 	return nil
 }
+
+// MyhoardMySQLConfig is the "mysql" block of a myhoard config for this
+// instance (root over TCP, flavor auto).
+func (in *Instance) MyhoardMySQLConfig() map[string]any {
+	return map[string]any{
+		"flavor":               "auto",
+		"binlog_prefix":        in.BinlogPrefix(),
+		"relay_log_prefix":     in.RelayLogPrefix(),
+		"relay_log_index_file": in.RelayLogIndex(),
+		"data_directory":       in.DataDir,
+		"config_file_name":     in.ConfigFile,
+		"client_params":        map[string]any{"host": "127.0.0.1", "port": in.Port, "user": "root", "password": ""},
+	}
+}

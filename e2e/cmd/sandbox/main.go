@@ -98,15 +98,7 @@ func writeConfig(path, dir string, httpPort int, in *harness.Instance) error {
 		"state_directory":     filepath.Join(dir, "state"),
 		"temporary_directory": filepath.Join(dir, "tmp"),
 		"start_command":       []string{"mariadbd", "--defaults-file=" + in.ConfigFile},
-		"mysql": map[string]any{
-			"flavor":               "auto",
-			"binlog_prefix":        in.BinlogPrefix(),
-			"relay_log_prefix":     in.RelayLogPrefix(),
-			"relay_log_index_file": in.RelayLogIndex(),
-			"data_directory":       in.DataDir,
-			"config_file_name":     in.ConfigFile,
-			"client_params":        map[string]any{"host": "127.0.0.1", "port": in.Port, "user": "root", "password": ""},
-		},
+		"mysql":               in.MyhoardMySQLConfig(),
 		"backup_sites": map[string]any{
 			"default": map[string]any{
 				"compression":    map[string]any{"algorithm": "zstd"},
