@@ -1,0 +1,179 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/oauth2/google"
+
+	"gocloud.dev/blob"
+	"gocloud.dev/blob/azureblob"
+	"gocloud.dev/blob/fileblob"
+	"gocloud.dev/blob/gcsblob"
+	_ "gocloud.dev/blob/memblob" // mem:// URLs
+	"gocloud.dev/blob/s3blob"
+	"gocloud.dev/gcp"
+
+	"github.com/myhoard/myhoard/config"
+)
+
+// openBucket opens a site's bucket. The url form goes through gocloud's
+// URL openers (credentials from the environment, as gocloud documents);
+// the original's storage_type forms are opened with their own credentials
+// so that no process-wide environment is touched.
+func openBucket(ctx context.Context, oc *config.ObjectStorage) (*blob.Bucket, error) {
+	u, err := url.Parse(oc.URL)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case u.Scheme == "file":
+		// Local directories are created on first use, as the original does.
+		dir := filepath.Clean(u.Path)
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("create directory: %w", err)
+		}
+		return fileblob.OpenBucket(dir, &fileblob.Options{NoTempDir: true, Metadata: fileblob.MetadataDontWrite})
+	case oc.S3 != nil:
+		return openS3(ctx, oc.S3)
+	case oc.Google != nil:
+		return openGCS(ctx, oc.Google)
+	case oc.Azure != nil:
+		return openAzure(ctx, oc.Azure)
+	}
+	return blob.OpenBucket(ctx, oc.URL)
+}
+
+func openS3(ctx context.Context, c *config.S3Storage) (*blob.Bucket, error) {
+	region := c.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(region)}
+	if c.AWSAccessKeyID != "" {
+		opts = append(opts, awsconfig.WithCredentialsProvider(
+			credentials.NewStaticCredentialsProvider(c.AWSAccessKeyID, c.AWSSecretAccessKey, c.AWSSessionToken)))
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("AWS config: %w", err)
+	}
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
+		if c.Host != "" {
+			scheme := "https"
+			if c.IsSecure != nil && !*c.IsSecure {
+				scheme = "http"
+			}
+			host := c.Host
+			if c.Port != 0 {
+				host = fmt.Sprintf("%s:%d", c.Host, c.Port)
+			}
+			o.BaseEndpoint = aws.String(scheme + "://" + host)
+			o.UsePathStyle = c.AddressingStyle != "virtual"
+		}
+		// S3-compatible servers often lack the newer checksum headers.
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	})
+	return s3blob.OpenBucket(ctx, client, c.BucketName, nil)
+}
+
+func openGCS(ctx context.Context, c *config.GoogleStorage) (*blob.Bucket, error) {
+	var client *gcp.HTTPClient
+	switch {
+	case os.Getenv("STORAGE_EMULATOR_HOST") != "":
+		client = gcp.NewAnonymousHTTPClient(gcp.DefaultTransport())
+	case c.CredentialFile != "" || c.Credentials != nil:
+		var data []byte
+		if c.CredentialFile != "" {
+			b, err := os.ReadFile(c.CredentialFile)
+			if err != nil {
+				return nil, fmt.Errorf("read credential_file: %w", err)
+			}
+			data = b
+		} else {
+			b, err := json.Marshal(c.Credentials)
+			if err != nil {
+				return nil, fmt.Errorf("credentials: %w", err)
+			}
+			data = b
+		}
+		creds, err := google.CredentialsFromJSON(ctx, data, "https://www.googleapis.com/auth/devstorage.read_write")
+		if err != nil {
+			return nil, fmt.Errorf("google credentials: %w", err)
+		}
+		client, err = gcp.NewHTTPClient(gcp.DefaultTransport(), creds.TokenSource)
+		if err != nil {
+			return nil, err
+		}
+	default:
+		creds, err := gcp.DefaultCredentials(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("google default credentials: %w", err)
+		}
+		client, err = gcp.NewHTTPClient(gcp.DefaultTransport(), gcp.CredentialsTokenSource(creds))
+		if err != nil {
+			return nil, err
+		}
+	}
+	return gcsblob.OpenBucket(ctx, client, c.BucketName, nil)
+}
+
+func openAzure(ctx context.Context, c *config.AzureStorage) (*blob.Bucket, error) {
+	var base string
+	if c.Host != "" {
+		scheme := "https"
+		if c.IsSecure != nil && !*c.IsSecure {
+			scheme = "http"
+		}
+		host := c.Host
+		if c.Port != 0 {
+			host = fmt.Sprintf("%s:%d", c.Host, c.Port)
+		}
+		base = fmt.Sprintf("%s://%s/%s/%s", scheme, host, c.AccountName, c.BucketName) // emulator: path style
+	} else {
+		suffix := "core.windows.net"
+		switch strings.ToLower(c.AzureCloud) {
+		case "", "public":
+		case "china":
+			suffix = "core.chinacloudapi.cn"
+		case "usgov", "government":
+			suffix = "core.usgovcloudapi.net"
+		default:
+			return nil, fmt.Errorf("unknown azure_cloud %q (want public, china or usgov)", c.AzureCloud)
+		}
+		base = fmt.Sprintf("https://%s.blob.%s/%s", c.AccountName, suffix, c.BucketName)
+	}
+	opts := &container.ClientOptions{ClientOptions: policy.ClientOptions{Transport: http.DefaultClient}}
+	var client *container.Client
+	var err error
+	switch {
+	case c.AccountKey != "":
+		cred, cerr := container.NewSharedKeyCredential(c.AccountName, c.AccountKey)
+		if cerr != nil {
+			return nil, fmt.Errorf("azure account key: %w", cerr)
+		}
+		client, err = container.NewClientWithSharedKeyCredential(base, cred, opts)
+	case c.SASToken != "":
+		client, err = container.NewClientWithNoCredential(base+"?"+strings.TrimPrefix(c.SASToken, "?"), opts)
+	default:
+		err = errors.New("azure storage needs account_key or sas_token")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return azureblob.OpenBucket(ctx, client, nil)
+}
