@@ -25,7 +25,8 @@ bin/sandbox: $(shell find e2e -name '*.go')
 deps:
 	./scripts/install-deps.sh
 
-run: deps build bin/sandbox
+run: build bin/sandbox
+	./scripts/install-deps.sh mariadb
 	./bin/sandbox -dir var/run -myhoard bin/myhoard
 
 test: deps

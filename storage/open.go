@@ -84,6 +84,8 @@ func openS3(ctx context.Context, c *config.S3Storage) (*blob.Bucket, error) {
 			o.BaseEndpoint = aws.String(scheme + "://" + host)
 			o.UsePathStyle = c.AddressingStyle != "virtual"
 		}
+		// Retries are the site's own (counted, with its backoff).
+		o.Retryer = aws.NopRetryer{}
 		// S3-compatible servers often lack the newer checksum headers.
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
@@ -157,7 +159,8 @@ func openAzure(ctx context.Context, c *config.AzureStorage) (*blob.Bucket, error
 		}
 		base = fmt.Sprintf("https://%s.blob.%s/%s", c.AccountName, suffix, c.BucketName)
 	}
-	opts := &container.ClientOptions{ClientOptions: policy.ClientOptions{Transport: http.DefaultClient}}
+	// Retries are the site's own (counted, with its backoff).
+	opts := &container.ClientOptions{ClientOptions: policy.ClientOptions{Transport: http.DefaultClient, Retry: policy.RetryOptions{MaxRetries: -1}}}
 	var client *container.Client
 	var err error
 	switch {
