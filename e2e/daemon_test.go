@@ -194,6 +194,10 @@ func TestDaemonLifecycle(t *testing.T) {
 		out := d.out.String()
 		return strings.Contains(out, "database detected") && strings.Contains(out, "flavor=mariadb"), out
 	})
+	waitFor(t, "the backup site check in the log", 20*time.Second, func() (bool, string) {
+		out := d.out.String()
+		return strings.Contains(out, "backup site ready") && strings.Contains(out, "site=default"), out
+	})
 	if st, err := os.Stat(filepath.Join(dir, "state")); err != nil || !st.IsDir() {
 		t.Errorf("state_directory not created: %v", err)
 	}
@@ -250,7 +254,7 @@ func TestDaemonWithoutDatabaseStillServes(t *testing.T) {
 	waitStatus(t, d, port)
 	waitFor(t, "a clear database error in the log", 10*time.Second, func() (bool, string) {
 		out := d.out.String()
-		return strings.Contains(out, "database not reachable yet") && strings.Contains(out, "127.0.0.1:1"), out
+		return strings.Contains(out, "not ready yet") && strings.Contains(out, "127.0.0.1:1"), out
 	})
 	_ = d.cmd.Process.Signal(syscall.SIGINT)
 	if code, err := d.wait(t, 20*time.Second); err != nil || code != 0 {

@@ -4,7 +4,8 @@
 // lower packages do.
 //
 // So far it implements the idle mode: it holds the config, detects the
-// database flavor when mysql.flavor is "auto", and reports its mode. It must
+// database flavor when mysql.flavor is "auto", opens and checks the backup
+// sites, and reports its mode. It must
 // never serve HTTP itself (package api does) and never be imported by the
 // packages below it.
 package node
@@ -18,6 +19,7 @@ import (
 
 	"github.com/myhoard/myhoard/config"
 	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/storage"
 )
 
 // Mode is a controller main mode.
@@ -42,11 +44,13 @@ type Controller struct {
 	flavor  mysql.Flavor
 	version string
 	reload  chan struct{}
+	sites   map[string]*storage.Site
+	stats   *storage.Stats
 }
 
 // New makes a controller in idle mode for cfg.
 func New(cfg *config.Config, log *slog.Logger) *Controller {
-	c := &Controller{log: log, cfg: cfg, mode: ModeIdle, reload: make(chan struct{}, 1)}
+	c := &Controller{log: log, cfg: cfg, mode: ModeIdle, reload: make(chan struct{}, 1), stats: &storage.Stats{}}
 	if f, err := mysql.ParseFlavor(cfg.MySQL.Flavor); err == nil && f != mysql.FlavorAuto {
 		c.flavor = f
 	}
@@ -102,13 +106,18 @@ func ConnParams(cfg *config.Config) mysql.ConnParams {
 // database and detects its flavor, retrying with backoff while it is
 // unreachable, and again after each reload.
 func (c *Controller) Run(ctx context.Context) error {
+	defer c.closeSites()
 	backoff := time.Second
 	for {
-		if err := c.detectFlavor(ctx); err != nil {
+		err := c.detectFlavor(ctx)
+		if err == nil {
+			err = c.openSites(ctx)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			c.log.Warn("database not reachable yet", "error", err, "retry_in", backoff)
+			c.log.Warn("not ready yet", "error", err, "retry_in", backoff)
 			select {
 			case <-ctx.Done():
 				return nil
@@ -123,7 +132,54 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-c.reload:
+			c.closeSites()
 		}
+	}
+}
+
+// StorageStats are the error counters of every backup site.
+func (c *Controller) StorageStats() *storage.Stats { return c.stats }
+
+// openSites opens every backup site of the config and checks it: writable
+// sites with a write/read/delete probe, recovery-only sites with a listing
+// (they are never written to).
+func (c *Controller) openSites(ctx context.Context) error {
+	cfg := c.Config()
+	sites := map[string]*storage.Site{}
+	for name, sc := range cfg.BackupSites {
+		s, err := storage.OpenSite(ctx, name, sc.ObjectStorage, storage.SiteOptions{Log: c.log, Stats: c.stats})
+		if err == nil {
+			if sc.RecoveryOnly {
+				err = s.CheckReadOnly(ctx)
+			} else {
+				err = s.Check(ctx)
+			}
+			if err != nil {
+				s.Close()
+			}
+		}
+		if err != nil {
+			for _, o := range sites {
+				o.Close()
+			}
+			return err
+		}
+		c.log.Info("backup site ready", "site", name, "url", s.URL, "recovery_only", sc.RecoveryOnly)
+		sites[name] = s
+	}
+	c.mu.Lock()
+	c.sites = sites
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Controller) closeSites() {
+	c.mu.Lock()
+	sites := c.sites
+	c.sites = nil
+	c.mu.Unlock()
+	for _, s := range sites {
+		s.Close()
 	}
 }
 

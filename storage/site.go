@@ -612,3 +612,16 @@ func (s *Site) Check(ctx context.Context) error {
 	}
 	return nil
 }
+
+// CheckReadOnly proves a recovery-only site can be listed, without writing
+// to it.
+func (s *Site) CheckReadOnly(ctx context.Context) error {
+	err := s.do(ctx, "list", StreamsPrefix+"*", true, func(ctx context.Context) error {
+		_, _, err := s.bucket.ListPage(ctx, blob.FirstPageToken, 1, &blob.ListOptions{Prefix: StreamsPrefix})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("storage site %s (%s) failed its list check: %w", s.Name, s.URL, err)
+	}
+	return nil
+}
