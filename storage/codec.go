@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 
 	"filippo.io/age"
 	"filippo.io/age/agessh"
@@ -423,21 +424,26 @@ func NewDecoder(r io.Reader, keys Keyring) (io.ReadCloser, Header, error) {
 		inner = ar
 	}
 	d := &decoder{src: src, unframe: &unframer{r: inner}}
+	// Decryption, unframing and checksums run in a goroutine ahead of the
+	// decompressor, so the two overlap on separate cores.
+	d.ahead = newReadAhead(d.unframe)
 	switch h.Compression {
 	case CompressionNone:
-		d.out = d.unframe
+		d.out = d.ahead
 	case CompressionZstd:
-		zr, err := zstd.NewReader(d.unframe, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxWindow(maxWindow), zstd.WithDecoderLowmem(true))
+		zr, err := zstd.NewReader(d.ahead, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxWindow(maxWindow), zstd.WithDecoderLowmem(true))
 		if err != nil {
+			d.ahead.close()
 			return nil, h, fmt.Errorf("decode: zstd: %w", err)
 		}
 		d.out, d.close = zr, zr.Close
 	case CompressionSnappy:
-		d.out = s2.NewReader(d.unframe, s2.ReaderMaxBlockSize(4<<20))
+		d.out = s2.NewReader(d.ahead, s2.ReaderMaxBlockSize(4<<20))
 	case CompressionLZMA:
-		xr, err := xz.ReaderConfig{DictCap: maxWindow}.NewReader(d.unframe)
+		xr, err := xz.ReaderConfig{DictCap: maxWindow}.NewReader(d.ahead)
 		if err != nil {
-			return nil, h, fmt.Errorf("%w: lzma: %v", ErrCorrupt, err)
+			d.ahead.close()
+			return nil, h, d.classify(fmt.Errorf("lzma: %w", err))
 		}
 		d.out = xr
 	}
@@ -462,6 +468,7 @@ func (t *trackedReader) Read(p []byte) (int, error) {
 type decoder struct {
 	src     *trackedReader
 	unframe *unframer
+	ahead   *readAhead
 	out     io.Reader
 	close   func()
 	done    bool
@@ -484,7 +491,7 @@ func (d *decoder) Read(p []byte) (n int, err error) {
 	n, err = d.out.Read(p)
 	if err == io.EOF {
 		// The decompressor is done; the framing must end right here.
-		if ferr := d.unframe.finish(); ferr != nil {
+		if ferr := d.ahead.finish(); ferr != nil {
 			d.err = d.classify(ferr)
 			return n, d.err
 		}
@@ -514,72 +521,154 @@ func (d *decoder) Close() error {
 	if d.close != nil {
 		d.close()
 	}
+	d.ahead.close()
 	return nil
 }
 
-// unframer checks and strips the framing.
+// readAhead unframes (and so decrypts and checks) in its own goroutine, a
+// few chunks ahead of the decompressor, with a fixed set of reused chunk
+// buffers (constant memory).
+type readAhead struct {
+	full  chan aheadBlock
+	free  chan []byte
+	done  chan struct{}
+	ended chan struct{}
+	once  sync.Once
+	src   *unframer
+	cur   aheadBlock
+	off   int
+}
+
+type aheadBlock struct {
+	buf     []byte
+	payload []byte
+	err     error
+}
+
+const aheadDepth = 3
+
+func newReadAhead(src *unframer) *readAhead {
+	ra := &readAhead{full: make(chan aheadBlock, aheadDepth), free: make(chan []byte, aheadDepth+1),
+		done: make(chan struct{}), ended: make(chan struct{}), src: src}
+	for i := 0; i < aheadDepth+1; i++ {
+		ra.free <- make([]byte, frameChunk+4)
+	}
+	go ra.run()
+	return ra
+}
+
+func (ra *readAhead) run() {
+	defer close(ra.ended)
+	for {
+		var buf []byte
+		select {
+		case buf = <-ra.free:
+		case <-ra.done:
+			return
+		}
+		payload, err := ra.src.next(buf)
+		select {
+		case ra.full <- aheadBlock{buf: buf, payload: payload, err: err}:
+		case <-ra.done:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// advance moves to the next block with bytes, or to the one that ends the
+// stream.
+func (ra *readAhead) advance() {
+	if ra.cur.buf != nil {
+		ra.free <- ra.cur.buf
+	}
+	ra.cur, ra.off = <-ra.full, 0
+}
+
+func (ra *readAhead) Read(p []byte) (int, error) {
+	for ra.off >= len(ra.cur.payload) {
+		if ra.cur.err != nil {
+			return 0, ra.cur.err
+		}
+		ra.advance()
+	}
+	n := copy(p, ra.cur.payload[ra.off:])
+	ra.off += n
+	return n, nil
+}
+
+// finish checks, once the decompressor is done, that nothing but the end
+// marker follows what it consumed.
+func (ra *readAhead) finish() error {
+	for {
+		if ra.off < len(ra.cur.payload) {
+			return fmt.Errorf("%w: data after the end of the compressed stream", ErrCorrupt)
+		}
+		if ra.cur.err != nil {
+			if ra.cur.err == io.EOF {
+				return nil
+			}
+			return ra.cur.err
+		}
+		ra.advance()
+	}
+}
+
+func (ra *readAhead) close() {
+	ra.once.Do(func() { close(ra.done) })
+	<-ra.ended
+}
+
+// unframer checks and strips the framing, one chunk at a time.
 type unframer struct {
 	r     io.Reader
-	buf   []byte // current chunk's unread payload
-	chunk []byte
 	index uint64
 	total uint64
 	ended bool
 }
 
-func (u *unframer) Read(p []byte) (int, error) {
-	for len(u.buf) == 0 {
-		if u.ended {
-			return 0, io.EOF
-		}
-		if err := u.next(); err != nil {
-			return 0, err
-		}
+// next reads one chunk into buf (capacity at least frameChunk+4) and
+// returns its payload; io.EOF once the end marker has been verified.
+func (u *unframer) next(buf []byte) ([]byte, error) {
+	if u.ended {
+		return nil, io.EOF
 	}
-	n := copy(p, u.buf)
-	u.buf = u.buf[n:]
-	return n, nil
-}
-
-func (u *unframer) next() error {
 	var word [4]byte
 	if _, err := io.ReadFull(u.r, word[:]); err != nil {
-		return u.readErr("chunk header", err)
+		return nil, u.readErr("chunk header", err)
 	}
 	w := binary.BigEndian.Uint32(word[:])
 	final := w&finalFlag != 0
 	size := int(w &^ finalFlag)
 	if size > frameChunk || (final && size != 8) {
-		return fmt.Errorf("%w: chunk %d has impossible length %d", ErrCorrupt, u.index, size)
+		return nil, fmt.Errorf("%w: chunk %d has impossible length %d", ErrCorrupt, u.index, size)
 	}
-	if cap(u.chunk) < size+4 {
-		u.chunk = make([]byte, size+4, frameChunk+4)
-	}
-	u.chunk = u.chunk[:size+4]
-	if _, err := io.ReadFull(u.r, u.chunk); err != nil {
-		return u.readErr(fmt.Sprintf("chunk %d", u.index), err)
+	chunk := buf[:size+4]
+	if _, err := io.ReadFull(u.r, chunk); err != nil {
+		return nil, u.readErr(fmt.Sprintf("chunk %d", u.index), err)
 	}
 	var idx [8]byte
 	binary.BigEndian.PutUint64(idx[:], u.index)
-	sum := crc32.Update(crc32.Update(crc32.Checksum(idx[:], castagnoli), castagnoli, word[:]), castagnoli, u.chunk[:size])
-	if sum != binary.BigEndian.Uint32(u.chunk[size:]) {
-		return fmt.Errorf("%w: chunk %d checksum mismatch (damaged or out of order)", ErrCorrupt, u.index)
+	sum := crc32.Update(crc32.Update(crc32.Checksum(idx[:], castagnoli), castagnoli, word[:]), castagnoli, chunk[:size])
+	if sum != binary.BigEndian.Uint32(chunk[size:]) {
+		return nil, fmt.Errorf("%w: chunk %d checksum mismatch (damaged or out of order)", ErrCorrupt, u.index)
 	}
 	u.index++
 	if final {
-		if got := binary.BigEndian.Uint64(u.chunk[:8]); got != u.total {
-			return fmt.Errorf("%w: end marker says %d bytes, read %d", ErrCorrupt, got, u.total)
+		if got := binary.BigEndian.Uint64(chunk[:8]); got != u.total {
+			return nil, fmt.Errorf("%w: end marker says %d bytes, read %d", ErrCorrupt, got, u.total)
 		}
 		u.ended = true
 		var extra [1]byte
 		if n, _ := io.ReadFull(u.r, extra[:]); n > 0 {
-			return fmt.Errorf("%w: data after the end of the object", ErrCorrupt)
+			return nil, fmt.Errorf("%w: data after the end of the object", ErrCorrupt)
 		}
-		return nil
+		return nil, io.EOF
 	}
 	u.total += uint64(size)
-	u.buf = u.chunk[:size]
-	return nil
+	return chunk[:size], nil
 }
 
 func (u *unframer) readErr(what string, err error) error {
@@ -590,21 +679,4 @@ func (u *unframer) readErr(what string, err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %s: %v", ErrCorrupt, what, err)
-}
-
-// finish checks that nothing but the end marker follows what the
-// decompressor consumed.
-func (u *unframer) finish() error {
-	if len(u.buf) > 0 {
-		return fmt.Errorf("%w: data after the end of the compressed stream", ErrCorrupt)
-	}
-	for !u.ended {
-		if err := u.next(); err != nil {
-			return err
-		}
-		if len(u.buf) > 0 {
-			return fmt.Errorf("%w: data after the end of the compressed stream", ErrCorrupt)
-		}
-	}
-	return nil
 }

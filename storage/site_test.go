@@ -2,9 +2,9 @@ package storage
 
 import (
 	"bytes"
-	"encoding/json"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
