@@ -543,6 +543,7 @@ type aheadBlock struct {
 	buf     []byte
 	payload []byte
 	err     error
+	full    bool // taken from the channel (its buffer goes back to free)
 }
 
 const aheadDepth = 3
@@ -551,7 +552,7 @@ func newReadAhead(src *unframer) *readAhead {
 	ra := &readAhead{full: make(chan aheadBlock, aheadDepth), free: make(chan []byte, aheadDepth+1),
 		done: make(chan struct{}), ended: make(chan struct{}), src: src}
 	for i := 0; i < aheadDepth+1; i++ {
-		ra.free <- make([]byte, frameChunk+4)
+		ra.free <- nil // allocated by unframer.next at the size needed
 	}
 	go ra.run()
 	return ra
@@ -566,7 +567,7 @@ func (ra *readAhead) run() {
 		case <-ra.done:
 			return
 		}
-		payload, err := ra.src.next(buf)
+		buf, payload, err := ra.src.next(buf)
 		select {
 		case ra.full <- aheadBlock{buf: buf, payload: payload, err: err}:
 		case <-ra.done:
@@ -581,10 +582,11 @@ func (ra *readAhead) run() {
 // advance moves to the next block with bytes, or to the one that ends the
 // stream.
 func (ra *readAhead) advance() {
-	if ra.cur.buf != nil {
+	if ra.cur.full {
 		ra.free <- ra.cur.buf
 	}
 	ra.cur, ra.off = <-ra.full, 0
+	ra.cur.full = true
 }
 
 func (ra *readAhead) Read(p []byte) (int, error) {
@@ -629,46 +631,50 @@ type unframer struct {
 	ended bool
 }
 
-// next reads one chunk into buf (capacity at least frameChunk+4) and
-// returns its payload; io.EOF once the end marker has been verified.
-func (u *unframer) next(buf []byte) ([]byte, error) {
+// next reads one chunk into buf (grown as needed, so small objects use
+// small buffers) and returns the buffer and the chunk's payload; io.EOF
+// once the end marker has been verified.
+func (u *unframer) next(buf []byte) ([]byte, []byte, error) {
 	if u.ended {
-		return nil, io.EOF
+		return buf, nil, io.EOF
 	}
 	var word [4]byte
 	if _, err := io.ReadFull(u.r, word[:]); err != nil {
-		return nil, u.readErr("chunk header", err)
+		return buf, nil, u.readErr("chunk header", err)
 	}
 	w := binary.BigEndian.Uint32(word[:])
 	final := w&finalFlag != 0
 	size := int(w &^ finalFlag)
 	if size > frameChunk || (final && size != 8) {
-		return nil, fmt.Errorf("%w: chunk %d has impossible length %d", ErrCorrupt, u.index, size)
+		return buf, nil, fmt.Errorf("%w: chunk %d has impossible length %d", ErrCorrupt, u.index, size)
+	}
+	if cap(buf) < size+4 {
+		buf = make([]byte, size+4, max(size+4, min(2*cap(buf), frameChunk+4)))
 	}
 	chunk := buf[:size+4]
 	if _, err := io.ReadFull(u.r, chunk); err != nil {
-		return nil, u.readErr(fmt.Sprintf("chunk %d", u.index), err)
+		return buf, nil, u.readErr(fmt.Sprintf("chunk %d", u.index), err)
 	}
 	var idx [8]byte
 	binary.BigEndian.PutUint64(idx[:], u.index)
 	sum := crc32.Update(crc32.Update(crc32.Checksum(idx[:], castagnoli), castagnoli, word[:]), castagnoli, chunk[:size])
 	if sum != binary.BigEndian.Uint32(chunk[size:]) {
-		return nil, fmt.Errorf("%w: chunk %d checksum mismatch (damaged or out of order)", ErrCorrupt, u.index)
+		return buf, nil, fmt.Errorf("%w: chunk %d checksum mismatch (damaged or out of order)", ErrCorrupt, u.index)
 	}
 	u.index++
 	if final {
 		if got := binary.BigEndian.Uint64(chunk[:8]); got != u.total {
-			return nil, fmt.Errorf("%w: end marker says %d bytes, read %d", ErrCorrupt, got, u.total)
+			return buf, nil, fmt.Errorf("%w: end marker says %d bytes, read %d", ErrCorrupt, got, u.total)
 		}
 		u.ended = true
 		var extra [1]byte
 		if n, _ := io.ReadFull(u.r, extra[:]); n > 0 {
-			return nil, fmt.Errorf("%w: data after the end of the object", ErrCorrupt)
+			return buf, nil, fmt.Errorf("%w: data after the end of the object", ErrCorrupt)
 		}
-		return nil, io.EOF
+		return buf, nil, io.EOF
 	}
 	u.total += uint64(size)
-	return chunk[:size], nil
+	return buf, chunk[:size], nil
 }
 
 func (u *unframer) readErr(what string, err error) error {

@@ -154,26 +154,6 @@ func pair(runs int, a, b func()) (time.Duration, time.Duration) {
 
 func mbps(n int, d time.Duration) float64 { return float64(n) / d.Seconds() / 1e6 }
 
-// repeatReader yields data n times without holding n copies.
-type repeatReader struct {
-	data []byte
-	left int
-	pos  int
-}
-
-func (r *repeatReader) Read(p []byte) (int, error) {
-	if r.left == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, r.data[r.pos:])
-	r.pos += n
-	if r.pos == len(r.data) {
-		r.pos = 0
-		r.left--
-	}
-	return n, nil
-}
-
 // BenchmarkCodec prints a table of encode/decode throughput and peak heap
 // for every codec, with and without encryption, next to baselines measured
 // in the same run: the bare klauspost zstd encoder and decoder at the same

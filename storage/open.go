@@ -113,7 +113,17 @@ func openGCS(ctx context.Context, c *config.GoogleStorage) (*blob.Bucket, error)
 			}
 			data = b
 		}
-		creds, err := google.CredentialsFromJSON(ctx, data, "https://www.googleapis.com/auth/devstorage.read_write")
+		// Only the credential types a backup site uses are accepted.
+		var kind struct {
+			Type google.CredentialsType `json:"type"`
+		}
+		if err := json.Unmarshal(data, &kind); err != nil {
+			return nil, fmt.Errorf("google credentials are not JSON: %w", err)
+		}
+		if kind.Type != google.ServiceAccount && kind.Type != google.AuthorizedUser {
+			return nil, fmt.Errorf("google credentials of type %q are not supported (want %s or %s)", kind.Type, google.ServiceAccount, google.AuthorizedUser)
+		}
+		creds, err := google.CredentialsFromJSONWithType(ctx, data, kind.Type, "https://www.googleapis.com/auth/devstorage.read_write")
 		if err != nil {
 			return nil, fmt.Errorf("google credentials: %w", err)
 		}

@@ -23,13 +23,13 @@ import (
 
 // Credentials of the storage emulators started here.
 const (
-	S3AccessKey    = "myhoardtest"
-	S3SecretKey    = "myhoardtestsecret"
-	S3Region       = "us-east-1"
-	AzureAccount   = "devstoreaccount1"
-	AzureKey       = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-	StorageBucket  = "backups"
-	installHint    = "run `make deps` (scripts/install-deps.sh installs the storage emulators into .tools)"
+	S3AccessKey   = "myhoardtest"
+	S3SecretKey   = "myhoardtestsecret"
+	S3Region      = "us-east-1"
+	AzureAccount  = "devstoreaccount1"
+	AzureKey      = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+	StorageBucket = "backups"
+	installHint   = "run `make deps` (scripts/install-deps.sh installs the storage emulators into .tools)"
 )
 
 // StorageServer is a storage emulator process on loopback.
