@@ -1,0 +1,186 @@
+package backup
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/storage"
+)
+
+// BinlogUpload says what to upload and under which name.
+type BinlogUpload struct {
+	Ref        storage.BinlogRef
+	Binlog     LocalBinlog
+	Flavor     mysql.Flavor
+	ServerUUID string
+	Encode     storage.EncodeOptions
+}
+
+// UploadBinlog puts one binlog into a stream: the encoded data, then its
+// manifest, both write-once. It is idempotent after a crash at any point:
+// a data object or manifest that is already there is verified (same
+// content) instead of written again, so every binlog ends up in storage
+// exactly once under its remote index.
+func UploadBinlog(ctx context.Context, site *storage.Site, u BinlogUpload, keys storage.Keyring) (*storage.BinlogManifest, error) {
+	ref := u.Ref
+	sum, size, err := fileSHA256(u.Binlog.Path)
+	if err != nil {
+		return nil, fmt.Errorf("upload binlog %s: %w", u.Binlog.Name, err)
+	}
+	if size != u.Binlog.Size {
+		return nil, fmt.Errorf("upload binlog %s: the file is %d bytes, it was %d when scanned", u.Binlog.Name, size, u.Binlog.Size)
+	}
+	var encoded int64
+	_, err = site.Put(ctx, ref.DataKey(), func() (io.ReadCloser, error) {
+		return encodeFile(u.Binlog.Path, u.Encode, &encoded)
+	}, storage.PutOptions{IfNotExist: true})
+	switch {
+	case errors.Is(err, storage.ErrExists):
+		// Uploaded before a crash: it must hold the same binlog.
+		if encoded, err = verifyRemote(ctx, site, ref.DataKey(), sum, keys); err != nil {
+			return nil, fmt.Errorf("upload binlog %s: %w", u.Binlog.Name, err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("upload binlog %s: %w", u.Binlog.Name, err)
+	}
+	m := &storage.BinlogManifest{
+		Version: storage.ManifestVersion, StreamID: ref.StreamID, RemoteIndex: ref.RemoteIndex, Epoch: ref.Epoch,
+		ServerID: ref.ServerID, ServerUUID: u.ServerUUID, LocalName: u.Binlog.Name, Flavor: u.Flavor,
+		GTIDsBefore: u.Binlog.GTIDsBefore, GTIDsAdded: u.Binlog.GTIDsAdded,
+		FirstEventAt: u.Binlog.FirstEventAt, LastEventAt: u.Binlog.LastEventAt, Transactions: u.Binlog.Transactions,
+		Size: size, EncodedSize: encoded, SHA256: sum,
+		Codec:      storage.Codec{Compression: u.Encode.Compression, KeyID: keyID(u.Encode.Key)},
+		UploadedAt: time.Now().UTC(),
+	}
+	body, err := storage.MarshalManifest(m)
+	if err != nil {
+		return nil, err
+	}
+	err = site.PutBytes(ctx, ref.ManifestKey(), body, storage.PutOptions{IfNotExist: true, ContentType: "application/json"})
+	if errors.Is(err, storage.ErrExists) {
+		var have storage.BinlogManifest
+		data, gerr := site.GetBytes(ctx, ref.ManifestKey())
+		if gerr == nil {
+			gerr = storage.UnmarshalManifest(ref.ManifestKey(), data, &have)
+		}
+		if gerr != nil {
+			return nil, fmt.Errorf("upload binlog %s: verify existing manifest: %w", u.Binlog.Name, gerr)
+		}
+		if have.SHA256 != sum || have.LocalName != u.Binlog.Name {
+			return nil, fmt.Errorf("upload binlog %s: %s already describes another binlog (%s)", u.Binlog.Name, ref.ManifestKey(), have.LocalName)
+		}
+		return &have, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("upload binlog %s: manifest: %w", u.Binlog.Name, err)
+	}
+	return m, nil
+}
+
+func keyID(k *storage.KeyPair) string {
+	if k == nil {
+		return ""
+	}
+	return k.ID
+}
+
+func fileSHA256(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// encodeFile streams the encoded form of a file; encoded receives its
+// length once the stream ends.
+func encodeFile(path string, opts storage.EncodeOptions, encoded *int64) (io.ReadCloser, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		defer f.Close()
+		cw := &countWriter{w: pw}
+		enc, err := storage.NewEncoder(cw, opts)
+		if err == nil {
+			_, err = io.Copy(enc, f)
+			if cerr := enc.Close(); err == nil {
+				err = cerr
+			}
+		}
+		*encoded = cw.n
+		pw.CloseWithError(err)
+	}()
+	return pr, nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// verifyRemote decodes an object and checks its SHA-256; it returns the
+// object's encoded size.
+func verifyRemote(ctx context.Context, site *storage.Site, key, want string, keys storage.Keyring) (int64, error) {
+	info, err := site.Stat(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	r, err := site.Get(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	d, _, err := storage.NewDecoder(r, keys)
+	if err != nil {
+		return 0, fmt.Errorf("verify %s: %w", key, err)
+	}
+	defer d.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, d); err != nil {
+		return 0, fmt.Errorf("verify %s: %w", key, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return 0, fmt.Errorf("%s already exists with other content (sha256 %s, local %s)", key, got, want)
+	}
+	return info.Size, nil
+}
+
+// DownloadObject decodes an object into w (used by tests and restores).
+func DownloadObject(ctx context.Context, site *storage.Site, key string, keys storage.Keyring, w io.Writer) error {
+	r, err := site.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	d, _, err := storage.NewDecoder(r, keys)
+	if err != nil {
+		return fmt.Errorf("decode %s: %w", key, err)
+	}
+	defer d.Close()
+	if _, err := io.Copy(w, d); err != nil {
+		return fmt.Errorf("decode %s: %w", key, err)
+	}
+	return nil
+}
