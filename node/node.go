@@ -3,22 +3,26 @@
 // state_directory, the current config, and the scheduling of everything the
 // lower packages do.
 //
-// So far it implements the idle mode: it holds the config, detects the
-// database flavor when mysql.flavor is "auto", opens and checks the backup
-// sites, and reports its mode. It must
-// never serve HTTP itself (package api does) and never be imported by the
-// packages below it.
+// Implemented so far: idle (checks the database and sites, lists backups)
+// and active (binlog scanning and upload, full backups on schedule and on
+// request, stream completion and closing, forced rotation, retention and
+// local binlog purge). It must never serve HTTP itself (package api does)
+// and never be imported by the packages below it.
 package node
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/myhoard/myhoard/backup"
 	"github.com/myhoard/myhoard/config"
 	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/statefile"
 	"github.com/myhoard/myhoard/storage"
 )
 
@@ -34,34 +38,81 @@ const (
 	ModeActive  Mode = "active"
 )
 
+// Timing knobs; tests shorten them.
+type Timing struct {
+	Loop          time.Duration // controller tick
+	BackupRefresh time.Duration // backup list refresh in idle mode
+}
+
+// DefaultTiming is used by the daemon.
+var DefaultTiming = Timing{Loop: time.Second, BackupRefresh: 120 * time.Second}
+
 // Controller is the node controller.
 type Controller struct {
-	log *slog.Logger
+	log    *slog.Logger
+	timing Timing
 
 	mu      sync.Mutex
 	cfg     *config.Config
-	mode    Mode
+	state   controllerState
 	flavor  mysql.Flavor
 	version string
 	reload  chan struct{}
-	sites   map[string]*storage.Site
-	stats   *storage.Stats
+	wake    chan struct{}
+	ready   bool
+
+	// owned by the Run goroutine (read under mu by API methods)
+	sites     map[string]*storage.Site
+	keys      storage.Keyring
+	stats     *storage.Stats
+	db        *sql.DB
+	scanner   *backup.Scanner
+	backups   []backup.BackupInfo // nil until listed
+	listedAt  time.Time
+	jobs      map[string]chan basebackupResult
+	lastError string
 }
 
-// New makes a controller in idle mode for cfg.
-func New(cfg *config.Config, log *slog.Logger) *Controller {
-	c := &Controller{log: log, cfg: cfg, mode: ModeIdle, reload: make(chan struct{}, 1), stats: &storage.Stats{}}
+type basebackupResult struct {
+	m   *storage.BasebackupManifest
+	err error
+}
+
+// New makes a controller for cfg. Its mode is the persisted one (idle for
+// a new node).
+func New(cfg *config.Config, log *slog.Logger) (*Controller, error) {
+	c := &Controller{log: log, cfg: cfg, timing: DefaultTiming, reload: make(chan struct{}, 1), wake: make(chan struct{}, 1),
+		stats: &storage.Stats{}, jobs: map[string]chan basebackupResult{}}
+	c.state.Mode = ModeIdle
+	if _, err := statefile.Load(c.statePath(), &c.state); err != nil {
+		return nil, err
+	}
+	if c.state.Epoch == 0 {
+		c.state.Epoch = 1
+	}
 	if f, err := mysql.ParseFlavor(cfg.MySQL.Flavor); err == nil && f != mysql.FlavorAuto {
 		c.flavor = f
 	}
-	return c
+	return c, nil
+}
+
+// SetTiming changes the controller's intervals (tests).
+func (c *Controller) SetTiming(t Timing) { c.timing = t }
+
+func (c *Controller) statePath() string {
+	return filepath.Join(c.cfg.StateDirectory, "myhoard_controller_state.json")
+}
+
+// saveLocked persists the state; c.mu must be held.
+func (c *Controller) saveLocked() error {
+	return statefile.Save(c.statePath(), &c.state)
 }
 
 // Mode is the current main mode.
 func (c *Controller) Mode() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return string(c.mode)
+	return string(c.state.Mode)
 }
 
 // Flavor is the database flavor: configured, or detected ("" until known).
@@ -92,6 +143,13 @@ func (c *Controller) Reload(cfg *config.Config) {
 	}
 }
 
+func (c *Controller) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
 // ConnParams converts the config's mysql.client_params.
 func ConnParams(cfg *config.Config) mysql.ConnParams {
 	cp := cfg.MySQL.ClientParams
@@ -102,51 +160,107 @@ func ConnParams(cfg *config.Config) mysql.ConnParams {
 	}
 }
 
-// Run runs the controller until ctx ends. In idle mode it checks the
-// database and detects its flavor, retrying with backoff while it is
-// unreachable, and again after each reload.
+// StorageStats are the error counters of every backup site.
+func (c *Controller) StorageStats() *storage.Stats { return c.stats }
+
+// Run runs the controller until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	defer c.closeSites()
+	defer c.shutdown()
 	backoff := time.Second
 	for {
-		err := c.detectFlavor(ctx)
-		if err == nil {
-			err = c.openSites(ctx)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+		if !c.isReady() {
+			if err := c.prepare(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				c.log.Warn("not ready yet", "error", err, "retry_in", backoff)
+				if !c.sleep(ctx, backoff) {
+					return nil
+				}
+				backoff = min(backoff*2, 30*time.Second)
+				continue
 			}
-			c.log.Warn("not ready yet", "error", err, "retry_in", backoff)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(backoff):
-			case <-c.reload:
-			}
-			backoff = min(backoff*2, 30*time.Second)
-			continue
+			backoff = time.Second
 		}
-		backoff = time.Second
-		select {
-		case <-ctx.Done():
+		if err := c.tick(ctx); err != nil && ctx.Err() == nil {
+			c.log.Error("controller iteration failed", "mode", c.Mode(), "error", err)
+			c.mu.Lock()
+			c.lastError = err.Error()
+			c.mu.Unlock()
+		}
+		if !c.sleep(ctx, c.timing.Loop) {
 			return nil
-		case <-c.reload:
-			c.closeSites()
 		}
 	}
 }
 
-// StorageStats are the error counters of every backup site.
-func (c *Controller) StorageStats() *storage.Stats { return c.stats }
+// sleep waits d, a wake-up or a reload; false when ctx ended.
+func (c *Controller) sleep(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+	case <-c.wake:
+	case <-c.reload:
+		c.shutdown() // reopen sites and the database with the new config
+	}
+	return true
+}
 
-// openSites opens every backup site of the config and checks it: writable
-// sites with a write/read/delete probe, recovery-only sites with a listing
-// (they are never written to).
-func (c *Controller) openSites(ctx context.Context) error {
+func (c *Controller) isReady() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ready
+}
+
+// prepare connects to the database, detects the flavor, opens and checks
+// every backup site and loads the encryption keys.
+func (c *Controller) prepare(ctx context.Context) error {
 	cfg := c.Config()
+	params := ConnParams(cfg)
+	db, err := mysql.Open(params)
+	if err != nil {
+		return err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	f, version, err := mysql.DetectFlavor(dctx, db)
+	var uuid string
+	if err == nil {
+		err = db.QueryRowContext(dctx, "SELECT @@GLOBAL.server_uuid").Scan(&uuid)
+		if err != nil && f == mysql.FlavorMariaDB {
+			uuid, err = "", nil // MariaDB has no server_uuid variable
+		}
+	}
+	cancel()
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("%s: %w", params.Where(), err)
+	}
+	c.mu.Lock()
+	configured := c.flavor
+	c.mu.Unlock()
+	if configured != "" && configured != f {
+		c.log.Error("configured mysql.flavor does not match the server", "configured", configured, "server", version)
+	}
+	c.log.Info("database detected", "flavor", f, "version", version, "server", params.Where())
+
+	keys := storage.Keyring{}
 	sites := map[string]*storage.Site{}
+	closeAll := func() {
+		for _, s := range sites {
+			s.Close()
+		}
+		db.Close()
+	}
 	for name, sc := range cfg.BackupSites {
+		if sc.EncryptionKeys != nil {
+			kp, err := storage.NewKeyPair(sc.EncryptionKeys.Public, sc.EncryptionKeys.Private)
+			if err != nil {
+				closeAll()
+				return fmt.Errorf("backup site %s: encryption keys: %w", name, err)
+			}
+			keys[kp.ID] = kp
+		}
 		s, err := storage.OpenSite(ctx, name, sc.ObjectStorage, storage.SiteOptions{Log: c.log, Stats: c.stats})
 		if err == nil {
 			if sc.RecoveryOnly {
@@ -159,50 +273,105 @@ func (c *Controller) openSites(ctx context.Context) error {
 			}
 		}
 		if err != nil {
-			for _, o := range sites {
-				o.Close()
-			}
+			closeAll()
 			return err
 		}
 		c.log.Info("backup site ready", "site", name, "url", s.URL, "recovery_only", sc.RecoveryOnly)
 		sites[name] = s
 	}
+	scanner, err := backup.NewScanner(cfg.MySQL.BinlogPrefix, f, filepath.Join(cfg.StateDirectory, "binlog_scanner_state.json"), c.log)
+	if err != nil {
+		closeAll()
+		return err
+	}
 	c.mu.Lock()
-	c.sites = sites
+	c.flavor, c.version, c.db, c.sites, c.keys, c.scanner, c.ready = f, version, db, sites, keys, scanner, true
+	if uuid != "" {
+		c.state.ServerUUID = uuid
+	}
+	c.listedAt = time.Time{}
 	c.mu.Unlock()
 	return nil
 }
 
-func (c *Controller) closeSites() {
+func (c *Controller) shutdown() {
 	c.mu.Lock()
-	sites := c.sites
-	c.sites = nil
+	sites, db := c.sites, c.db
+	c.sites, c.db, c.ready = nil, nil, false
 	c.mu.Unlock()
 	for _, s := range sites {
 		s.Close()
 	}
+	if db != nil {
+		db.Close()
+	}
 }
 
-func (c *Controller) detectFlavor(ctx context.Context) error {
-	params := ConnParams(c.Config())
-	db, err := mysql.Open(params)
-	if err != nil {
-		return err
+func (c *Controller) tick(ctx context.Context) error {
+	switch Mode(c.Mode()) {
+	case ModeActive:
+		return c.activeTick(ctx)
+	default:
+		return c.refreshBackups(ctx, false)
 	}
-	defer db.Close()
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	f, version, err := mysql.DetectFlavor(dctx, db)
-	if err != nil {
-		return fmt.Errorf("%s: %w", params.Where(), err)
+}
+
+// refreshBackups lists the backups of every site when the cache is older
+// than the refresh interval (or force).
+func (c *Controller) refreshBackups(ctx context.Context, force bool) error {
+	c.mu.Lock()
+	due := force || c.backups == nil || time.Since(c.listedAt) >= c.timing.BackupRefresh
+	sites := c.sites
+	cfg := c.cfg
+	c.mu.Unlock()
+	if !due {
+		return nil
+	}
+	var all []backup.BackupInfo
+	for name, s := range sites {
+		list, err := backup.ListBackups(ctx, s, cfg.BackupSites[name].RecoveryOnly)
+		if err != nil {
+			return fmt.Errorf("list backups: %w", err)
+		}
+		all = append(all, list...)
+	}
+	if all == nil {
+		all = []backup.BackupInfo{}
 	}
 	c.mu.Lock()
-	configured := c.flavor
-	c.flavor, c.version = f, version
+	c.backups, c.listedAt = all, time.Now()
 	c.mu.Unlock()
-	if configured != "" && configured != f {
-		c.log.Error("configured mysql.flavor does not match the server", "configured", configured, "server", version)
-	}
-	c.log.Info("database detected", "flavor", f, "version", version, "server", params.Where())
 	return nil
+}
+
+// Backups returns the cached backup list (nil before the first listing).
+func (c *Controller) Backups() []backup.BackupInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.backups == nil {
+		return nil
+	}
+	return append([]backup.BackupInfo{}, c.backups...)
+}
+
+// SetMode handles PUT /status: a table-driven transition check, then the
+// change is persisted.
+func (c *Controller) SetMode(to Mode) (Mode, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := checkTransition(c.state.Mode, to); err != nil {
+		return c.state.Mode, err
+	}
+	if c.state.Mode == to {
+		return to, nil
+	}
+	prev := c.state.Mode
+	c.state.Mode = to
+	if err := c.saveLocked(); err != nil {
+		c.state.Mode = prev
+		return prev, err
+	}
+	c.log.Info("mode changed", "from", prev, "to", to)
+	c.poke()
+	return to, nil
 }

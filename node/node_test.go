@@ -33,14 +33,14 @@ func TestControllerDetectsFlavorAndReloads(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	// A configured flavor is known at once; auto waits for the server.
-	if f := New(testConfig(t, "mysql", in.Port), log).Flavor(); f != mysql.FlavorMySQL {
+	if f := mustNew(t, testConfig(t, "mysql", in.Port), log).Flavor(); f != mysql.FlavorMySQL {
 		t.Errorf("configured flavor = %q", f)
 	}
 	free, err := harness.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := New(testConfig(t, "auto", free), log) // nothing listens there yet
+	c := mustNew(t, testConfig(t, "auto", free), log) // nothing listens there yet
 	if c.Mode() != "idle" || c.Flavor() != "" {
 		t.Fatalf("new controller: mode %q flavor %q", c.Mode(), c.Flavor())
 	}
@@ -69,4 +69,13 @@ func TestControllerDetectsFlavorAndReloads(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not stop when its context ended")
 	}
+}
+
+func mustNew(t *testing.T, cfg *config.Config, log *slog.Logger) *Controller {
+	t.Helper()
+	c, err := New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

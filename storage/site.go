@@ -625,3 +625,33 @@ func (s *Site) CheckReadOnly(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ListDir calls fn for the entries directly under prefix: objects, and
+// sub-"directories" (keys ending in "/", IsDir set), without descending.
+func (s *Site) ListDir(ctx context.Context, prefix string, fn func(o ObjectInfo, isDir bool) error) error {
+	token := blob.FirstPageToken
+	for {
+		var page []*blob.ListObject
+		var next []byte
+		err := s.do(ctx, "list", prefix+"*", true, func(ctx context.Context) error {
+			var err error
+			page, next, err = s.bucket.ListPage(ctx, token, 1000, &blob.ListOptions{Prefix: prefix, Delimiter: "/"})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		for _, o := range page {
+			if s.isFile && fileTempRe.MatchString(o.Key) {
+				continue
+			}
+			if err := fn(ObjectInfo{Key: o.Key, Size: o.Size, ModTime: o.ModTime}, o.IsDir); err != nil {
+				return err
+			}
+		}
+		if len(next) == 0 {
+			return nil
+		}
+		token = next
+	}
+}

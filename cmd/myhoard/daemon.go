@@ -46,7 +46,11 @@ func daemon(args []string, stderr io.Writer) int {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ctrl := node.New(cfg, log)
+	ctrl, err := node.New(cfg, log)
+	if err != nil {
+		log.Error("cannot load the controller state", "error", err)
+		return 1
+	}
 	handler := api.New(ctrl, log)
 	web, err := listenHTTP(cfg, handler, log)
 	if err != nil {

@@ -1,0 +1,193 @@
+package backup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/myhoard/myhoard/storage"
+)
+
+// Phase is where a backup stream is in its life.
+type Phase string
+
+// A stream takes its full backup (basebackup), uploads the binlogs written
+// since (catchup), is completed once caught up and keeps uploading (binlog),
+// and is closed when a newer stream has completed.
+const (
+	PhaseBasebackup Phase = "basebackup"
+	PhaseCatchup    Phase = "catchup"
+	PhaseBinlog     Phase = "binlog"
+	PhaseClosed     Phase = "closed"
+)
+
+// StreamState is an owned stream's persisted state (the controller keeps
+// it in its state file; the stream's cursor moves only after an upload is
+// complete).
+type StreamState struct {
+	ID             string    `json:"stream_id"`
+	Site           string    `json:"site"`
+	Phase          Phase     `json:"phase"`
+	CreatedAt      time.Time `json:"created_at"`
+	Reason         string    `json:"reason"`
+	NormalizedTime time.Time `json:"normalized_time"`
+	Epoch          int64     `json:"epoch"`
+	// InitialNextIndex is the scanner's next index when the stream was
+	// created: older binlogs were complete before its backup began.
+	InitialNextIndex int64 `json:"initial_next_index"`
+	// FirstLocalIndex is the local binlog holding the basebackup's
+	// consistency point: uploads start there.
+	FirstLocalIndex int64 `json:"first_local_index"`
+	// LastUploadedLocal is the upload cursor: every local binlog from
+	// FirstLocalIndex up to it is in storage.
+	LastUploadedLocal int64      `json:"last_uploaded_local"`
+	NextRemoteIndex   int64      `json:"next_remote_index"`
+	Errors            int        `json:"errors"`
+	NextAttemptAt     time.Time  `json:"next_attempt_at"`
+	LastError         string     `json:"last_error,omitempty"`
+	CompletedAt       *time.Time `json:"completed_at,omitempty"`
+	ClosedAt          *time.Time `json:"closed_at,omitempty"`
+	LastUploadAt      *time.Time `json:"last_upload_at,omitempty"`
+}
+
+// BinlogIndexOf returns the index of a binlog file name (binlog.000042).
+func BinlogIndexOf(name string) (int64, error) {
+	i := strings.LastIndexByte(name, '.')
+	if i < 0 {
+		return 0, fmt.Errorf("binlog name %q has no index", name)
+	}
+	n, err := strconv.ParseInt(name[i+1:], 10, 64)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("binlog name %q has no index", name)
+	}
+	return n, nil
+}
+
+// WriteMarker writes a stream marker (completed, closed, broken,
+// preserved).
+func WriteMarker(ctx context.Context, site *storage.Site, streamID string, m storage.Marker, rec storage.MarkerRecord) error {
+	rec.Version = storage.ManifestVersion
+	body, err := storage.MarshalManifest(&rec)
+	if err != nil {
+		return err
+	}
+	return site.PutBytes(ctx, storage.MarkerKey(streamID, m), body, storage.PutOptions{ContentType: "application/json"})
+}
+
+// BackupInfo is one backup as listed from storage.
+type BackupInfo struct {
+	Site          string                      `json:"site"`
+	StreamID      string                      `json:"stream_id"`
+	Basebackup    *storage.BasebackupManifest `json:"basebackup_info"`
+	CompletedAt   *time.Time                  `json:"completed_at"`
+	ClosedAt      *time.Time                  `json:"closed_at"`
+	BrokenAt      *time.Time                  `json:"broken_at"`
+	PreserveUntil *time.Time                  `json:"preserve_until"`
+	RecoverySite  bool                        `json:"recovery_site"`
+	Resumable     bool                        `json:"resumable"`
+}
+
+// ListBackups lists the site's streams: only those whose basebackup.json
+// exists (a partial backup is never listed) and whose parts are all there.
+func ListBackups(ctx context.Context, site *storage.Site, recoverySite bool) ([]BackupInfo, error) {
+	var ids []string
+	err := site.ListDir(ctx, storage.StreamsPrefix, func(o storage.ObjectInfo, isDir bool) error {
+		if isDir {
+			ids = append(ids, strings.TrimSuffix(strings.TrimPrefix(o.Key, storage.StreamsPrefix), "/"))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(ids)
+	var out []BackupInfo
+	for _, id := range ids {
+		if _, err := storage.ParseStreamID(id); err != nil {
+			continue
+		}
+		info := BackupInfo{Site: site.Name, StreamID: id, RecoverySite: recoverySite}
+		markers := map[string]bool{}
+		err := site.ListDir(ctx, storage.StreamPrefix(id), func(o storage.ObjectInfo, isDir bool) error {
+			if !isDir {
+				markers[strings.TrimPrefix(o.Key, storage.StreamPrefix(id))] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if !markers["basebackup.json"] {
+			continue
+		}
+		data, err := site.GetBytes(ctx, storage.BasebackupManifestKey(id))
+		if err != nil {
+			return nil, err
+		}
+		var m storage.BasebackupManifest
+		if err := storage.UnmarshalManifest(storage.BasebackupManifestKey(id), data, &m); err != nil {
+			return nil, err
+		}
+		info.Basebackup = &m
+		parts := map[string]bool{}
+		_ = site.List(ctx, storage.StreamPrefix(id)+"basebackup/", func(o storage.ObjectInfo) error {
+			parts[o.Key] = true
+			return nil
+		})
+		info.Resumable = true
+		for _, p := range m.Parts {
+			if !parts[p.Key] {
+				info.Resumable = false
+			}
+		}
+		read := func(mk storage.Marker) (*storage.MarkerRecord, error) {
+			if !markers[string(mk)+".json"] {
+				return nil, nil
+			}
+			data, err := site.GetBytes(ctx, storage.MarkerKey(id, mk))
+			if errors.Is(err, storage.ErrNotFound) {
+				return nil, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			var rec storage.MarkerRecord
+			if err := json.Unmarshal(data, &rec); err != nil {
+				return nil, fmt.Errorf("marker %s: %w", storage.MarkerKey(id, mk), err)
+			}
+			return &rec, nil
+		}
+		for _, mk := range []storage.Marker{storage.MarkerCompleted, storage.MarkerClosed, storage.MarkerBroken, storage.MarkerPreserved} {
+			rec, err := read(mk)
+			if err != nil {
+				return nil, err
+			}
+			if rec == nil {
+				continue
+			}
+			at := rec.At
+			switch mk {
+			case storage.MarkerCompleted:
+				if info.Resumable {
+					info.CompletedAt = &at
+				}
+			case storage.MarkerClosed:
+				info.ClosedAt = &at
+			case storage.MarkerBroken:
+				info.BrokenAt = &at
+			case storage.MarkerPreserved:
+				info.PreserveUntil = rec.PreserveUntil
+			}
+		}
+		if info.CompletedAt == nil {
+			info.ClosedAt = nil
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}

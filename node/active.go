@@ -1,0 +1,477 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/myhoard/myhoard/backup"
+	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/storage"
+)
+
+// maxOpenStreams: the old stream keeps uploading until the new one is
+// complete, so there is never a hole in the restorable time.
+const maxOpenStreams = 2
+
+// uploadsPerTick bounds one tick's binlog uploads per stream.
+const uploadsPerTick = 50
+
+func (c *Controller) activeTick(ctx context.Context) error {
+	c.mu.Lock()
+	scanner, db, cfg := c.scanner, c.db, c.cfg
+	c.mu.Unlock()
+
+	added, removed, err := scanner.Scan(ctx)
+	if err != nil {
+		return err
+	}
+	if len(removed) > 0 {
+		c.log.Info("local binlogs purged", "count", len(removed), "last", removed[len(removed)-1].Name)
+	}
+	now := time.Now().UTC()
+	c.mu.Lock()
+	if len(added) > 0 {
+		c.state.LastRotation = now
+	}
+	c.scheduleLocked(now)
+	c.startStreamLocked(now)
+	err = c.saveLocked()
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+
+	c.runBasebackups(ctx, now)
+	if err := c.uploadBinlogs(ctx); err != nil {
+		return err
+	}
+	if err := c.completeAndClose(ctx); err != nil {
+		return err
+	}
+
+	// Forced rotation keeps the upload cadence predictable even when idle.
+	c.mu.Lock()
+	streaming := false
+	for _, s := range c.state.Streams {
+		streaming = streaming || s.Phase == backup.PhaseCatchup || s.Phase == backup.PhaseBinlog
+	}
+	due := streaming && now.Sub(c.state.LastRotation) >= time.Duration(cfg.BackupSettings.ForcedBinlogRotationInterval*float64(time.Second))
+	c.mu.Unlock()
+	if due {
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err := db.ExecContext(rctx, "FLUSH BINARY LOGS")
+		cancel()
+		if err != nil {
+			c.log.Warn("forced binlog rotation failed", "error", err)
+		} else {
+			c.mu.Lock()
+			c.state.LastRotation = now
+			c.mu.Unlock()
+		}
+	}
+	if err := c.refreshBackups(ctx, false); err != nil {
+		return err
+	}
+	if err := c.purgeOldBackups(ctx); err != nil {
+		return err
+	}
+	return c.purgeBinlogs(ctx, now)
+}
+
+// scheduleLocked requests a scheduled backup when a new slot has begun, or
+// the first backup when there is none at all.
+func (c *Controller) scheduleLocked(now time.Time) {
+	if c.state.Request != nil {
+		return
+	}
+	bs := c.cfg.BackupSettings
+	var last, lastScheduled time.Time
+	for _, s := range c.state.Streams {
+		if s.NormalizedTime.After(last) {
+			last = s.NormalizedTime
+		}
+		if s.Reason == "scheduled" && s.CreatedAt.After(lastScheduled) {
+			lastScheduled = s.CreatedAt
+		}
+	}
+	slot := normalizedBackupTime(now, bs.BackupHour, bs.BackupMinute, bs.BackupIntervalMinutes, last)
+	if len(c.state.Streams) == 0 {
+		// No stream of ours: back up at once unless storage already has
+		// a completed backup for this slot's period.
+		c.state.Request = &backupRequest{Reason: "scheduled", NormalizedTime: slot}
+		return
+	}
+	if slot.Equal(last) || slot.Before(last) {
+		return
+	}
+	interval := time.Duration(bs.BackupIntervalMinutes) * time.Minute
+	if !lastScheduled.IsZero() && now.Sub(lastScheduled) < interval/2 {
+		return
+	}
+	if c.state.PausedUntil != nil && now.Before(*c.state.PausedUntil) {
+		return
+	}
+	c.state.Request = &backupRequest{Reason: "scheduled", NormalizedTime: slot}
+}
+
+func (c *Controller) startStreamLocked(now time.Time) {
+	if c.state.Request == nil || len(c.state.Streams) >= maxOpenStreams {
+		return
+	}
+	req := c.state.Request
+	c.state.Request = nil
+	s := backup.StreamState{
+		ID: storage.NewStreamID(now), Site: c.cfg.UploadSiteName(), Phase: backup.PhaseBasebackup,
+		CreatedAt: now, Reason: req.Reason, NormalizedTime: req.NormalizedTime, Epoch: c.state.Epoch, NextRemoteIndex: 1,
+		InitialNextIndex: c.scanner.NextIndex(),
+	}
+	c.state.Streams = append(c.state.Streams, s)
+	c.log.Info("new backup stream", "stream", s.ID, "site", s.Site, "reason", s.Reason)
+}
+
+func (c *Controller) encodeOptions(site string) storage.EncodeOptions {
+	sc := c.cfg.BackupSites[site]
+	opts := storage.EncodeOptions{Compression: storage.Compression(sc.Compression.Algorithm), Level: sc.Compression.Level}
+	if sc.EncryptionKeys != nil {
+		if kp, err := storage.NewKeyPair(sc.EncryptionKeys.Public, ""); err == nil {
+			opts.Key = c.keys[kp.ID]
+		}
+	}
+	return opts
+}
+
+// runBasebackups starts the full backup of new streams in the background
+// and takes in the results of finished ones.
+func (c *Controller) runBasebackups(ctx context.Context, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range c.state.Streams {
+		s := &c.state.Streams[i]
+		if s.Phase != backup.PhaseBasebackup {
+			continue
+		}
+		if ch, running := c.jobs[s.ID]; running {
+			select {
+			case res := <-ch:
+				delete(c.jobs, s.ID)
+				c.finishBasebackupLocked(ctx, s, res)
+			default:
+			}
+			continue
+		}
+		if now.Before(s.NextAttemptAt) {
+			continue
+		}
+		site := c.sites[s.Site]
+		if site == nil {
+			s.LastError = fmt.Sprintf("upload site %q is not open", s.Site)
+			continue
+		}
+		sc := c.cfg.BackupSites[s.Site]
+		opts := backup.BasebackupOptions{
+			Flavor: c.flavor, ConfigFile: c.cfg.MySQL.ConfigFileName, Conn: ConnParams(c.cfg), DataDir: c.cfg.MySQL.DataDirectory,
+			TempDir: c.cfg.TemporaryDirectory, CopyThreads: c.cfg.Xtrabackup.CopyThreads, SplitSize: sc.SplitSize,
+			Encode: c.encodeOptions(s.Site), RegisterRedoLogConsumer: c.cfg.Xtrabackup.RegisterRedoLogConsumer,
+			EstimateMemory: c.cfg.Xtrabackup.EstimateMemory, ServerUUID: c.state.ServerUUID, NodeID: c.cfg.Cluster.NodeID,
+			Epoch: s.Epoch, Log: c.log,
+		}
+		opts.ServerID = uint32(c.cfg.ServerID)
+		if opts.TempDir == "" {
+			opts.TempDir = os.TempDir()
+		}
+		ch := make(chan basebackupResult, 1)
+		c.jobs[s.ID] = ch
+		id, db := s.ID, c.db
+		go func() {
+			m, err := backup.TakeBasebackup(ctx, site, id, opts, db)
+			ch <- basebackupResult{m: m, err: err}
+			c.poke()
+		}()
+	}
+}
+
+func (c *Controller) finishBasebackupLocked(ctx context.Context, s *backup.StreamState, res basebackupResult) {
+	fail := func(err error) {
+		s.Errors++
+		s.LastError = err.Error()
+		wait := time.Duration(float64(10*time.Second) * pow15(min(s.Errors, 14)))
+		s.NextAttemptAt = time.Now().Add(wait)
+		c.log.Error("basebackup failed; retrying", "stream", s.ID, "attempt", s.Errors, "retry_in", wait, "error", err)
+	}
+	if res.err != nil {
+		fail(res.err)
+		return
+	}
+	first, err := backup.BinlogIndexOf(res.m.BinlogName)
+	if err != nil {
+		fail(err)
+		return
+	}
+	body, err := storage.MarshalManifest(res.m)
+	if err == nil {
+		err = c.sites[s.Site].PutBytes(ctx, storage.BasebackupManifestKey(s.ID), body, storage.PutOptions{IfNotExist: true, ContentType: "application/json"})
+	}
+	if err != nil {
+		fail(fmt.Errorf("write basebackup.json: %w", err))
+		return
+	}
+	s.Phase, s.FirstLocalIndex, s.LastUploadedLocal, s.LastError = backup.PhaseCatchup, first, first-1, ""
+	c.listedAt = time.Time{}
+	if err := c.saveLocked(); err != nil {
+		c.log.Error("save state", "error", err)
+	}
+}
+
+func pow15(n int) float64 {
+	f := 1.0
+	for i := 0; i < n; i++ {
+		f *= 1.5
+	}
+	return f
+}
+
+// uploadBinlogs uploads, per streaming stream and strictly in order, the
+// local binlogs after its cursor. The cursor moves (and is persisted) only
+// after the data and manifest are both in storage.
+func (c *Controller) uploadBinlogs(ctx context.Context) error {
+	c.mu.Lock()
+	binlogs := c.scanner.Binlogs()
+	streams := append([]backup.StreamState(nil), c.state.Streams...)
+	flavor, uuid := c.flavor, c.state.ServerUUID
+	serverID := uint32(c.cfg.ServerID)
+	c.mu.Unlock()
+	for _, s := range streams {
+		if s.Phase != backup.PhaseCatchup && s.Phase != backup.PhaseBinlog {
+			continue
+		}
+		site := c.sites[s.Site]
+		enc := c.encodeOptions(s.Site)
+		done := 0
+		for _, b := range binlogs {
+			if b.Index <= s.LastUploadedLocal || done >= uploadsPerTick {
+				continue
+			}
+			if b.Index != s.LastUploadedLocal+1 {
+				return fmt.Errorf("stream %s: binlog %d is needed next but the oldest local one is %s: the stream has a hole", s.ID, s.LastUploadedLocal+1, b.Name)
+			}
+			ref := storage.BinlogRef{StreamID: s.ID, RemoteIndex: s.NextRemoteIndex, Epoch: s.Epoch, ServerID: serverID}
+			if _, err := backup.UploadBinlog(ctx, site, backup.BinlogUpload{Ref: ref, Binlog: b, Flavor: flavor, ServerUUID: uuid, Encode: enc}, c.keys); err != nil {
+				return fmt.Errorf("stream %s: %w", s.ID, err)
+			}
+			now := time.Now().UTC()
+			s.LastUploadedLocal, s.NextRemoteIndex, s.LastUploadAt = b.Index, s.NextRemoteIndex+1, &now
+			done++
+			c.mu.Lock()
+			for i := range c.state.Streams {
+				if c.state.Streams[i].ID == s.ID {
+					c.state.Streams[i].LastUploadedLocal, c.state.Streams[i].NextRemoteIndex, c.state.Streams[i].LastUploadAt = s.LastUploadedLocal, s.NextRemoteIndex, s.LastUploadAt
+				}
+			}
+			err := c.saveLocked()
+			c.mu.Unlock()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// completeAndClose marks caught-up streams completed and closes the older
+// streams once a newer one is complete.
+func (c *Controller) completeAndClose(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := c.scanner.NextIndex()
+	changed := false
+	for i := range c.state.Streams {
+		s := &c.state.Streams[i]
+		if s.Phase == backup.PhaseCatchup && s.LastUploadedLocal >= next-1 {
+			now := time.Now().UTC()
+			if err := backup.WriteMarker(ctx, c.sites[s.Site], s.ID, storage.MarkerCompleted, storage.MarkerRecord{At: now, NodeID: c.cfg.Cluster.NodeID}); err != nil {
+				return fmt.Errorf("stream %s: mark completed: %w", s.ID, err)
+			}
+			s.Phase, s.CompletedAt, changed = backup.PhaseBinlog, &now, true
+			c.log.Info("backup stream completed", "stream", s.ID)
+		}
+	}
+	// Every binlog-phase stream but the newest is closed.
+	newest := -1
+	for i, s := range c.state.Streams {
+		if s.Phase == backup.PhaseBinlog && (newest < 0 || s.CreatedAt.After(c.state.Streams[newest].CreatedAt)) {
+			newest = i
+		}
+	}
+	var keep []backup.StreamState
+	for i, s := range c.state.Streams {
+		if s.Phase == backup.PhaseBinlog && i != newest {
+			now := time.Now().UTC()
+			if err := backup.WriteMarker(ctx, c.sites[s.Site], s.ID, storage.MarkerClosed, storage.MarkerRecord{At: now, NodeID: c.cfg.Cluster.NodeID}); err != nil {
+				return fmt.Errorf("stream %s: mark closed: %w", s.ID, err)
+			}
+			c.log.Info("backup stream closed", "stream", s.ID)
+			changed = true
+			continue
+		}
+		keep = append(keep, s)
+	}
+	c.state.Streams = keep
+	if changed {
+		c.listedAt = time.Time{}
+		return c.saveLocked()
+	}
+	return nil
+}
+
+// RequestBasebackup queues a full backup (POST /backup basebackup).
+func (c *Controller) RequestBasebackup() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.Mode != ModeActive {
+		return badRequest("backups can only be requested in active mode (mode is %s)", c.state.Mode)
+	}
+	c.state.Request = &backupRequest{Reason: "requested", NormalizedTime: time.Now().UTC()}
+	if err := c.saveLocked(); err != nil {
+		return err
+	}
+	c.poke()
+	return nil
+}
+
+// RotateBinlog closes the current binlog (FLUSH BINARY LOGS) and, with a
+// wait, blocks until every streaming stream has uploaded it (no error on
+// timeout, as the spec says).
+func (c *Controller) RotateBinlog(ctx context.Context, wait time.Duration) error {
+	c.mu.Lock()
+	db, mode := c.db, c.state.Mode
+	c.mu.Unlock()
+	if mode != ModeActive {
+		return badRequest("binlog rotation can only be requested in active mode (mode is %s)", mode)
+	}
+	if db == nil {
+		return errNotReady
+	}
+	var name string
+	var size any
+	rows, err := db.QueryContext(ctx, "FLUSH BINARY LOGS")
+	if err == nil {
+		rows.Close()
+		// the file just closed is the second newest
+		var names []string
+		rows, err = db.QueryContext(ctx, "SHOW BINARY LOGS")
+		if err == nil {
+			for rows.Next() {
+				cols, _ := rows.Columns()
+				vals := make([]any, len(cols))
+				vals[0], vals[1] = &name, &size
+				for i := 2; i < len(cols); i++ {
+					vals[i] = new(any)
+				}
+				if err = rows.Scan(vals...); err != nil {
+					break
+				}
+				names = append(names, name)
+			}
+			rows.Close()
+		}
+		if err == nil && len(names) >= 2 {
+			name = names[len(names)-2]
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("rotate binlog: %w", err)
+	}
+	c.mu.Lock()
+	c.state.LastRotation = time.Now().UTC()
+	c.mu.Unlock()
+	c.poke()
+	if wait <= 0 || name == "" {
+		return nil
+	}
+	index, err := backup.BinlogIndexOf(name)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		if c.uploadedThrough(index) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func (c *Controller) uploadedThrough(index int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	streaming := 0
+	for _, s := range c.state.Streams {
+		if s.Phase == backup.PhaseCatchup || s.Phase == backup.PhaseBinlog {
+			streaming++
+			if s.LastUploadedLocal < index {
+				return false
+			}
+		}
+	}
+	return streaming > 0
+}
+
+// SetBinlogIndex skips a hole in the local binlog sequence (PATCH /binlogs).
+func (c *Controller) SetBinlogIndex(n int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.scanner == nil {
+		return errNotReady
+	}
+	if err := c.scanner.SetNextIndex(n); err != nil {
+		return &RequestError{Msg: err.Error()}
+	}
+	c.poke()
+	return nil
+}
+
+// PauseBackups sets or clears (nil) paused_until (PATCH /backup/settings).
+func (c *Controller) PauseBackups(until *time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if until != nil && !until.After(time.Now()) {
+		return badRequest("paused_until %s is not in the future", until.Format(time.RFC3339))
+	}
+	c.state.PausedUntil = until
+	return c.saveLocked()
+}
+
+// ReplicationState returns the stored replication state.
+func (c *Controller) ReplicationState() map[string]map[string][][2]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]map[string][][2]uint64{}
+	for k, v := range c.state.ReplicationState {
+		out[k] = v
+	}
+	return out
+}
+
+// SetReplicationState stores PUT /replication_state.
+func (c *Controller) SetReplicationState(rs map[string]map[string][][2]uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	state := map[string]mysql.ReplicationState{}
+	for k, v := range rs {
+		if c.flavor != "" {
+			if _, err := mysql.GTIDSetFromReplicationState(c.flavor, v); err != nil {
+				return badRequest("server %q: %v", k, err)
+			}
+		}
+		state[k] = v
+	}
+	c.state.ReplicationState = state
+	return c.saveLocked()
+}
