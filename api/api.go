@@ -39,6 +39,9 @@ func New(node Node, log *slog.Logger) *Server {
 	s := &Server{node: node, log: log, router: httprouter.New()}
 	r := s.router
 	r.GET("/status", s.getStatus)
+	if bn, ok := node.(BackupNode); ok {
+		s.routeBackups(bn)
+	}
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		WriteError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", req.Method, req.URL.Path))
 	})

@@ -157,6 +157,9 @@ func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o 
 	if err != nil {
 		return nil, fmt.Errorf("basebackup: read mysql.config_file_name: %w", err)
 	}
+	if err := os.MkdirAll(o.TempDir, 0o700); err != nil {
+		return nil, fmt.Errorf("basebackup: temporary_directory: %w", err)
+	}
 	tmp, err := os.MkdirTemp(o.TempDir, "basebackup-")
 	if err != nil {
 		return nil, fmt.Errorf("basebackup: temporary directory: %w", err)
@@ -174,6 +177,11 @@ func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o 
 		}
 	}
 	total, sizes := dataDirSizes(o.DataDir)
+	// Parts left by an earlier attempt of this stream (killed before its
+	// basebackup.json) are not part of this backup.
+	if _, err := site.DeletePrefix(ctx, storage.StreamPrefix(streamID)+"basebackup/"); err != nil {
+		return nil, fmt.Errorf("basebackup: remove parts of an earlier attempt: %w", err)
+	}
 
 	started := time.Now().UTC()
 	cctx, cancel := context.WithCancel(ctx)

@@ -169,6 +169,16 @@ func (c *Controller) runBasebackups(ctx context.Context, now time.Time) {
 			s.LastError = fmt.Sprintf("upload site %q is not open", s.Site)
 			continue
 		}
+		// After a crash the backup may be complete in storage already:
+		// adopt it rather than overwrite its parts.
+		if data, err := site.GetBytes(ctx, storage.BasebackupManifestKey(s.ID)); err == nil {
+			var m storage.BasebackupManifest
+			if err := storage.UnmarshalManifest(storage.BasebackupManifestKey(s.ID), data, &m); err == nil {
+				c.log.Info("basebackup found in storage after a restart; resuming the stream", "stream", s.ID)
+				c.adoptBasebackupLocked(s, &m)
+				continue
+			}
+		}
 		sc := c.cfg.BackupSites[s.Site]
 		opts := backup.BasebackupOptions{
 			Flavor: c.flavor, ConfigFile: c.cfg.MySQL.ConfigFileName, Conn: ConnParams(c.cfg), DataDir: c.cfg.MySQL.DataDirectory,
@@ -204,8 +214,7 @@ func (c *Controller) finishBasebackupLocked(ctx context.Context, s *backup.Strea
 		fail(res.err)
 		return
 	}
-	first, err := backup.BinlogIndexOf(res.m.BinlogName)
-	if err != nil {
+	if _, err := backup.BinlogIndexOf(res.m.BinlogName); err != nil {
 		fail(err)
 		return
 	}
@@ -215,6 +224,17 @@ func (c *Controller) finishBasebackupLocked(ctx context.Context, s *backup.Strea
 	}
 	if err != nil {
 		fail(fmt.Errorf("write basebackup.json: %w", err))
+		return
+	}
+	c.adoptBasebackupLocked(s, res.m)
+}
+
+// adoptBasebackupLocked moves a stream whose basebackup.json is in storage
+// to catchup: binlog uploads start at the consistency point's binlog.
+func (c *Controller) adoptBasebackupLocked(s *backup.StreamState, m *storage.BasebackupManifest) {
+	first, err := backup.BinlogIndexOf(m.BinlogName)
+	if err != nil {
+		s.LastError = err.Error()
 		return
 	}
 	s.Phase, s.FirstLocalIndex, s.LastUploadedLocal, s.LastError = backup.PhaseCatchup, first, first-1, ""
@@ -474,4 +494,71 @@ func (c *Controller) SetReplicationState(rs map[string]map[string][][2]uint64) e
 	}
 	c.state.ReplicationState = state
 	return c.saveLocked()
+}
+
+// Preserve writes or removes (until nil) a backup's preservation marker
+// and, with a wait, waits until the backup list shows it.
+func (c *Controller) Preserve(ctx context.Context, streamID string, until *time.Time, wait time.Duration) (bool, error) {
+	site, err := c.siteOfBackup(streamID, false)
+	if err != nil {
+		return false, err
+	}
+	if until == nil {
+		err = site.Delete(ctx, storage.MarkerKey(streamID, storage.MarkerPreserved))
+	} else {
+		err = backup.WriteMarker(ctx, site, streamID, storage.MarkerPreserved, storage.MarkerRecord{At: time.Now().UTC(), PreserveUntil: until, NodeID: c.Config().Cluster.NodeID})
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := c.refreshBackups(ctx, true); err != nil {
+		return false, err
+	}
+	_ = wait // the marker is in storage and the list refreshed before returning
+	for _, b := range c.Backups() {
+		if b.StreamID == streamID {
+			return true, nil
+		}
+	}
+	return false, nil // the backup disappeared meanwhile
+}
+
+// MarkBroken writes or removes a backup's broken marker (active mode only).
+func (c *Controller) MarkBroken(ctx context.Context, streamID string, broken bool) error {
+	if Mode(c.Mode()) != ModeActive {
+		return badRequest("backups can only be marked broken in active mode (mode is %s)", c.Mode())
+	}
+	site, err := c.siteOfBackup(streamID, true)
+	if err != nil {
+		return err
+	}
+	if broken {
+		err = backup.WriteMarker(ctx, site, streamID, storage.MarkerBroken, storage.MarkerRecord{At: time.Now().UTC(), NodeID: c.Config().Cluster.NodeID})
+	} else {
+		err = site.Delete(ctx, storage.MarkerKey(streamID, storage.MarkerBroken))
+	}
+	if err != nil {
+		return err
+	}
+	return c.refreshBackups(ctx, true)
+}
+
+// siteOfBackup finds the writable site holding a listed backup.
+func (c *Controller) siteOfBackup(streamID string, writable bool) (*storage.Site, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.backups == nil {
+		return nil, errNotReady
+	}
+	for _, b := range c.backups {
+		if b.StreamID == streamID {
+			if b.RecoverySite {
+				return nil, badRequest("backup %s is on recovery-only site %s, which myhoard never writes to", streamID, b.Site)
+			}
+			if s := c.sites[b.Site]; s != nil {
+				return s, nil
+			}
+		}
+	}
+	return nil, badRequest("no backup %q in the backup list", streamID)
 }

@@ -52,7 +52,7 @@ func backupToPurge(backups []backup.BackupInfo, own map[string]bool, min, max, a
 	if cand.PreserveUntil != nil && cand.PreserveUntil.After(now) {
 		return nil
 	}
-	if now.After(cand.ClosedAt.Add(time.Duration(ageDays) * 24 * time.Hour)) || nonBroken > max {
+	if now.After(cand.ClosedAt.Add(time.Duration(ageDays)*24*time.Hour)) || nonBroken > max {
 		return &cand
 	}
 	return nil

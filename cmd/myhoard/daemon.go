@@ -51,7 +51,7 @@ func daemon(args []string, stderr io.Writer) int {
 		log.Error("cannot load the controller state", "error", err)
 		return 1
 	}
-	handler := api.New(ctrl, log)
+	handler := api.New(nodeAPI{ctrl}, log)
 	web, err := listenHTTP(cfg, handler, log)
 	if err != nil {
 		log.Error("cannot serve the HTTP API", "error", err)

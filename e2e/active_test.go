@@ -1,0 +1,356 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/myhoard/myhoard/config"
+	"github.com/myhoard/myhoard/e2e/harness"
+	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/storage"
+)
+
+func doJSON(t *testing.T, method, url string, body any) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		data, _ := json.Marshal(b)
+		rd = bytes.NewReader(data)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	data, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(data, &out); err != nil {
+		t.Fatalf("%s %s: body %q is not a JSON object", method, url, data)
+	}
+	return resp.StatusCode, out
+}
+
+type activeSetup struct {
+	in      *harness.Instance
+	dir     string
+	port    int
+	cfgPath string
+	url     string
+	backups string
+}
+
+func newActiveSetup(t *testing.T) *activeSetup {
+	t.Helper()
+	in := harness.StartInstances(t, 1, harness.Options{})[0]
+	dir := t.TempDir()
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &activeSetup{in: in, dir: dir, port: port, cfgPath: filepath.Join(dir, "myhoard.json"),
+		url: fmt.Sprintf("http://127.0.0.1:%d", port), backups: filepath.Join(dir, "backups")}
+	cfg := daemonConfig(t, dir, port, in)
+	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 2}
+	cfg["binlog_purge_settings"] = map[string]any{"enabled": false}
+	cfg["temporary_directory"] = filepath.Join(dir, "tmp")
+	writeJSON(t, s.cfgPath, cfg)
+	return s
+}
+
+// stored reads every binlog manifest of every stream in the site.
+func (s *activeSetup) stored(t *testing.T) (map[string][]storage.BinlogManifest, *storage.Site) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"state_directory": "/x", "start_command": []string{"x"},
+		"backup_sites": map[string]any{"s": map[string]any{"object_storage": map[string]any{"storage_type": "local", "directory": s.backups}}}})
+	cfg, err := config.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	site, err := storage.OpenSite(context.Background(), "s", cfg.BackupSites["s"].ObjectStorage, storage.SiteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { site.Close() })
+	out := map[string][]storage.BinlogManifest{}
+	err = site.List(context.Background(), storage.StreamsPrefix, func(o storage.ObjectInfo) error {
+		ref, manifest, err := storage.ParseBinlogKey(o.Key)
+		if err != nil || !manifest {
+			return nil
+		}
+		data, err := site.GetBytes(context.Background(), o.Key)
+		if err != nil {
+			return err
+		}
+		var m storage.BinlogManifest
+		if err := storage.UnmarshalManifest(o.Key, data, &m); err != nil {
+			return err
+		}
+		out[ref.StreamID] = append(out[ref.StreamID], m)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ms := range out {
+		sort.Slice(ms, func(i, j int) bool { return ms[i].RemoteIndex < ms[j].RemoteIndex })
+	}
+	return out, site
+}
+
+func waitCompletedBackup(t *testing.T, url string) map[string]any {
+	t.Helper()
+	var found map[string]any
+	waitFor(t, "a completed backup in GET /backup", 90*time.Second, func() (bool, string) {
+		code, body := doJSON(t, "GET", url+"/backup", nil)
+		list, _ := body["backups"].([]any)
+		for _, b := range list {
+			e := b.(map[string]any)
+			if e["completed_at"] != nil {
+				found = e
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(code, body)
+	})
+	return found
+}
+
+// checkExactlyOnce asserts that the stream's manifests have consecutive
+// remote indexes, each local binlog once, chaining GTID states, and that
+// the backup's GTID plus every uploaded one equals the server's position.
+func checkExactlyOnce(t *testing.T, ms []storage.BinlogManifest, backupGTID mysql.GTIDSet, serverPos string) {
+	t.Helper()
+	seen := map[string]bool{}
+	union := backupGTID
+	for i, m := range ms {
+		if m.RemoteIndex != int64(i+1) {
+			t.Fatalf("remote index %d at position %d: a hole or a duplicate", m.RemoteIndex, i)
+		}
+		if seen[m.LocalName] {
+			t.Fatalf("%s uploaded twice", m.LocalName)
+		}
+		seen[m.LocalName] = true
+		if i > 0 && !m.GTIDsBefore.Equal(ms[i-1].GTIDsBefore.Union(ms[i-1].GTIDsAdded)) {
+			t.Fatalf("%s does not chain on %s", m.LocalName, ms[i-1].LocalName)
+		}
+		union = union.Union(m.GTIDsAdded)
+	}
+	want, err := mysql.ParseMariaDBGTIDSet(serverPos)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !union.Equal(want) {
+		t.Fatalf("storage holds %q, the server is at %q", union, want)
+	}
+}
+
+func TestActiveModeBacksUpEverything(t *testing.T) {
+	s := newActiveSetup(t)
+	db := harness.OpenDB(t, s.in)
+	ctx := context.Background()
+	load, err := harness.NewLoadGen(ctx, db, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := load.WriteTransactions(ctx, 30); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, "--config", s.cfgPath)
+	waitStatus(t, d, s.port)
+	if code, body := doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"}); code != 200 || body["mode"] != "active" {
+		t.Fatalf("PUT /status active: %d %v\n%s", code, body, d.out)
+	}
+	if testing.Verbose() {
+		defer func() {
+			if t.Failed() {
+				t.Logf("daemon output:\n%s", d.out)
+			}
+		}()
+	}
+	entry := waitCompletedBackup(t, s.url)
+	if entry["resumable"] != true || entry["restorable_from"] == nil || entry["site"] != "default" {
+		t.Errorf("backup entry %v", entry)
+	}
+	for i := 0; i < 3; i++ {
+		if err := load.WriteTransactions(ctx, 20); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		code, body := doJSON(t, "POST", s.url+"/backup", map[string]any{"backup_type": "binlog", "wait_for_upload": 20})
+		if code != 200 || body["success"] != true {
+			t.Fatalf("POST /backup binlog: %d %v", code, body)
+		}
+		t.Logf("rotation + upload took %v", time.Since(start))
+	}
+	pos := harness.QueryString(t, db, "SELECT @@gtid_binlog_pos")
+	streams, site := s.stored(t)
+	if len(streams) != 1 {
+		t.Fatalf("%d streams with binlogs", len(streams))
+	}
+	for id, ms := range streams {
+		data, err := site.GetBytes(ctx, storage.BasebackupManifestKey(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bb storage.BasebackupManifest
+		if err := storage.UnmarshalManifest("bb", data, &bb); err != nil {
+			t.Fatal(err)
+		}
+		checkExactlyOnce(t, ms, bb.GTIDExecuted, pos)
+	}
+
+	// The mode cannot be left, and bad bodies are 400 with a message.
+	if code, body := doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "idle"}); code != 400 || !strings.Contains(fmt.Sprint(body["message"]), "not allowed") {
+		t.Errorf("active -> idle: %d %v", code, body)
+	}
+	tests := []struct {
+		method, path string
+		body         any
+		want         string
+	}{
+		{"PUT", "/status", `{"mode": `, "not valid JSON"},
+		{"PUT", "/status", `[1]`, "must be a JSON object"},
+		{"PUT", "/status", map[string]any{"mode": "sideways"}, `unknown mode "sideways"`},
+		{"PUT", "/status", map[string]any{"mode": 7}, "mode"},
+		{"PUT", "/status", map[string]any{"mood": "active"}, `unknown field "mood"`},
+		{"PUT", "/status", map[string]any{}, "mode is required"},
+		{"POST", "/backup", map[string]any{}, "backup_type is required"},
+		{"POST", "/backup", map[string]any{"backup_type": "full"}, `backup_type "full"`},
+		{"POST", "/backup", map[string]any{"backup_type": "binlog", "wait_for_upload": -1}, "wait_for_upload must be"},
+		{"POST", "/backup", map[string]any{"backup_type": "binlog", "wait_for_upload": "soon"}, "wait_for_upload"},
+		{"POST", "/backup", map[string]any{"backup_type": "basebackup", "wait_for_upload": 3}, "only valid with backup_type binlog"},
+		{"PATCH", "/binlogs", map[string]any{"binlog_index": 0}, "binlog_index must be"},
+		{"PATCH", "/binlogs", map[string]any{"binlog_index": 1}, "cannot be decreased"},
+		{"PATCH", "/backup/settings", map[string]any{"paused_until": "yesterday"}, "not an ISO 8601 time"},
+		{"PATCH", "/backup/settings", map[string]any{"paused_until": "2001-01-01T00:00:00Z"}, "not in the future"},
+		{"PATCH", "/backup/settings", map[string]any{"other": 1}, "paused_until"},
+		{"PUT", "/backup/nosuch/preserve", map[string]any{"preserve_until": "2099-01-01T00:00:00Z"}, `no backup "nosuch"`},
+		{"PUT", "/backup/x/preserve", map[string]any{"preserve_until": "2001-01-01T00:00:00Z"}, "must be in the future"},
+		{"PATCH", "/backup/nosuch", map[string]any{"broken": true}, `no backup "nosuch"`},
+		{"PATCH", "/backup/nosuch", map[string]any{"broken": "yes"}, "broken"},
+		{"PUT", "/replication_state", map[string]any{"s1": map[string]any{"0-1": [][]int{{1, 5}}}, "s2": "x"}, "replication state"},
+		{"PUT", "/replication_state", map[string]any{"s1": map[string]any{"zz": [][]int{{1, 5}}}}, `server "s1"`},
+	}
+	for _, tc := range tests {
+		code, body := doJSON(t, tc.method, s.url+tc.path, tc.body)
+		if code != 400 || !strings.Contains(fmt.Sprint(body["message"]), tc.want) {
+			t.Errorf("%s %s %v: %d %v, want 400 with %q", tc.method, tc.path, tc.body, code, body, tc.want)
+		}
+	}
+	// Valid settings calls succeed.
+	id := entry["stream_id"].(string)
+	for _, tc := range []struct {
+		method, path string
+		body         any
+	}{
+		{"PUT", "/backup/" + id + "/preserve", map[string]any{"preserve_until": "2099-01-01T00:00:00Z", "wait_for_applied_preservation": 5}},
+		{"PATCH", "/backup/settings", map[string]any{"paused_until": nil}},
+		{"PUT", "/replication_state", map[string]any{"s1": map[string]any{"0-101": [][]int{{1, 5}}}}},
+	} {
+		if code, body := doJSON(t, tc.method, s.url+tc.path, tc.body); code != 200 {
+			t.Errorf("%s %s: %d %v", tc.method, tc.path, code, body)
+		}
+	}
+	code, body := doJSON(t, "GET", s.url+"/backup", nil)
+	if list, _ := body["backups"].([]any); code != 200 || len(list) != 1 || list[0].(map[string]any)["preserve_until"] == nil {
+		t.Errorf("preserved backup: %d %v", code, body)
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	if code, err := d.wait(t, 30*time.Second); code != 0 || err != nil {
+		t.Errorf("exit %d %v", code, err)
+	}
+}
+
+// TestKill9LosesNothing kills the daemon with SIGKILL at random moments
+// while the load writes and binlogs rotate, restarts it each time, and then
+// checks that every binlog is in storage exactly once and nothing is
+// missing.
+func TestKill9LosesNothing(t *testing.T) {
+	s := newActiveSetup(t)
+	db := harness.OpenDB(t, s.in)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	load, err := harness.NewLoadGen(ctx, db, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- load.Run(ctx, 2*time.Millisecond, 0.05) }()
+
+	d := startDaemon(t, "--config", s.cfgPath)
+	waitStatus(t, d, s.port)
+	doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"})
+	rng := rand.New(rand.NewPCG(7, 7))
+	// The first kills hit chosen points of the full backup: while
+	// mariabackup streams, and right after the parts are uploaded (before
+	// the stream's new phase is saved). The rest are random.
+	marks := []string{"basebackup started", "basebackup uploaded"}
+	for i := 0; i < 6; i++ {
+		if i < len(marks) {
+			mark := marks[i]
+			waitFor(t, "the log line "+mark, 60*time.Second, func() (bool, string) {
+				return strings.Contains(d.out.String(), mark), d.out.String()
+			})
+		} else {
+			time.Sleep(time.Duration(300+rng.IntN(1500)) * time.Millisecond)
+		}
+		_ = d.cmd.Process.Kill()
+		_, _ = d.wait(t, 10*time.Second)
+		d = startDaemon(t, "--config", s.cfgPath)
+		waitFor(t, "the daemon back in active mode", 20*time.Second, func() (bool, string) {
+			code, body, err := getJSON(s.url + "/status")
+			return err == nil && code == 200 && body["mode"] == "active", fmt.Sprint(code, body, err)
+		})
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	waitCompletedBackup(t, s.url)
+	if code, body := doJSON(t, "POST", s.url+"/backup", map[string]any{"backup_type": "binlog", "wait_for_upload": 30}); code != 200 {
+		t.Fatalf("final rotation: %d %v", code, body)
+	}
+	pos := harness.QueryString(t, db, "SELECT @@gtid_binlog_pos")
+	streams, site := s.stored(t)
+	if len(streams) == 0 {
+		t.Fatalf("no binlogs stored\n%s", d.out)
+	}
+	listed := 0
+	err = site.ListDir(context.Background(), storage.StreamsPrefix, func(o storage.ObjectInfo, isDir bool) error {
+		if isDir {
+			listed++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, ms := range streams {
+		data, err := site.GetBytes(context.Background(), storage.BasebackupManifestKey(id))
+		if err != nil {
+			t.Fatalf("stream %s has binlogs but no basebackup.json: %v", id, err)
+		}
+		var bb storage.BasebackupManifest
+		if err := storage.UnmarshalManifest("bb", data, &bb); err != nil {
+			t.Fatal(err)
+		}
+		checkExactlyOnce(t, ms, bb.GTIDExecuted, pos)
+	}
+	t.Logf("%d transactions written, %d stream directories, %d streams with binlogs", load.Written(), listed, len(streams))
+}
