@@ -354,3 +354,180 @@ func TestKill9LosesNothing(t *testing.T) {
 	}
 	t.Logf("%d transactions written, %d stream directories, %d streams with binlogs", load.Written(), listed, len(streams))
 }
+
+func listBackups(t *testing.T, url string) []map[string]any {
+	t.Helper()
+	_, body := doJSON(t, "GET", url+"/backup?order=asc", nil)
+	var out []map[string]any
+	list, _ := body["backups"].([]any)
+	for _, b := range list {
+		out = append(out, b.(map[string]any))
+	}
+	return out
+}
+
+func TestStreamsRetentionAndPreservation(t *testing.T) {
+	s := newActiveSetup(t)
+	cfg := daemonConfig(t, s.dir, s.port, s.in)
+	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 2, "backup_count_max": 2, "backup_count_min": 1, "backup_age_days_max": 30}
+	cfg["binlog_purge_settings"] = map[string]any{"enabled": false}
+	writeJSON(t, s.cfgPath, cfg)
+	db := harness.OpenDB(t, s.in)
+	load, err := harness.NewLoadGen(context.Background(), db, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, "--config", s.cfgPath)
+	defer func() {
+		if t.Failed() {
+			t.Logf("daemon output:\n%s", d.out)
+		}
+	}()
+	waitStatus(t, d, s.port)
+	doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"})
+	first := waitCompletedBackup(t, s.url)["stream_id"].(string)
+	if code, body := doJSON(t, "PUT", s.url+"/backup/"+first+"/preserve", map[string]any{"preserve_until": "2099-01-01T00:00:00Z"}); code != 200 || body["success"] != true {
+		t.Fatalf("preserve: %d %v", code, body)
+	}
+	// Two more full backups: each new one completes, then the older closes.
+	for n := 2; n <= 3; n++ {
+		if err := load.WriteTransactions(context.Background(), 10); err != nil {
+			t.Fatal(err)
+		}
+		if code, body := doJSON(t, "POST", s.url+"/backup", map[string]any{"backup_type": "basebackup"}); code != 200 {
+			t.Fatalf("request backup: %d %v", code, body)
+		}
+		waitFor(t, fmt.Sprintf("%d completed backups, all but the newest closed", n), 90*time.Second, func() (bool, string) {
+			list := listBackups(t, s.url)
+			if len(list) != n {
+				return false, fmt.Sprint(list)
+			}
+			for i, b := range list {
+				closed := b["closed_at"] != nil
+				if b["completed_at"] == nil || closed != (i < n-1) {
+					return false, fmt.Sprint(list)
+				}
+			}
+			return true, ""
+		})
+	}
+	// Over backup_count_max, but the oldest is preserved: all stay.
+	if list := listBackups(t, s.url); len(list) != 3 || list[0]["stream_id"] != first || list[0]["preserve_until"] == nil {
+		t.Fatalf("with the oldest preserved: %v", list)
+	}
+	// Lifting the preservation lets retention delete it.
+	if code, body := doJSON(t, "PUT", s.url+"/backup/"+first+"/preserve", map[string]any{"preserve_until": nil}); code != 200 {
+		t.Fatalf("unpreserve: %d %v", code, body)
+	}
+	waitFor(t, "the oldest backup deleted by retention", 30*time.Second, func() (bool, string) {
+		list := listBackups(t, s.url)
+		return len(list) == 2 && list[0]["stream_id"] != first, fmt.Sprint(list)
+	})
+	streams, _ := s.stored(t)
+	if _, ok := streams[first]; ok {
+		t.Errorf("binlogs of the deleted backup %s are still in storage", first)
+	}
+	// Marking broken and back.
+	id := listBackups(t, s.url)[0]["stream_id"].(string)
+	for _, broken := range []bool{true, false} {
+		if code, body := doJSON(t, "PATCH", s.url+"/backup/"+id, map[string]any{"broken": broken}); code != 200 {
+			t.Fatalf("mark broken=%v: %d %v", broken, code, body)
+		}
+		if got := listBackups(t, s.url)[0]["broken_at"] != nil; got != broken {
+			t.Errorf("broken_at set = %v, want %v", got, broken)
+		}
+	}
+}
+
+func firstBinlog(t *testing.T, in *harness.Instance) string {
+	t.Helper()
+	db := harness.OpenDB(t, in)
+	rows, err := db.Query("SHOW BINARY LOGS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	vals := make([]any, len(cols))
+	var name string
+	vals[0] = &name
+	for i := 1; i < len(vals); i++ {
+		vals[i] = new(any)
+	}
+	if !rows.Next() || rows.Scan(vals...) != nil {
+		t.Fatal("SHOW BINARY LOGS returned nothing")
+	}
+	return name
+}
+
+func TestBinlogPurgeWaitsForReplicas(t *testing.T) {
+	s := newActiveSetup(t)
+	cfg := daemonConfig(t, s.dir, s.port, s.in)
+	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 1}
+	cfg["binlog_purge_settings"] = map[string]any{"enabled": true, "min_binlog_age_before_purge": 0, "purge_interval": 1}
+	writeJSON(t, s.cfgPath, cfg)
+	db := harness.OpenDB(t, s.in)
+	load, err := harness.NewLoadGen(context.Background(), db, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := load.WriteTransactions(context.Background(), 10); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, "--config", s.cfgPath)
+	defer func() {
+		if t.Failed() {
+			t.Logf("daemon output:\n%s", d.out)
+		}
+	}()
+	waitStatus(t, d, s.port)
+	// A replica that has executed only the first transaction.
+	if code, body := doJSON(t, "PUT", s.url+"/replication_state", map[string]any{"replica": map[string]any{"0-101": [][]int{{1, 1}}}}); code != 200 {
+		t.Fatalf("replication state: %d %v", code, body)
+	}
+	doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"})
+	waitCompletedBackup(t, s.url)
+	before := firstBinlog(t, s.in)
+	for i := 0; i < 3; i++ {
+		if err := load.WriteTransactions(context.Background(), 10); err != nil {
+			t.Fatal(err)
+		}
+		doJSON(t, "POST", s.url+"/backup", map[string]any{"backup_type": "binlog", "wait_for_upload": 10})
+	}
+	time.Sleep(3 * time.Second) // several purge intervals: nothing may go
+	if got := firstBinlog(t, s.in); got != before {
+		t.Fatalf("binlogs purged although the replica lags: first is %s, was %s", got, before)
+	}
+	pos := harness.QueryString(t, db, "SELECT @@gtid_binlog_pos")
+	set, _ := mysql.ParseMariaDBGTIDSet(pos)
+	if code, body := doJSON(t, "PUT", s.url+"/replication_state", map[string]any{"replica": set.ReplicationState()}); code != 200 {
+		t.Fatalf("replication state: %d %v", code, body)
+	}
+	waitFor(t, "old binlogs purged once the replica caught up", 30*time.Second, func() (bool, string) {
+		got := firstBinlog(t, s.in)
+		return got != before, got
+	})
+	// Everything purged was uploaded first.
+	streams, _ := s.stored(t)
+	for _, ms := range streams {
+		checkExactlyOnce(t, ms, mustBackupGTID(t, s), pos)
+	}
+}
+
+func mustBackupGTID(t *testing.T, s *activeSetup) mysql.GTIDSet {
+	t.Helper()
+	_, site := s.stored(t)
+	var out mysql.GTIDSet
+	_ = site.ListDir(context.Background(), storage.StreamsPrefix, func(o storage.ObjectInfo, isDir bool) error {
+		id := strings.TrimSuffix(strings.TrimPrefix(o.Key, storage.StreamsPrefix), "/")
+		data, err := site.GetBytes(context.Background(), storage.BasebackupManifestKey(id))
+		if err == nil {
+			var bb storage.BasebackupManifest
+			if storage.UnmarshalManifest("bb", data, &bb) == nil {
+				out = bb.GTIDExecuted
+			}
+		}
+		return nil
+	})
+	return out
+}
