@@ -143,8 +143,6 @@ func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o 
 	}
 	if p, lerr := exec.LookPath(tool); lerr == nil {
 		tool = p
-	} else if p := filepath.Join("/usr/bin", tool); fileExists(p) {
-		tool = p
 	} else {
 		pkg := "percona-xtrabackup"
 		if o.Flavor == mysql.FlavorMariaDB {
@@ -298,11 +296,6 @@ func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o 
 	log.Info("basebackup uploaded", "stream", streamID, "bytes", size, "encoded_bytes", encodedSize, "parts", len(parts.parts),
 		"binlog", cp.File, "position", cp.Position, "gtid", cp.GTID, "duration", time.Since(started))
 	return m, nil
-}
-
-func fileExists(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && !st.IsDir()
 }
 
 // dataFileRe matches the files whose copying measures progress: table

@@ -82,7 +82,12 @@ func (s *activeSetup) stored(t *testing.T) (map[string][]storage.BinlogManifest,
 	if err != nil {
 		t.Fatal(err)
 	}
-	site, err := storage.OpenSite(context.Background(), "s", cfg.BackupSites["s"].ObjectStorage, storage.SiteOptions{})
+	return readManifests(t, cfg.BackupSites["s"].ObjectStorage)
+}
+
+func readManifests(t *testing.T, os *config.ObjectStorage) (map[string][]storage.BinlogManifest, *storage.Site) {
+	t.Helper()
+	site, err := storage.OpenSite(context.Background(), "s", os, storage.SiteOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -530,4 +535,32 @@ func mustBackupGTID(t *testing.T, s *activeSetup) mysql.GTIDSet {
 		return nil
 	})
 	return out
+}
+
+// storedS3 reads the binlog manifests from the S3 test server.
+func (s *activeSetup) storedS3(t *testing.T, srv *harness.StorageServer) (map[string][]storage.BinlogManifest, *storage.Site) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"state_directory": "/x", "start_command": []string{"x"},
+		"backup_sites": map[string]any{"s": map[string]any{"object_storage": map[string]any{
+			"storage_type": "s3", "region": harness.S3Region, "bucket_name": harness.StorageBucket,
+			"aws_access_key_id": harness.S3AccessKey, "aws_secret_access_key": harness.S3SecretKey,
+			"host": "127.0.0.1", "port": srv.Port, "is_secure": false}}}})
+	cfg, err := config.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return readManifests(t, cfg.BackupSites["s"].ObjectStorage)
+}
+
+func backupGTID(t *testing.T, site *storage.Site, id string) mysql.GTIDSet {
+	t.Helper()
+	data, err := site.GetBytes(context.Background(), storage.BasebackupManifestKey(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bb storage.BasebackupManifest
+	if err := storage.UnmarshalManifest("bb", data, &bb); err != nil {
+		t.Fatal(err)
+	}
+	return bb.GTIDExecuted
 }

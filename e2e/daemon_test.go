@@ -131,8 +131,15 @@ type daemonProc struct {
 
 func startDaemon(t *testing.T, args ...string) *daemonProc {
 	t.Helper()
+	return startDaemonEnv(t, nil, args...)
+}
+
+// startDaemonEnv starts the daemon with extra environment variables.
+func startDaemonEnv(t *testing.T, env []string, args ...string) *daemonProc {
+	t.Helper()
 	d := &daemonProc{out: &syncBuffer{}, done: make(chan error, 1)}
 	d.cmd = exec.Command(binary, args...)
+	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -29,7 +29,9 @@ func (c *Controller) activeTick(ctx context.Context) error {
 	}
 	if len(removed) > 0 {
 		c.log.Info("local binlogs purged", "count", len(removed), "last", removed[len(removed)-1].Name)
+		c.m().Inc("myhoard.binlog.removed", int64(len(removed)), nil)
 	}
+	c.binlogGauges(scanner, added)
 	now := time.Now().UTC()
 	c.mu.Lock()
 	if len(added) > 0 {
@@ -143,12 +145,17 @@ func (c *Controller) encodeOptions(site string) storage.EncodeOptions {
 }
 
 // runBasebackups starts the full backup of new streams in the background
-// and takes in the results of finished ones.
+// and takes in the results of finished ones. Storage calls happen outside
+// the controller's lock, so the API never waits on storage.
 func (c *Controller) runBasebackups(ctx context.Context, now time.Time) {
+	type finished struct {
+		id  string
+		res basebackupResult
+	}
+	var done []finished
+	var toStart []backup.StreamState
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i := range c.state.Streams {
-		s := &c.state.Streams[i]
+	for _, s := range c.state.Streams {
 		if s.Phase != backup.PhaseBasebackup {
 			continue
 		}
@@ -156,17 +163,24 @@ func (c *Controller) runBasebackups(ctx context.Context, now time.Time) {
 			select {
 			case res := <-ch:
 				delete(c.jobs, s.ID)
-				c.finishBasebackupLocked(ctx, s, res)
+				done = append(done, finished{s.ID, res})
 			default:
 			}
 			continue
 		}
-		if now.Before(s.NextAttemptAt) {
-			continue
+		if !now.Before(s.NextAttemptAt) {
+			toStart = append(toStart, s)
 		}
-		site := c.sites[s.Site]
+	}
+	c.mu.Unlock()
+
+	for _, f := range done {
+		c.finishBasebackup(ctx, f.id, f.res)
+	}
+	for _, s := range toStart {
+		site := c.siteByName(s.Site)
 		if site == nil {
-			s.LastError = fmt.Sprintf("upload site %q is not open", s.Site)
+			c.updateStream(s.ID, func(st *backup.StreamState) { st.LastError = fmt.Sprintf("upload site %q is not open", s.Site) })
 			continue
 		}
 		// After a crash the backup may be complete in storage already:
@@ -175,25 +189,29 @@ func (c *Controller) runBasebackups(ctx context.Context, now time.Time) {
 			var m storage.BasebackupManifest
 			if err := storage.UnmarshalManifest(storage.BasebackupManifestKey(s.ID), data, &m); err == nil {
 				c.log.Info("basebackup found in storage after a restart; resuming the stream", "stream", s.ID)
-				c.adoptBasebackupLocked(s, &m)
+				c.adoptBasebackup(s.ID, &m)
 				continue
 			}
 		}
+		c.mu.Lock()
 		sc := c.cfg.BackupSites[s.Site]
 		opts := backup.BasebackupOptions{
 			Flavor: c.flavor, ConfigFile: c.cfg.MySQL.ConfigFileName, Conn: ConnParams(c.cfg), DataDir: c.cfg.MySQL.DataDirectory,
 			TempDir: c.cfg.TemporaryDirectory, CopyThreads: c.cfg.Xtrabackup.CopyThreads, SplitSize: sc.SplitSize,
 			Encode: c.encodeOptions(s.Site), RegisterRedoLogConsumer: c.cfg.Xtrabackup.RegisterRedoLogConsumer,
 			EstimateMemory: c.cfg.Xtrabackup.EstimateMemory, ServerUUID: c.state.ServerUUID, NodeID: c.cfg.Cluster.NodeID,
-			Epoch: s.Epoch, Log: c.log,
+			Epoch: s.Epoch, Log: c.log, ServerID: uint32(c.cfg.ServerID),
 		}
-		opts.ServerID = uint32(c.cfg.ServerID)
+		m := c.metrics
+		opts.Progress = func(pct float64) { m.Gauge("myhoard.basebackup.estimated_progress", pct, nil) }
 		if opts.TempDir == "" {
 			opts.TempDir = os.TempDir()
 		}
 		ch := make(chan basebackupResult, 1)
 		c.jobs[s.ID] = ch
-		id, db := s.ID, c.db
+		db := c.db
+		c.mu.Unlock()
+		id := s.ID
 		go func() {
 			m, err := backup.TakeBasebackup(ctx, site, id, opts, db)
 			ch <- basebackupResult{m: m, err: err}
@@ -202,46 +220,85 @@ func (c *Controller) runBasebackups(ctx context.Context, now time.Time) {
 	}
 }
 
-func (c *Controller) finishBasebackupLocked(ctx context.Context, s *backup.StreamState, res basebackupResult) {
+func (c *Controller) siteByName(name string) *storage.Site {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sites[name]
+}
+
+// updateStream changes an owned stream's state and persists it.
+func (c *Controller) updateStream(id string, f func(*backup.StreamState)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range c.state.Streams {
+		if c.state.Streams[i].ID == id {
+			f(&c.state.Streams[i])
+		}
+	}
+	if err := c.saveLocked(); err != nil {
+		c.log.Error("save state", "error", err)
+	}
+}
+
+func (c *Controller) finishBasebackup(ctx context.Context, id string, res basebackupResult) {
+	mx := c.m()
 	fail := func(err error) {
-		s.Errors++
-		s.LastError = err.Error()
-		wait := time.Duration(float64(10*time.Second) * pow15(min(s.Errors, 14)))
-		s.NextAttemptAt = time.Now().Add(wait)
-		c.log.Error("basebackup failed; retrying", "stream", s.ID, "attempt", s.Errors, "retry_in", wait, "error", err)
+		c.updateStream(id, func(s *backup.StreamState) {
+			s.Errors++
+			s.LastError = err.Error()
+			wait := time.Duration(float64(10*time.Second) * pow15(min(s.Errors, 14)))
+			s.NextAttemptAt = time.Now().Add(wait)
+			c.log.Error("basebackup failed; retrying", "stream", s.ID, "attempt", s.Errors, "retry_in", wait, "error", err)
+		})
 	}
 	if res.err != nil {
+		mx.Inc("myhoard.basebackup.errors", 1, nil)
 		fail(res.err)
 		return
 	}
+	mx.Gauge("myhoard.basebackup.bytes_uncompressed", float64(res.m.Size), nil)
+	mx.Gauge("myhoard.basebackup.bytes_compressed", float64(res.m.EncodedSize), nil)
+	if res.m.EncodedSize > 0 {
+		mx.Gauge("myhoard.basebackup.compression_ratio", float64(res.m.Size)/float64(res.m.EncodedSize), nil)
+	}
+	mx.Timing("myhoard.basebackup.xtrabackup_backup", res.m.EndedAt.Sub(res.m.StartedAt), nil)
 	if _, err := backup.BinlogIndexOf(res.m.BinlogName); err != nil {
 		fail(err)
 		return
 	}
+	var site *storage.Site
+	c.mu.Lock()
+	for _, s := range c.state.Streams {
+		if s.ID == id {
+			site = c.sites[s.Site]
+		}
+	}
+	c.mu.Unlock()
 	body, err := storage.MarshalManifest(res.m)
-	if err == nil {
-		err = c.sites[s.Site].PutBytes(ctx, storage.BasebackupManifestKey(s.ID), body, storage.PutOptions{IfNotExist: true, ContentType: "application/json"})
+	if err == nil && site != nil {
+		err = site.PutBytes(ctx, storage.BasebackupManifestKey(id), body, storage.PutOptions{IfNotExist: true, ContentType: "application/json"})
 	}
 	if err != nil {
 		fail(fmt.Errorf("write basebackup.json: %w", err))
 		return
 	}
-	c.adoptBasebackupLocked(s, res.m)
+	c.adoptBasebackup(id, res.m)
 }
 
-// adoptBasebackupLocked moves a stream whose basebackup.json is in storage
-// to catchup: binlog uploads start at the consistency point's binlog.
-func (c *Controller) adoptBasebackupLocked(s *backup.StreamState, m *storage.BasebackupManifest) {
+// adoptBasebackup moves a stream whose basebackup.json is in storage to
+// catchup: binlog uploads start at the consistency point's binlog.
+func (c *Controller) adoptBasebackup(id string, m *storage.BasebackupManifest) {
 	first, err := backup.BinlogIndexOf(m.BinlogName)
-	if err != nil {
-		s.LastError = err.Error()
-		return
-	}
-	s.Phase, s.FirstLocalIndex, s.LastUploadedLocal, s.LastError = backup.PhaseCatchup, first, first-1, ""
+	c.updateStream(id, func(s *backup.StreamState) {
+		if err != nil {
+			s.LastError = err.Error()
+			return
+		}
+		s.Phase, s.FirstLocalIndex, s.LastUploadedLocal, s.LastError = backup.PhaseCatchup, first, first-1, ""
+	})
+	c.mu.Lock()
 	c.listedAt = time.Time{}
-	if err := c.saveLocked(); err != nil {
-		c.log.Error("save state", "error", err)
-	}
+	c.mu.Unlock()
 }
 
 func pow15(n int) float64 {
@@ -277,9 +334,13 @@ func (c *Controller) uploadBinlogs(ctx context.Context) error {
 				return fmt.Errorf("stream %s: binlog %d is needed next but the oldest local one is %s: the stream has a hole", s.ID, s.LastUploadedLocal+1, b.Name)
 			}
 			ref := storage.BinlogRef{StreamID: s.ID, RemoteIndex: s.NextRemoteIndex, Epoch: s.Epoch, ServerID: serverID}
+			start := time.Now()
 			if _, err := backup.UploadBinlog(ctx, site, backup.BinlogUpload{Ref: ref, Binlog: b, Flavor: flavor, ServerUUID: uuid, Encode: enc}, c.keys); err != nil {
+				c.m().Inc("myhoard.binlog.upload_errors", 1, nil)
 				return fmt.Errorf("stream %s: %w", s.ID, err)
 			}
+			c.m().Inc("myhoard.binlog.upload", 1, nil)
+			c.m().Timing("myhoard.binlog.upload_time", time.Since(start), nil)
 			now := time.Now().UTC()
 			s.LastUploadedLocal, s.NextRemoteIndex, s.LastUploadAt = b.Index, s.NextRemoteIndex+1, &now
 			done++
@@ -300,47 +361,65 @@ func (c *Controller) uploadBinlogs(ctx context.Context) error {
 }
 
 // completeAndClose marks caught-up streams completed and closes the older
-// streams once a newer one is complete.
+// streams once a newer one is complete (markers written outside the lock).
 func (c *Controller) completeAndClose(ctx context.Context) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	next := c.scanner.NextIndex()
-	changed := false
-	for i := range c.state.Streams {
-		s := &c.state.Streams[i]
+	nodeID := c.cfg.Cluster.NodeID
+	var complete []backup.StreamState
+	for _, s := range c.state.Streams {
 		if s.Phase == backup.PhaseCatchup && s.LastUploadedLocal >= next-1 {
-			now := time.Now().UTC()
-			if err := backup.WriteMarker(ctx, c.sites[s.Site], s.ID, storage.MarkerCompleted, storage.MarkerRecord{At: now, NodeID: c.cfg.Cluster.NodeID}); err != nil {
-				return fmt.Errorf("stream %s: mark completed: %w", s.ID, err)
-			}
-			s.Phase, s.CompletedAt, changed = backup.PhaseBinlog, &now, true
-			c.log.Info("backup stream completed", "stream", s.ID)
+			complete = append(complete, s)
 		}
 	}
+	c.mu.Unlock()
+	for _, s := range complete {
+		now := time.Now().UTC()
+		if err := backup.WriteMarker(ctx, c.siteByName(s.Site), s.ID, storage.MarkerCompleted, storage.MarkerRecord{At: now, NodeID: nodeID}); err != nil {
+			return fmt.Errorf("stream %s: mark completed: %w", s.ID, err)
+		}
+		c.updateStream(s.ID, func(st *backup.StreamState) { st.Phase, st.CompletedAt = backup.PhaseBinlog, &now })
+		c.log.Info("backup stream completed", "stream", s.ID)
+	}
 	// Every binlog-phase stream but the newest is closed.
+	c.mu.Lock()
 	newest := -1
 	for i, s := range c.state.Streams {
 		if s.Phase == backup.PhaseBinlog && (newest < 0 || s.CreatedAt.After(c.state.Streams[newest].CreatedAt)) {
 			newest = i
 		}
 	}
-	var keep []backup.StreamState
+	var closing []backup.StreamState
 	for i, s := range c.state.Streams {
 		if s.Phase == backup.PhaseBinlog && i != newest {
-			now := time.Now().UTC()
-			if err := backup.WriteMarker(ctx, c.sites[s.Site], s.ID, storage.MarkerClosed, storage.MarkerRecord{At: now, NodeID: c.cfg.Cluster.NodeID}); err != nil {
-				return fmt.Errorf("stream %s: mark closed: %w", s.ID, err)
-			}
-			c.log.Info("backup stream closed", "stream", s.ID)
-			changed = true
-			continue
+			closing = append(closing, s)
 		}
-		keep = append(keep, s)
 	}
-	c.state.Streams = keep
-	if changed {
+	c.mu.Unlock()
+	for _, s := range closing {
+		now := time.Now().UTC()
+		if err := backup.WriteMarker(ctx, c.siteByName(s.Site), s.ID, storage.MarkerClosed, storage.MarkerRecord{At: now, NodeID: nodeID}); err != nil {
+			return fmt.Errorf("stream %s: mark closed: %w", s.ID, err)
+		}
+		c.log.Info("backup stream closed", "stream", s.ID)
+		c.mu.Lock()
+		var keep []backup.StreamState
+		for _, st := range c.state.Streams {
+			if st.ID != s.ID {
+				keep = append(keep, st)
+			}
+		}
+		c.state.Streams = keep
+		err := c.saveLocked()
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	if len(complete)+len(closing) > 0 {
+		c.mu.Lock()
 		c.listedAt = time.Time{}
-		return c.saveLocked()
+		c.mu.Unlock()
 	}
 	return nil
 }
@@ -353,6 +432,7 @@ func (c *Controller) RequestBasebackup() error {
 		return badRequest("backups can only be requested in active mode (mode is %s)", c.state.Mode)
 	}
 	c.state.Request = &backupRequest{Reason: "requested", NormalizedTime: time.Now().UTC()}
+	c.metrics.Inc("myhoard.backup_stream.basebackup_requested", 1, nil)
 	if err := c.saveLocked(); err != nil {
 		return err
 	}
@@ -561,4 +641,56 @@ func (c *Controller) siteOfBackup(streamID string, writable bool) (*storage.Site
 		}
 	}
 	return nil, badRequest("no backup %q in the backup list", streamID)
+}
+
+// binlogGauges reports the local binlogs and what each stream still has to
+// upload.
+func (c *Controller) binlogGauges(scanner *backup.Scanner, added []backup.LocalBinlog) {
+	m := c.m()
+	var size, newSize int64
+	binlogs := scanner.Binlogs()
+	for _, b := range binlogs {
+		size += b.Size
+	}
+	for _, b := range added {
+		newSize += b.Size
+	}
+	m.Gauge("myhoard.binlog.count", float64(len(binlogs)), nil)
+	m.Gauge("myhoard.binlog.size", float64(size), nil)
+	if len(added) > 0 {
+		m.Inc("myhoard.binlog.count_new", int64(len(added)), nil)
+		m.Inc("myhoard.binlog.size_new", newSize, nil)
+	}
+	missing := 0.0
+	if scanner.Missing() != 0 {
+		missing = 1
+	}
+	m.Gauge("myhoard.binlog.missing", missing, nil)
+	c.mu.Lock()
+	streams := append([]backup.StreamState(nil), c.state.Streams...)
+	c.mu.Unlock()
+	first := true
+	var minCount, maxCount, minBytes, maxBytes int64
+	for _, s := range streams {
+		if s.Phase != backup.PhaseCatchup && s.Phase != backup.PhaseBinlog {
+			continue
+		}
+		var n, bytes int64
+		for _, b := range binlogs {
+			if b.Index > s.LastUploadedLocal {
+				n++
+				bytes += b.Size
+			}
+		}
+		if first {
+			minCount, maxCount, minBytes, maxBytes, first = n, n, bytes, bytes, false
+		}
+		minCount, maxCount, minBytes, maxBytes = min(minCount, n), max(maxCount, n), min(minBytes, bytes), max(maxBytes, bytes)
+	}
+	if !first {
+		m.Gauge("myhoard.pending_binlog_count_min", float64(minCount), nil)
+		m.Gauge("myhoard.pending_binlog_count_max", float64(maxCount), nil)
+		m.Gauge("myhoard.pending_binlog_bytes_min", float64(minBytes), nil)
+		m.Gauge("myhoard.pending_binlog_bytes_max", float64(maxBytes), nil)
+	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/myhoard/myhoard/backup"
 	"github.com/myhoard/myhoard/config"
+	"github.com/myhoard/myhoard/metrics"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/statefile"
 	"github.com/myhoard/myhoard/storage"
@@ -71,6 +72,20 @@ type Controller struct {
 	listedAt  time.Time
 	jobs      map[string]chan basebackupResult
 	lastError string
+	metrics   *metrics.Metrics
+}
+
+// SetMetrics sets where metrics and unexpected errors go.
+func (c *Controller) SetMetrics(m *metrics.Metrics) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.metrics = m
+}
+
+func (c *Controller) m() *metrics.Metrics {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.metrics
 }
 
 type basebackupResult struct {
@@ -182,8 +197,12 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 			backoff = time.Second
 		}
-		if err := c.tick(ctx); err != nil && ctx.Err() == nil {
+		err := c.tick(ctx)
+		c.m().Cumulative("myhoard.remote_read_errors", c.stats.ReadErrors.Load())
+		c.m().Cumulative("myhoard.remote_write_errors", c.stats.WriteErrors.Load())
+		if err != nil && ctx.Err() == nil {
 			c.log.Error("controller iteration failed", "mode", c.Mode(), "error", err)
+			c.m().Error("controller", err)
 			c.mu.Lock()
 			c.lastError = err.Error()
 			c.mu.Unlock()

@@ -198,5 +198,11 @@ func (c *Controller) purgeBinlogs(ctx context.Context, now time.Time) error {
 		return nil
 	}
 	c.log.Info("purged local binlogs", "count", len(victims), "through", last.Name)
+	var bytes int64
+	for _, v := range victims {
+		bytes += v.Size
+	}
+	c.m().Gauge("myhoard.binlog.purged_per_cycle.files", float64(len(victims)), nil)
+	c.m().Gauge("myhoard.binlog.purged_per_cycle.bytes", float64(bytes), nil)
 	return nil
 }

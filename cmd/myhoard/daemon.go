@@ -17,6 +17,7 @@ import (
 
 	"github.com/myhoard/myhoard/api"
 	"github.com/myhoard/myhoard/config"
+	"github.com/myhoard/myhoard/metrics"
 	"github.com/myhoard/myhoard/node"
 )
 
@@ -51,6 +52,12 @@ func daemon(args []string, stderr io.Writer) int {
 		log.Error("cannot load the controller state", "error", err)
 		return 1
 	}
+	mx, err := newMetrics(cfg, ctrl, log)
+	if err != nil {
+		log.Error("cannot set up metrics", "error", err)
+		return 1
+	}
+	ctrl.SetMetrics(mx)
 	handler := api.New(nodeAPI{ctrl}, log)
 	web, err := listenHTTP(cfg, handler, log)
 	if err != nil {
@@ -92,12 +99,20 @@ func daemon(args []string, stderr io.Writer) int {
 			web.stop()
 			web = moved
 		}
+		if nm, err := newMetrics(newCfg, ctrl, log); err != nil {
+			log.Error("config reload: metrics settings rejected, keeping the old ones", "error", err)
+		} else {
+			ctrl.SetMetrics(nm)
+			mx.Close()
+			mx = nm
+		}
 		ctrl.Reload(newCfg)
 		log.Info("config reloaded", "config", f.config, "http", web.addr)
 	}
 	cancel()
 	web.stop()
 	wg.Wait()
+	mx.Close()
 	log.Info("myhoard stopped")
 	return 0
 }
@@ -141,4 +156,18 @@ func (s *httpServer) stop() {
 		s.log.Warn("HTTP shutdown", "addr", s.addr, "error", err)
 	}
 	<-s.done
+}
+
+func newMetrics(cfg *config.Config, ctrl *node.Controller, log *slog.Logger) (*metrics.Metrics, error) {
+	o := metrics.Options{Tags: cfg.Statsd.Tags, Mode: ctrl.Mode, Log: log}
+	if cfg.Statsd.Host != nil {
+		o.Host = *cfg.Statsd.Host
+	}
+	if cfg.Statsd.Port != nil {
+		o.Port = *cfg.Statsd.Port
+	}
+	if cfg.SentryDSN != nil {
+		o.SentryDSN = *cfg.SentryDSN
+	}
+	return metrics.New(o)
 }
