@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
@@ -29,10 +30,15 @@ type Node interface {
 
 // Server is the HTTP handler of the API.
 type Server struct {
-	node   Node
-	log    *slog.Logger
-	router *httprouter.Router
+	node    Node
+	log     *slog.Logger
+	router  *httprouter.Router
+	observe func(name string, d time.Duration)
 }
+
+// SetObserver receives each request's duration under a name such as
+// "status_get" (for the myhoard.http.<name> timing metric).
+func (s *Server) SetObserver(f func(name string, d time.Duration)) { s.observe = f }
 
 // New builds the API handler for a node.
 func New(node Node, log *slog.Logger) *Server {
@@ -60,7 +66,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	s.router.ServeHTTP(rec, r)
-	s.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
+	d := time.Since(start)
+	s.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", d)
+	if s.observe != nil {
+		first, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		if first == "" {
+			first = "root"
+		}
+		s.observe(first+"_"+strings.ToLower(r.Method), d)
+	}
 }
 
 type statusRecorder struct {

@@ -192,6 +192,19 @@ func TestActiveModeBacksUpEverything(t *testing.T) {
 	if entry["resumable"] != true || entry["restorable_from"] == nil || entry["site"] != "default" {
 		t.Errorf("backup entry %v", entry)
 	}
+	// The client commands talk to the daemon.
+	if code, out, errOut := runCLI(t, nil, "status", "--url", s.url); code != 0 || !strings.Contains(out, "mode: active") {
+		t.Errorf("myhoard status: %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut := runCLI(t, nil, "backups", "--config", s.cfgPath); code != 0 || !strings.Contains(out, entry["stream_id"].(string)) || !strings.Contains(out, "RESTORABLE") {
+		t.Errorf("myhoard backups: %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut := runCLI(t, nil, "backup", "--binlog", "--wait", "20", "--url", s.url); code != 0 || !strings.Contains(out, "binlog rotated") {
+		t.Errorf("myhoard backup --binlog: %d %q %q", code, out, errOut)
+	}
+	if code, _, errOut := runCLI(t, nil, "backup", "--wait", "3", "--url", s.url); code != 2 || !strings.Contains(errOut, "--wait only goes with --binlog") {
+		t.Errorf("myhoard backup --wait: %d %q", code, errOut)
+	}
 	for i := 0; i < 3; i++ {
 		if err := load.WriteTransactions(ctx, 20); err != nil {
 			t.Fatal(err)

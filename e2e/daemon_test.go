@@ -321,6 +321,7 @@ func TestCheckConfigCLI(t *testing.T) {
 			stderr: []string{"pass --config FILE or set MYHOARD_CONFIG"}},
 		{name: "version", args: []string{"version"}, code: 0, stdout: []string{"myhoard "}},
 		{name: "unknown command", args: []string{"frobnicate"}, code: 2, stderr: []string{`unknown command "frobnicate"`}},
+		{name: "client without a daemon", args: []string{"status", "--url", "http://127.0.0.1:1"}, code: 1, stderr: []string{"cannot reach the myhoard daemon"}},
 		{name: "bad log level", args: []string{"--config", example, "--log-level", "loud"}, code: 2, stderr: []string{"--log-level"}},
 	}
 	for _, tc := range tests {

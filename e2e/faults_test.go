@@ -114,6 +114,7 @@ func TestStorageOutage(t *testing.T) {
 	waitFor(t, "remote_write_errors and uploads in statsd", 10*time.Second, func() (bool, string) {
 		got := sink.String()
 		return strings.Contains(got, "myhoard.remote_write_errors,app=myhoard,controller_mode=active:") &&
+			strings.Contains(got, "myhoard.http.backup_post,app=myhoard,controller_mode=active:") &&
 			strings.Contains(got, "myhoard.binlog.upload,app=myhoard,controller_mode=active:1|c"), got
 	})
 }

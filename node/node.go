@@ -82,6 +82,9 @@ func (c *Controller) SetMetrics(m *metrics.Metrics) {
 	c.metrics = m
 }
 
+// Metrics is where the controller's metrics go (nil: nowhere).
+func (c *Controller) Metrics() *metrics.Metrics { return c.m() }
+
 func (c *Controller) m() *metrics.Metrics {
 	c.mu.Lock()
 	defer c.mu.Unlock()

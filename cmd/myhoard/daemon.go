@@ -59,6 +59,7 @@ func daemon(args []string, stderr io.Writer) int {
 	}
 	ctrl.SetMetrics(mx)
 	handler := api.New(nodeAPI{ctrl}, log)
+	handler.SetObserver(func(name string, d time.Duration) { ctrl.Metrics().Timing("myhoard.http."+name, d, nil) })
 	web, err := listenHTTP(cfg, handler, log)
 	if err != nil {
 		log.Error("cannot serve the HTTP API", "error", err)

@@ -4,6 +4,7 @@
 //	myhoard --config FILE              run the daemon
 //	myhoard check-config --config FILE validate a config and summarise it
 //	myhoard version                    print the version
+//	myhoard status | backups | backup  client commands for a running daemon
 //
 // It owns flag parsing, logging setup, signals (SIGHUP reloads the config,
 // SIGTERM and SIGINT stop), and wiring the node controller to the HTTP API.
@@ -34,6 +35,9 @@ const usage = `usage:
   myhoard [--config FILE] [--log-level LEVEL] [--log-format text|json]   run the daemon
   myhoard check-config [--config FILE]                                   validate a config
   myhoard version                                                        print the version
+  myhoard status  [--url URL | --config FILE]                            the daemon's mode
+  myhoard backups [--url URL | --config FILE]                            list the backups
+  myhoard backup  [--binlog [--wait SECONDS]] [--url URL | --config FILE] request a full backup or a binlog rotation
 
 The config file is --config, else $MYHOARD_CONFIG.
 `
@@ -46,6 +50,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		case "check-config":
 			return checkConfig(args[1:], stdout, stderr)
+		case "status":
+			return statusCommand(args[1:], stdout, stderr)
+		case "backups":
+			return backupsCommand(args[1:], stdout, stderr)
+		case "backup":
+			return backupCommand(args[1:], stdout, stderr)
 		case "help":
 			fmt.Fprint(stdout, usage)
 			return 0
