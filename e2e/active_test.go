@@ -577,3 +577,27 @@ func backupGTID(t *testing.T, site *storage.Site, id string) mysql.GTIDSet {
 	}
 	return bb.GTIDExecuted
 }
+
+func TestScheduledBackups(t *testing.T) {
+	s := newActiveSetup(t)
+	cfg := daemonConfig(t, s.dir, s.port, s.in)
+	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 5, "backup_interval_minutes": 1, "backup_hour": 0, "backup_minute": 0}
+	cfg["binlog_purge_settings"] = map[string]any{"enabled": false}
+	writeJSON(t, s.cfgPath, cfg)
+	d := startDaemon(t, "--config", s.cfgPath)
+	defer func() {
+		if t.Failed() {
+			t.Logf("daemon output:\n%s", d.out)
+		}
+	}()
+	waitStatus(t, d, s.port)
+	doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"})
+	first := waitCompletedBackup(t, s.url)["stream_id"].(string)
+	waitFor(t, "a second, scheduled backup and the first one closed", 150*time.Second, func() (bool, string) {
+		list := listBackups(t, s.url)
+		return len(list) == 2 && list[0]["stream_id"] == first && list[0]["closed_at"] != nil && list[1]["completed_at"] != nil, fmt.Sprint(list)
+	})
+	if !strings.Contains(d.out.String(), "reason=scheduled") {
+		t.Error("the new stream was not scheduled")
+	}
+}

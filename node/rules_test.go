@@ -1,10 +1,12 @@
 package node
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
+	"github.com/myhoard/myhoard/config"
 	"github.com/myhoard/myhoard/mysql"
 )
 
@@ -146,4 +148,42 @@ func TestBinlogsToPurge(t *testing.T) {
 			t.Errorf("%s: purges through %d, want %d", tc.name, last, tc.want)
 		}
 	}
+}
+
+func TestScheduleRespectsPauseAndHalfInterval(t *testing.T) {
+	cfg := testConfigNoDB(t)
+	cfg.BackupSettings.BackupIntervalMinutes = 60
+	c := &Controller{cfg: cfg}
+	now := ts("2026-11-25T12:05:00Z")
+	c.state.Streams = []backup.StreamState{{ID: "a", Reason: "scheduled", CreatedAt: ts("2026-11-25T11:00:10Z"), NormalizedTime: ts("2026-11-25T11:00:00Z")}}
+	c.scheduleLocked(now)
+	if c.state.Request == nil || !c.state.Request.NormalizedTime.Equal(ts("2026-11-25T12:00:00Z")) {
+		t.Fatalf("new slot: request %+v", c.state.Request)
+	}
+	c.state.Request = nil
+	until := now.Add(time.Hour)
+	c.state.PausedUntil = &until
+	c.scheduleLocked(now)
+	if c.state.Request != nil {
+		t.Fatal("a paused schedule requested a backup")
+	}
+	c.state.PausedUntil = nil
+	c.state.Streams[0].CreatedAt = ts("2026-11-25T11:50:00Z") // created less than half an interval ago
+	c.scheduleLocked(now)
+	if c.state.Request != nil {
+		t.Fatal("requested within half an interval of the last scheduled backup")
+	}
+}
+
+func testConfigNoDB(t *testing.T) *config.Config {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{
+		"state_directory": t.TempDir(), "start_command": []string{"mariadbd"},
+		"backup_sites": map[string]any{"s": map[string]any{"object_storage": map[string]any{"url": "mem://"}}},
+	})
+	cfg, err := config.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
