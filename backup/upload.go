@@ -29,33 +29,107 @@ type BinlogUpload struct {
 // content) instead of written again, so every binlog ends up in storage
 // exactly once under its remote index.
 func UploadBinlog(ctx context.Context, site *storage.Site, u BinlogUpload, keys storage.Keyring) (*storage.BinlogManifest, error) {
-	ref := u.Ref
-	sum, size, err := fileSHA256(u.Binlog.Path)
+	d, err := uploadData(ctx, site, u, keys)
 	if err != nil {
-		return nil, fmt.Errorf("upload binlog %s: %w", u.Binlog.Name, err)
+		return nil, err
 	}
-	if size != u.Binlog.Size {
-		return nil, fmt.Errorf("upload binlog %s: the file is %d bytes, it was %d when scanned", u.Binlog.Name, size, u.Binlog.Size)
+	return writeManifest(ctx, site, u, d)
+}
+
+// UploadBinlogs uploads binlogs in order with the data of up to parallel
+// files encoded and sent at once; manifests are written strictly in order,
+// and done is called after each one (to advance the caller's cursor). It
+// stops at the first failure: what was done before it stays done.
+func UploadBinlogs(ctx context.Context, site *storage.Site, us []BinlogUpload, keys storage.Keyring, parallel int, done func(*storage.BinlogManifest) error) error {
+	if parallel < 1 {
+		parallel = 1
 	}
-	var encoded int64
-	_, err = site.Put(ctx, ref.DataKey(), func() (io.ReadCloser, error) {
-		return encodeFile(u.Binlog.Path, u.Encode, &encoded)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		d   uploadedData
+		err error
+	}
+	results := make([]chan result, len(us))
+	sem := make(chan struct{}, parallel)
+	for i := range us {
+		results[i] = make(chan result, 1)
+	}
+	go func() {
+		for i, u := range us {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				results[i] <- result{err: ctx.Err()}
+				continue
+			}
+			go func(i int, u BinlogUpload) {
+				d, err := uploadData(ctx, site, u, keys)
+				results[i] <- result{d, err}
+			}(i, u)
+		}
+	}()
+	for i, u := range us {
+		r := <-results[i]
+		<-sem
+		if r.err != nil {
+			return r.err
+		}
+		m, err := writeManifest(ctx, site, u, r.d)
+		if err != nil {
+			return err
+		}
+		if err := done(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type uploadedData struct {
+	sum           string
+	size, encoded int64
+}
+
+// uploadData writes the binlog's encoded data object (write-once; verified
+// when it is already there).
+func uploadData(ctx context.Context, site *storage.Site, u BinlogUpload, keys storage.Keyring) (uploadedData, error) {
+	ref := u.Ref
+	// The data is hashed while it is encoded (one read of the file); a
+	// separate hash is needed only to verify an object that is already
+	// there.
+	var d uploadedData
+	_, err := site.Put(ctx, ref.DataKey(), func() (io.ReadCloser, error) {
+		return encodeFile(u.Binlog.Path, u.Encode, &d.encoded, &d.sum, &d.size)
 	}, storage.PutOptions{IfNotExist: true})
 	switch {
 	case errors.Is(err, storage.ErrExists):
 		// Uploaded before a crash: it must hold the same binlog.
-		if encoded, err = verifyRemote(ctx, site, ref.DataKey(), sum, keys); err != nil {
-			return nil, fmt.Errorf("upload binlog %s: %w", u.Binlog.Name, err)
+		if d.sum, d.size, err = fileSHA256(u.Binlog.Path); err != nil {
+			return d, fmt.Errorf("upload binlog %s: %w", u.Binlog.Name, err)
+		}
+		if d.encoded, err = verifyRemote(ctx, site, ref.DataKey(), d.sum, keys); err != nil {
+			return d, fmt.Errorf("upload binlog %s: %w", u.Binlog.Name, err)
 		}
 	case err != nil:
-		return nil, fmt.Errorf("upload binlog %s: %w", u.Binlog.Name, err)
+		return d, fmt.Errorf("upload binlog %s: %w", u.Binlog.Name, err)
 	}
+	if d.size != u.Binlog.Size {
+		return d, fmt.Errorf("upload binlog %s: the file is %d bytes, it was %d when scanned", u.Binlog.Name, d.size, u.Binlog.Size)
+	}
+	return d, nil
+}
+
+// writeManifest makes an uploaded binlog visible (write-once; an existing
+// manifest must describe the same file).
+func writeManifest(ctx context.Context, site *storage.Site, u BinlogUpload, d uploadedData) (*storage.BinlogManifest, error) {
+	ref := u.Ref
 	m := &storage.BinlogManifest{
 		Version: storage.ManifestVersion, StreamID: ref.StreamID, RemoteIndex: ref.RemoteIndex, Epoch: ref.Epoch,
 		ServerID: ref.ServerID, ServerUUID: u.ServerUUID, LocalName: u.Binlog.Name, Flavor: u.Flavor,
 		GTIDsBefore: u.Binlog.GTIDsBefore, GTIDsAdded: u.Binlog.GTIDsAdded,
 		FirstEventAt: u.Binlog.FirstEventAt, LastEventAt: u.Binlog.LastEventAt, Transactions: u.Binlog.Transactions,
-		Size: size, EncodedSize: encoded, SHA256: sum,
+		Size: d.size, EncodedSize: d.encoded, SHA256: d.sum,
 		Codec:      storage.Codec{Compression: u.Encode.Compression, KeyID: keyID(u.Encode.Key)},
 		UploadedAt: time.Now().UTC(),
 	}
@@ -73,7 +147,7 @@ func UploadBinlog(ctx context.Context, site *storage.Site, u BinlogUpload, keys 
 		if gerr != nil {
 			return nil, fmt.Errorf("upload binlog %s: verify existing manifest: %w", u.Binlog.Name, gerr)
 		}
-		if have.SHA256 != sum || have.LocalName != u.Binlog.Name {
+		if have.SHA256 != d.sum || have.LocalName != u.Binlog.Name {
 			return nil, fmt.Errorf("upload binlog %s: %s already describes another binlog (%s)", u.Binlog.Name, ref.ManifestKey(), have.LocalName)
 		}
 		return &have, nil
@@ -105,9 +179,10 @@ func fileSHA256(path string) (string, int64, error) {
 	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
-// encodeFile streams the encoded form of a file; encoded receives its
-// length once the stream ends.
-func encodeFile(path string, opts storage.EncodeOptions, encoded *int64) (io.ReadCloser, error) {
+// encodeFile streams the encoded form of a file; once the stream ends,
+// encoded, sum and size hold the encoded length, the file's SHA-256 and its
+// length.
+func encodeFile(path string, opts storage.EncodeOptions, encoded *int64, sum *string, size *int64) (io.ReadCloser, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -116,14 +191,16 @@ func encodeFile(path string, opts storage.EncodeOptions, encoded *int64) (io.Rea
 	go func() {
 		defer f.Close()
 		cw := &countWriter{w: pw}
+		h := sha256.New()
 		enc, err := storage.NewEncoder(cw, opts)
+		var n int64
 		if err == nil {
-			_, err = io.Copy(enc, f)
+			n, err = io.Copy(io.MultiWriter(enc, h), f)
 			if cerr := enc.Close(); err == nil {
 				err = cerr
 			}
 		}
-		*encoded = cw.n
+		*encoded, *sum, *size = cw.n, hex.EncodeToString(h.Sum(nil)), n
 		pw.CloseWithError(err)
 	}()
 	return pr, nil

@@ -21,7 +21,7 @@ import (
 	"github.com/myhoard/myhoard/storage"
 )
 
-func doJSON(t *testing.T, method, url string, body any) (int, map[string]any) {
+func doJSON(t testing.TB, method, url string, body any) (int, map[string]any) {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -71,6 +71,23 @@ func newActiveSetup(t *testing.T) *activeSetup {
 	cfg["temporary_directory"] = filepath.Join(dir, "tmp")
 	writeJSON(t, s.cfgPath, cfg)
 	return s
+}
+
+// openFileSite opens a file site on dir.
+func openFileSite(t testing.TB, dir string) *storage.Site {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"state_directory": "/x", "start_command": []string{"x"},
+		"backup_sites": map[string]any{"s": map[string]any{"object_storage": map[string]any{"storage_type": "local", "directory": dir}}}})
+	cfg, err := config.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	site, err := storage.OpenSite(context.Background(), "s", cfg.BackupSites["s"].ObjectStorage, storage.SiteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { site.Close() })
+	return site
 }
 
 // stored reads every binlog manifest of every stream in the site.

@@ -62,7 +62,7 @@ func (b *syncBuffer) String() string {
 
 // daemonConfig is a valid config for a daemon next to instance in (nil: a
 // database that is not there).
-func daemonConfig(t *testing.T, dir string, port int, in *harness.Instance) map[string]any {
+func daemonConfig(t testing.TB, dir string, port int, in *harness.Instance) map[string]any {
 	t.Helper()
 	mysql := map[string]any{"flavor": "auto", "client_params": map[string]any{"host": "127.0.0.1", "port": 1, "user": "root"}}
 	if in != nil {
@@ -81,7 +81,7 @@ func daemonConfig(t *testing.T, dir string, port int, in *harness.Instance) map[
 	}
 }
 
-func writeJSON(t *testing.T, path string, v any) {
+func writeJSON(t testing.TB, path string, v any) {
 	t.Helper()
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
@@ -108,7 +108,7 @@ func getJSON(url string) (int, map[string]any, error) {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	last := ""
@@ -129,13 +129,13 @@ type daemonProc struct {
 	done chan error
 }
 
-func startDaemon(t *testing.T, args ...string) *daemonProc {
+func startDaemon(t testing.TB, args ...string) *daemonProc {
 	t.Helper()
 	return startDaemonEnv(t, nil, args...)
 }
 
 // startDaemonEnv starts the daemon with extra environment variables.
-func startDaemonEnv(t *testing.T, env []string, args ...string) *daemonProc {
+func startDaemonEnv(t testing.TB, env []string, args ...string) *daemonProc {
 	t.Helper()
 	d := &daemonProc{out: &syncBuffer{}, done: make(chan error, 1)}
 	d.cmd = exec.Command(binary, args...)
@@ -152,7 +152,7 @@ func startDaemonEnv(t *testing.T, env []string, args ...string) *daemonProc {
 	return d
 }
 
-func (d *daemonProc) wait(t *testing.T, timeout time.Duration) (int, error) {
+func (d *daemonProc) wait(t testing.TB, timeout time.Duration) (int, error) {
 	t.Helper()
 	select {
 	case err := <-d.done:

@@ -18,6 +18,10 @@ const maxOpenStreams = 2
 // uploadsPerTick bounds one tick's binlog uploads per stream.
 const uploadsPerTick = 50
 
+// uploadParallelism is how many binlogs' data are encoded and sent at once
+// (manifests stay strictly in order).
+const uploadParallelism = 2
+
 func (c *Controller) activeTick(ctx context.Context) error {
 	c.mu.Lock()
 	scanner, db, cfg := c.scanner, c.db, c.cfg
@@ -37,9 +41,12 @@ func (c *Controller) activeTick(ctx context.Context) error {
 	if len(added) > 0 {
 		c.state.LastRotation = now
 	}
+	hadRequest, streams := c.state.Request != nil, len(c.state.Streams)
 	c.scheduleLocked(now)
 	c.startStreamLocked(now)
-	err = c.saveLocked()
+	if len(added) > 0 || hadRequest != (c.state.Request != nil) || streams != len(c.state.Streams) {
+		err = c.saveLocked()
+	}
 	c.mu.Unlock()
 	if err != nil {
 		return err
@@ -323,38 +330,46 @@ func (c *Controller) uploadBinlogs(ctx context.Context) error {
 		if s.Phase != backup.PhaseCatchup && s.Phase != backup.PhaseBinlog {
 			continue
 		}
-		site := c.sites[s.Site]
+		site := c.siteByName(s.Site)
+		c.mu.Lock()
 		enc := c.encodeOptions(s.Site)
-		done := 0
+		c.mu.Unlock()
+		var batch []backup.BinlogUpload
+		next, remote := s.LastUploadedLocal+1, s.NextRemoteIndex
 		for _, b := range binlogs {
-			if b.Index <= s.LastUploadedLocal || done >= uploadsPerTick {
+			if b.Index < next || len(batch) >= uploadsPerTick {
 				continue
 			}
-			if b.Index != s.LastUploadedLocal+1 {
-				return fmt.Errorf("stream %s: binlog %d is needed next but the oldest local one is %s: the stream has a hole", s.ID, s.LastUploadedLocal+1, b.Name)
+			if b.Index != next {
+				return fmt.Errorf("stream %s: binlog %d is needed next but the oldest local one is %s: the stream has a hole", s.ID, next, b.Name)
 			}
-			ref := storage.BinlogRef{StreamID: s.ID, RemoteIndex: s.NextRemoteIndex, Epoch: s.Epoch, ServerID: serverID}
-			start := time.Now()
-			if _, err := backup.UploadBinlog(ctx, site, backup.BinlogUpload{Ref: ref, Binlog: b, Flavor: flavor, ServerUUID: uuid, Encode: enc}, c.keys); err != nil {
-				c.m().Inc("myhoard.binlog.upload_errors", 1, nil)
-				return fmt.Errorf("stream %s: %w", s.ID, err)
-			}
+			ref := storage.BinlogRef{StreamID: s.ID, RemoteIndex: remote, Epoch: s.Epoch, ServerID: serverID}
+			batch = append(batch, backup.BinlogUpload{Ref: ref, Binlog: b, Flavor: flavor, ServerUUID: uuid, Encode: enc})
+			next, remote = next+1, remote+1
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		start := time.Now()
+		i := 0
+		err := backup.UploadBinlogs(ctx, site, batch, c.keys, uploadParallelism, func(m *storage.BinlogManifest) error {
+			b := batch[i].Binlog
+			i++
+			now := time.Now().UTC()
 			c.m().Inc("myhoard.binlog.upload", 1, nil)
 			c.m().Timing("myhoard.binlog.upload_time", time.Since(start), nil)
-			now := time.Now().UTC()
-			s.LastUploadedLocal, s.NextRemoteIndex, s.LastUploadAt = b.Index, s.NextRemoteIndex+1, &now
-			done++
 			c.mu.Lock()
-			for i := range c.state.Streams {
-				if c.state.Streams[i].ID == s.ID {
-					c.state.Streams[i].LastUploadedLocal, c.state.Streams[i].NextRemoteIndex, c.state.Streams[i].LastUploadAt = s.LastUploadedLocal, s.NextRemoteIndex, s.LastUploadAt
+			defer c.mu.Unlock()
+			for j := range c.state.Streams {
+				if st := &c.state.Streams[j]; st.ID == s.ID {
+					st.LastUploadedLocal, st.NextRemoteIndex, st.LastUploadAt = b.Index, m.RemoteIndex+1, &now
 				}
 			}
-			err := c.saveLocked()
-			c.mu.Unlock()
-			if err != nil {
-				return err
-			}
+			return c.saveLocked()
+		})
+		if err != nil {
+			c.m().Inc("myhoard.binlog.upload_errors", 1, nil)
+			return fmt.Errorf("stream %s: %w", s.ID, err)
 		}
 	}
 	return nil

@@ -42,11 +42,12 @@ const (
 // Timing knobs; tests shorten them.
 type Timing struct {
 	Loop          time.Duration // controller tick
-	BackupRefresh time.Duration // backup list refresh in idle mode
+	ActiveLoop    time.Duration // tick in active mode: how soon a new binlog is noticed
+	BackupRefresh time.Duration // backup list refresh
 }
 
 // DefaultTiming is used by the daemon.
-var DefaultTiming = Timing{Loop: time.Second, BackupRefresh: 120 * time.Second}
+var DefaultTiming = Timing{Loop: time.Second, ActiveLoop: 200 * time.Millisecond, BackupRefresh: 120 * time.Second}
 
 // Controller is the node controller.
 type Controller struct {
@@ -210,7 +211,11 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.lastError = err.Error()
 			c.mu.Unlock()
 		}
-		if !c.sleep(ctx, c.timing.Loop) {
+		wait := c.timing.Loop
+		if Mode(c.Mode()) == ModeActive {
+			wait = c.timing.ActiveLoop
+		}
+		if !c.sleep(ctx, wait) {
 			return nil
 		}
 	}

@@ -17,6 +17,8 @@ have mariabackup || missing+=(mariadb-backup)
 have mbstream || missing+=(mariadb-backup)
 have mariadb || missing+=(mariadb-client)
 have mariadb-binlog || missing+=(mariadb-client)
+have zstd || missing+=(zstd)
+have sysbench || missing+=(sysbench) # make bench
 
 sudo=""
 if [ "$(id -u)" != 0 ]; then

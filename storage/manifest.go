@@ -127,7 +127,7 @@ func (m *BinlogManifest) check() error {
 }
 
 func (m *BasebackupManifest) check() error {
-	if m.StreamID == "" || m.BinlogName == "" || len(m.Parts) == 0 || m.SHA256 == "" {
+	if m.StreamID == "" || m.BinlogName == "" || len(m.Parts) == 0 {
 		return fmt.Errorf("basebackup manifest for %q is incomplete", m.StreamID)
 	}
 	return nil

@@ -1,0 +1,290 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/myhoard/myhoard/backup"
+	"github.com/myhoard/myhoard/e2e/harness"
+	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/storage"
+)
+
+// benchRows is the sysbench table size (8 tables); 500000 gives about
+// 1 GiB of data. MYHOARD_BENCH_ROWS overrides it.
+func benchRows() int {
+	if n, err := strconv.Atoi(os.Getenv("MYHOARD_BENCH_ROWS")); err == nil && n > 0 {
+		return n
+	}
+	return 500000
+}
+
+func sysbench(b *testing.B, in *harness.Instance, args ...string) string {
+	b.Helper()
+	base := []string{"--db-driver=mysql", "--mysql-socket=" + in.Socket, "--mysql-user=root", "--mysql-db=sbtest", "--tables=8",
+		fmt.Sprintf("--table-size=%d", benchRows())}
+	cmd := exec.Command("sysbench", append(append([]string{"oltp_write_only"}, base...), args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("sysbench %v: %v\n%s", args, err, out.String())
+	}
+	return out.String()
+}
+
+var tpsRe = regexp.MustCompile(`transactions:\s+\d+\s+\(([0-9.]+) per sec`)
+
+func tps(b *testing.B, out string) float64 {
+	m := tpsRe.FindStringSubmatch(out)
+	if m == nil {
+		b.Fatalf("no tps in sysbench output:\n%s", out)
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+func medianDur(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p)
+	return s[i]
+}
+
+func dropCaches() {
+	_ = exec.Command("sync").Run()
+}
+
+var durationRe = regexp.MustCompile(`msg="basebackup uploaded".* duration=([0-9.]+[a-zµ]+)`)
+
+// BenchmarkPrimary measures myhoard's full backup and binlog upload against
+// raw-tool baselines measured in the same run, and prints a table.
+func BenchmarkPrimary(b *testing.B) {
+	if _, err := exec.LookPath("sysbench"); err != nil {
+		b.Fatal("sysbench is missing: apt-get install sysbench (make bench installs it)")
+	}
+	zstdCLI, err := exec.LookPath("zstd")
+	if err != nil {
+		b.Fatal("zstd is missing: apt-get install zstd")
+	}
+	tools, err := harness.FindTools()
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := harness.StartInstances(b, 1, harness.Options{Extra: []string{"innodb_buffer_pool_size=512M", "max_binlog_size=64M", "innodb_log_file_size=256M"}})[0]
+	db := harness.OpenDB(b, in)
+	harness.Exec(b, db, "CREATE DATABASE sbtest")
+	start := time.Now()
+	sysbench(b, in, "--threads=2", "prepare")
+	var dataBytes int64
+	_ = db.QueryRow("SELECT SUM(data_length + index_length) FROM information_schema.tables WHERE table_schema = 'sbtest'").Scan(&dataBytes)
+	b.Logf("sysbench prepare: %.0f MiB of tables in %v", float64(dataBytes)/(1<<20), time.Since(start))
+	work := harness.ShortTempDir(b)
+	const runs = 3
+
+	// Baselines: the raw pipe and the tool's own floor.
+	mb := fmt.Sprintf("%s --defaults-file=%s --backup --stream=xbstream --user=root --socket=%s --target-dir=%s",
+		tools.Mariabackup, in.ConfigFile, in.Socket, filepath.Join(work, "t"))
+	var pipeTimes, floorTimes []time.Duration
+	var streamBytes int64
+	for i := 0; i < runs; i++ {
+		for _, c := range []struct {
+			cmd   string
+			times *[]time.Duration
+		}{
+			{mb + " 2>/dev/null | " + zstdCLI + " -1 -T0 -q > " + filepath.Join(work, "pipe.zst"), &pipeTimes},
+			{mb + " 2>/dev/null | wc -c > " + filepath.Join(work, "size"), &floorTimes},
+		} {
+			_ = os.RemoveAll(filepath.Join(work, "t"))
+			dropCaches()
+			t0 := time.Now()
+			if out, err := exec.Command("bash", "-o", "pipefail", "-c", c.cmd).CombinedOutput(); err != nil {
+				b.Fatalf("%s: %v\n%s", c.cmd, err, out)
+			}
+			*c.times = append(*c.times, time.Since(t0))
+		}
+	}
+	if s, err := os.ReadFile(filepath.Join(work, "size")); err == nil {
+		streamBytes, _ = strconv.ParseInt(strings.TrimSpace(string(s)), 10, 64)
+	}
+
+	// Through myhoard: the real daemon, zstd fastest + encryption, file storage.
+	dir := b.TempDir()
+	port, _ := harness.FreePort()
+	cfg := daemonConfig(b, dir, port, in)
+	pub, _ := os.ReadFile("../storage/testdata/test-key-a.pub.pem")
+	priv, _ := os.ReadFile("../storage/testdata/test-key-a.pem")
+	cfg["backup_sites"] = map[string]any{"default": map[string]any{
+		"compression":     map[string]any{"algorithm": "zstd"},
+		"encryption_keys": map[string]any{"public": string(pub), "private": string(priv)},
+		"object_storage":  map[string]any{"storage_type": "local", "directory": filepath.Join(dir, "backups")},
+	}}
+	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 3600, "backup_count_max": 10, "backup_count_min": 1}
+	cfg["binlog_purge_settings"] = map[string]any{"enabled": false}
+	cfg["xtrabackup"] = map[string]any{"copy_threads": 1}
+	cfgPath := filepath.Join(dir, "myhoard.json")
+	writeJSON(b, cfgPath, cfg)
+	d := startDaemon(b, "--config", cfgPath)
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	waitFor(b, "the daemon", 30*time.Second, func() (bool, string) {
+		code, _, err := getJSON(url + "/status")
+		return err == nil && code == 200, fmt.Sprint(err)
+	})
+	dropCaches()
+	doJSON(b, "PUT", url+"/status", map[string]any{"mode": "active"})
+	backupsDone := func() int { return len(durationRe.FindAllString(d.out.String(), -1)) }
+	waitFor(b, "the first backup", 10*time.Minute, func() (bool, string) { return backupsDone() >= 1, "" })
+	for i := 1; i < runs; i++ {
+		waitFor(b, "the stream to complete", 5*time.Minute, func() (bool, string) { return strings.Count(d.out.String(), "backup stream completed") >= i, "" })
+		dropCaches()
+		doJSON(b, "POST", url+"/backup", map[string]any{"backup_type": "basebackup"})
+		waitFor(b, "another backup", 10*time.Minute, func() (bool, string) { return backupsDone() >= i+1, "" })
+	}
+	var ours []time.Duration
+	for _, m := range durationRe.FindAllStringSubmatch(d.out.String(), -1) {
+		if v, err := time.ParseDuration(m[1]); err == nil {
+			ours = append(ours, v)
+		}
+	}
+	peak := vmHWM(d.cmd.Process.Pid)
+
+	// Write throughput of the source: alone, during a myhoard backup,
+	// during the raw pipe.
+	waitFor(b, "the stream to complete", 5*time.Minute, func() (bool, string) { return strings.Count(d.out.String(), "backup stream completed") >= runs, "" })
+	const load = "--time=20"
+	alone := tps(b, sysbench(b, in, "--threads=2", load, "run"))
+	done := make(chan struct{})
+	go func() {
+		time.Sleep(2 * time.Second)
+		doJSON(b, "POST", url+"/backup", map[string]any{"backup_type": "basebackup"})
+		close(done)
+	}()
+	duringOurs := tps(b, sysbench(b, in, "--threads=2", load, "run"))
+	<-done
+	waitFor(b, "the stream to complete", 5*time.Minute, func() (bool, string) { return strings.Count(d.out.String(), "backup stream completed") >= runs+1, "" })
+	go func() {
+		time.Sleep(2 * time.Second)
+		_ = os.RemoveAll(filepath.Join(work, "t"))
+		_ = exec.Command("bash", "-c", mb+" 2>/dev/null | "+zstdCLI+" -1 -T0 -q > "+filepath.Join(work, "pipe2.zst")).Run()
+	}()
+	duringPipe := tps(b, sysbench(b, in, "--threads=2", load, "run"))
+
+	// Rotation to visible manifest, 100 times under a light load.
+	manifests := func() int {
+		n := 0
+		_ = filepath.WalkDir(filepath.Join(dir, "backups"), func(p string, e os.DirEntry, err error) error {
+			if err == nil && strings.Contains(p, "/binlogs/") && strings.HasSuffix(p, ".json") {
+				n++
+			}
+			return nil
+		})
+		return n
+	}
+	var lat []time.Duration
+	for i := 0; i < 100; i++ {
+		harness.Exec(b, db, fmt.Sprintf("UPDATE sbtest.sbtest1 SET k = k + 1 WHERE id = %d", i+1))
+		before := manifests()
+		t0 := time.Now()
+		harness.Exec(b, db, "FLUSH BINARY LOGS")
+		for manifests() == before {
+			if time.Since(t0) > 30*time.Second {
+				b.Fatal("a rotated binlog was not uploaded within 30 s")
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	_ = d.cmd.Process.Kill()
+
+	// Archiving the big binlogs (sysbench's, 64 MiB files): the upload
+	// code path against zstd -1 -T0 file by file.
+	files, _ := filepath.Glob(in.BinlogPrefix() + ".[0-9]*")
+	var big []string
+	var bigBytes int64
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil && st.Size() > 32<<20 {
+			big = append(big, f)
+			bigBytes += st.Size()
+		}
+	}
+	var archive, zstdFiles time.Duration
+	if len(big) > 0 {
+		site := openFileSite(b, filepath.Join(dir, "archive"))
+		kp, err := storage.NewKeyPair(string(pub), string(priv))
+		if err != nil {
+			b.Fatal(err)
+		}
+		enc := storage.EncodeOptions{Compression: storage.CompressionZstd, Key: kp}
+		sid := storage.NewStreamID(time.Now())
+		t0 := time.Now()
+		var us []backup.BinlogUpload
+		for i, f := range big {
+			info, err := mysql.ReadBinlogFile(f, mysql.FlavorMariaDB, mysql.ReadOptions{AllowInUse: true}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			lb := backup.LocalBinlog{Index: int64(i + 1), Name: filepath.Base(f), Path: f, Size: info.Size, GTIDsBefore: info.GTIDsBefore, GTIDsAdded: info.GTIDsAdded}
+			us = append(us, backup.BinlogUpload{Ref: storage.BinlogRef{StreamID: sid, RemoteIndex: int64(i + 1), Epoch: 1, ServerID: 1}, Binlog: lb, Flavor: mysql.FlavorMariaDB, Encode: enc})
+		}
+		// the daemon's upload path: two files' data at once, manifests in order
+		if err := backup.UploadBinlogs(context.Background(), site, us, storage.NewKeyring(kp), 2, func(*storage.BinlogManifest) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+		archive = time.Since(t0)
+		t0 = time.Now()
+		for _, f := range big {
+			if out, err := exec.Command("bash", "-c", zstdCLI+" -1 -T0 -q -c "+f+" > "+filepath.Join(work, "one.zst")).CombinedOutput(); err != nil {
+				b.Fatalf("zstd: %v %s", err, out)
+			}
+		}
+		zstdFiles = time.Since(t0)
+	}
+
+	var t strings.Builder
+	fmt.Fprintf(&t, "\nprimary benchmark: %.0f MiB of sysbench tables, xbstream %.0f MiB, medians of %d\n", float64(dataBytes)/(1<<20), float64(streamBytes)/(1<<20), runs)
+	fmt.Fprintf(&t, "full backup: myhoard (zstd fastest + age, file storage) %v; mariabackup | zstd -1 -T0 > file %v (ratio %.2f); mariabackup > /dev/null %v (ratio %.2f)\n",
+		medianDur(ours), medianDur(pipeTimes), float64(medianDur(ours))/float64(medianDur(pipeTimes)), medianDur(floorTimes), float64(medianDur(ours))/float64(medianDur(floorTimes)))
+	fmt.Fprintf(&t, "daemon peak RSS: %.1f MiB\n", float64(peak)/(1<<10))
+	fmt.Fprintf(&t, "sysbench oltp_write_only tps: alone %.0f, during a myhoard backup %.0f (%.2f), during the raw pipe %.0f (%.2f)\n",
+		alone, duringOurs, duringOurs/alone, duringPipe, duringPipe/alone)
+	fmt.Fprintf(&t, "rotation -> manifest visible over %d rotations: p50 %v, p99 %v\n", len(lat), percentile(lat, 0.5), percentile(lat, 0.99))
+	if len(big) > 0 {
+		fmt.Fprintf(&t, "archive %d binlogs (%.0f MiB): myhoard upload path %v, zstd -1 -T0 one by one %v (ratio %.2f)\n",
+			len(big), float64(bigBytes)/(1<<20), archive, zstdFiles, float64(archive)/float64(zstdFiles))
+	}
+	fmt.Print(t.String())
+	b.ReportMetric(float64(medianDur(ours))/float64(medianDur(pipeTimes)), "backup_vs_pipe")
+	b.ReportMetric(float64(peak)/(1<<10), "peak_RSS_MiB")
+	b.ReportMetric(float64(percentile(lat, 0.99).Milliseconds()), "upload_p99_ms")
+	for b.Loop() {
+	}
+}
+
+// vmHWM is a process's peak resident set in KiB.
+func vmHWM(pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	m := regexp.MustCompile(`VmHWM:\s+(\d+) kB`).FindSubmatch(data)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	return v
+}
