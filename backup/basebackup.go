@@ -47,6 +47,9 @@ type BasebackupOptions struct {
 	Epoch                                   int64
 	// Progress, if set, receives the estimated progress in percent.
 	Progress func(pct float64)
+	// Uploaded, if set, receives the encoded bytes stored so far and the
+	// upload rate in bytes per second, about once a second.
+	Uploaded func(bytes int64, rate float64)
 	Log      *slog.Logger
 }
 
@@ -235,7 +238,7 @@ func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o 
 	// stdout -> encoder -> parts. (No separate hash of the stream: the
 	// codec's checksummed frames, age's MAC and zstd's checksum already
 	// detect any damage, and the CPU is better spent compressing.)
-	parts := &partWriter{ctx: cctx, site: site, streamID: streamID, split: o.SplitSize}
+	parts := &partWriter{ctx: cctx, site: site, streamID: streamID, split: o.SplitSize, report: o.Uploaded, started: time.Now()}
 	enc, err := storage.NewEncoder(parts, o.Encode)
 	if err != nil {
 		return nil, err
@@ -353,6 +356,11 @@ type partWriter struct {
 	written int64
 	done    chan error
 	parts   []storage.BasebackupPart
+
+	report   func(int64, float64)
+	started  time.Time
+	total    int64
+	reported time.Time
 }
 
 func (w *partWriter) Write(p []byte) (int, error) {
@@ -368,6 +376,11 @@ func (w *partWriter) Write(p []byte) (int, error) {
 		m, err := w.pw.Write(p[:k])
 		n += m
 		w.written += int64(m)
+		w.total += int64(m)
+		if w.report != nil && time.Since(w.reported) >= time.Second {
+			w.reported = time.Now()
+			w.report(w.total, float64(w.total)/time.Since(w.started).Seconds())
+		}
 		w.parts[len(w.parts)-1].EncodedSize = w.written
 		if err != nil {
 			return n, err

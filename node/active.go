@@ -211,6 +211,10 @@ func (c *Controller) runBasebackups(ctx context.Context, now time.Time) {
 		}
 		m := c.metrics
 		opts.Progress = func(pct float64) { m.Gauge("myhoard.basebackup.estimated_progress", pct, nil) }
+		opts.Uploaded = func(n int64, rate float64) {
+			m.Gauge("myhoard.backup_stream.basebackup_bytes_uploaded", float64(n), nil)
+			m.Gauge("myhoard.backup_stream.basebackup_upload_rate", rate, nil)
+		}
 		if opts.TempDir == "" {
 			opts.TempDir = os.TempDir()
 		}
@@ -369,7 +373,15 @@ func (c *Controller) uploadBinlogs(ctx context.Context) error {
 		})
 		if err != nil {
 			c.m().Inc("myhoard.binlog.upload_errors", 1, nil)
+			c.m().Inc("myhoard.backup_stream.errors", 1, nil)
 			return fmt.Errorf("stream %s: %w", s.ID, err)
+		}
+		var bytes int64
+		for _, u := range batch {
+			bytes += u.Binlog.Size
+		}
+		if d := time.Since(start).Seconds(); d > 0 {
+			c.m().Gauge("myhoard.backup_stream.binlog_upload_rate", float64(bytes)/d, nil)
 		}
 	}
 	return nil
@@ -628,6 +640,7 @@ func (c *Controller) MarkBroken(ctx context.Context, streamID string, broken boo
 		return err
 	}
 	if broken {
+		c.m().Inc("myhoard.basebackup_broken", 1, nil)
 		err = backup.WriteMarker(ctx, site, streamID, storage.MarkerBroken, storage.MarkerRecord{At: time.Now().UTC(), NodeID: c.Config().Cluster.NodeID})
 	} else {
 		err = site.Delete(ctx, storage.MarkerKey(streamID, storage.MarkerBroken))

@@ -13,10 +13,13 @@ package node
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
@@ -207,6 +210,12 @@ func (c *Controller) Run(ctx context.Context) error {
 		if err != nil && ctx.Err() == nil {
 			c.log.Error("controller iteration failed", "mode", c.Mode(), "error", err)
 			c.m().Error("controller", err)
+			switch {
+			case errors.Is(err, syscall.ENOSPC):
+				c.m().Inc("myhoard.disk_full_errors", 1, nil)
+			case isNetworkError(err):
+				c.m().Inc("myhoard.network_errors", 1, nil)
+			}
 			c.mu.Lock()
 			c.lastError = err.Error()
 			c.mu.Unlock()
@@ -219,6 +228,14 @@ func (c *Controller) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// isNetworkError tells connection-level failures (to the database or to
+// storage) from others.
+func isNetworkError(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	return errors.As(err, &ne) || errors.As(err, &oe) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // sleep waits d, a wake-up or a reload; false when ctx ended.
