@@ -194,6 +194,9 @@ func TestScannerAndUploadsOnMariaDB(t *testing.T) {
 	if err := sc.SetNextIndex(hole + 1); err != nil {
 		t.Fatal(err)
 	}
+	if !sc.Skipped(hole) || sc.Skipped(hole+1) {
+		t.Errorf("skipped: %v %v", sc.Skipped(hole), sc.Skipped(hole+1))
+	}
 	added, _, err = sc.Scan(ctx)
 	if err != nil || sc.Missing() != 0 || len(added) != 1 || added[0].Index != hole+1 {
 		t.Fatalf("after skipping: %+v %v", added, err)

@@ -46,6 +46,9 @@ type scannerState struct {
 	// Missing is the index of a binlog that is missing while later ones
 	// exist (0: none). The scanner stops there until SetNextIndex.
 	Missing int64 `json:"missing"`
+	// Skipped are the indexes an operator skipped with SetNextIndex;
+	// uploads pass over exactly these.
+	Skipped []int64 `json:"skipped,omitempty"`
 }
 
 // Scanner finds complete local binlogs (a file is complete once a later
@@ -203,6 +206,19 @@ func (s *Scanner) SetNextIndex(n int64) error {
 	if _, err := os.Stat(s.Path(n)); err != nil {
 		return fmt.Errorf("binlog_index %d: %s does not exist", n, s.Path(n))
 	}
+	for i := s.state.NextIndex; i < n; i++ {
+		s.state.Skipped = append(s.state.Skipped, i)
+	}
 	s.state.NextIndex, s.state.Missing = n, 0
 	return statefile.Save(s.statePath, &s.state)
+}
+
+// Skipped reports whether an index was skipped with SetNextIndex.
+func (s *Scanner) Skipped(index int64) bool {
+	for _, i := range s.state.Skipped {
+		if i == index {
+			return true
+		}
+	}
+	return false
 }

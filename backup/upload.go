@@ -21,6 +21,10 @@ type BinlogUpload struct {
 	Flavor     mysql.Flavor
 	ServerUUID string
 	Encode     storage.EncodeOptions
+	// CopyFrom, when set, names the same binlog already uploaded to
+	// another stream of the same site: the object is copied in storage
+	// instead of encoded again.
+	CopyFrom *storage.BinlogRef
 }
 
 // UploadBinlog puts one binlog into a stream: the encoded data, then its
@@ -40,7 +44,7 @@ func UploadBinlog(ctx context.Context, site *storage.Site, u BinlogUpload, keys 
 // files encoded and sent at once; manifests are written strictly in order,
 // and done is called after each one (to advance the caller's cursor). It
 // stops at the first failure: what was done before it stays done.
-func UploadBinlogs(ctx context.Context, site *storage.Site, us []BinlogUpload, keys storage.Keyring, parallel int, done func(*storage.BinlogManifest) error) error {
+func UploadBinlogs(ctx context.Context, site *storage.Site, us []BinlogUpload, keys storage.Keyring, parallel int, done func(m *storage.BinlogManifest, copied bool) error) error {
 	if parallel < 1 {
 		parallel = 1
 	}
@@ -79,7 +83,7 @@ func UploadBinlogs(ctx context.Context, site *storage.Site, us []BinlogUpload, k
 		if err != nil {
 			return err
 		}
-		if err := done(m); err != nil {
+		if err := done(m, r.d.copied); err != nil {
 			return err
 		}
 	}
@@ -89,12 +93,21 @@ func UploadBinlogs(ctx context.Context, site *storage.Site, us []BinlogUpload, k
 type uploadedData struct {
 	sum           string
 	size, encoded int64
+	copied        bool
 }
 
 // uploadData writes the binlog's encoded data object (write-once; verified
 // when it is already there).
 func uploadData(ctx context.Context, site *storage.Site, u BinlogUpload, keys storage.Keyring) (uploadedData, error) {
 	ref := u.Ref
+	if u.CopyFrom != nil {
+		if d, err := copyData(ctx, site, u); err == nil {
+			return d, nil
+		} else if ctx.Err() != nil {
+			return d, err
+		}
+		// the source is gone or differs: encode and upload instead
+	}
 	// The data is hashed while it is encoded (one read of the file); a
 	// separate hash is needed only to verify an object that is already
 	// there.
@@ -118,6 +131,27 @@ func uploadData(ctx context.Context, site *storage.Site, u BinlogUpload, keys st
 		return d, fmt.Errorf("upload binlog %s: the file is %d bytes, it was %d when scanned", u.Binlog.Name, d.size, u.Binlog.Size)
 	}
 	return d, nil
+}
+
+// copyData copies another stream's object of the same binlog, after
+// checking from its manifest that it is that binlog.
+func copyData(ctx context.Context, site *storage.Site, u BinlogUpload) (uploadedData, error) {
+	src := *u.CopyFrom
+	data, err := site.GetBytes(ctx, src.ManifestKey())
+	if err != nil {
+		return uploadedData{}, err
+	}
+	var m storage.BinlogManifest
+	if err := storage.UnmarshalManifest(src.ManifestKey(), data, &m); err != nil {
+		return uploadedData{}, err
+	}
+	if m.LocalName != u.Binlog.Name || m.Size != u.Binlog.Size {
+		return uploadedData{}, fmt.Errorf("%s describes %s, not %s", src.ManifestKey(), m.LocalName, u.Binlog.Name)
+	}
+	if err := site.Copy(ctx, u.Ref.DataKey(), src.DataKey()); err != nil {
+		return uploadedData{}, err
+	}
+	return uploadedData{sum: m.SHA256, size: m.Size, encoded: m.EncodedSize, copied: true}, nil
 }
 
 // writeManifest makes an uploaded binlog visible (write-once; an existing

@@ -403,7 +403,9 @@ func listBackups(t *testing.T, url string) []map[string]any {
 
 func TestStreamsRetentionAndPreservation(t *testing.T) {
 	s := newActiveSetup(t)
+	sink := newStatsdSink(t)
 	cfg := daemonConfig(t, s.dir, s.port, s.in)
+	cfg["statsd"] = map[string]any{"host": "127.0.0.1", "port": sink.port(), "tags": map[string]any{"app": "myhoard"}}
 	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 2, "backup_count_max": 2, "backup_count_min": 1, "backup_age_days_max": 30}
 	cfg["binlog_purge_settings"] = map[string]any{"enabled": false}
 	writeJSON(t, s.cfgPath, cfg)
@@ -446,6 +448,10 @@ func TestStreamsRetentionAndPreservation(t *testing.T) {
 			return true, ""
 		})
 	}
+	// The new streams caught up by copying what the old one had uploaded.
+	waitFor(t, "remote copies in statsd", 10*time.Second, func() (bool, string) {
+		return strings.Contains(sink.String(), "myhoard.binlog.remote_copy,"), sink.String()
+	})
 	// Over backup_count_max, but the oldest is preserved: all stay.
 	if list := listBackups(t, s.url); len(list) != 3 || list[0]["stream_id"] != first || list[0]["preserve_until"] == nil {
 		t.Fatalf("with the oldest preserved: %v", list)

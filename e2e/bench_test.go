@@ -242,7 +242,7 @@ func BenchmarkPrimary(b *testing.B) {
 			us = append(us, backup.BinlogUpload{Ref: storage.BinlogRef{StreamID: sid, RemoteIndex: int64(i + 1), Epoch: 1, ServerID: 1}, Binlog: lb, Flavor: mysql.FlavorMariaDB, Encode: enc})
 		}
 		// the daemon's upload path: two files' data at once, manifests in order
-		if err := backup.UploadBinlogs(context.Background(), site, us, storage.NewKeyring(kp), 2, func(*storage.BinlogManifest) error { return nil }); err != nil {
+		if err := backup.UploadBinlogs(context.Background(), site, us, storage.NewKeyring(kp), 2, func(*storage.BinlogManifest, bool) error { return nil }); err != nil {
 			b.Fatal(err)
 		}
 		archive = time.Since(t0)

@@ -326,6 +326,12 @@ func pow15(n int) float64 {
 func (c *Controller) uploadBinlogs(ctx context.Context) error {
 	c.mu.Lock()
 	binlogs := c.scanner.Binlogs()
+	scanner := c.scanner
+	skipped := func(i int64) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return scanner.Skipped(i)
+	}
 	streams := append([]backup.StreamState(nil), c.state.Streams...)
 	flavor, uuid := c.flavor, c.state.ServerUUID
 	serverID := uint32(c.cfg.ServerID)
@@ -337,6 +343,9 @@ func (c *Controller) uploadBinlogs(ctx context.Context) error {
 		site := c.siteByName(s.Site)
 		c.mu.Lock()
 		enc := c.encodeOptions(s.Site)
+		// the other streams' cursors as they are now (an older stream may
+		// have uploaded what this one needs in this very tick)
+		current := append([]backup.StreamState(nil), c.state.Streams...)
 		c.mu.Unlock()
 		var batch []backup.BinlogUpload
 		next, remote := s.LastUploadedLocal+1, s.NextRemoteIndex
@@ -344,11 +353,15 @@ func (c *Controller) uploadBinlogs(ctx context.Context) error {
 			if b.Index < next || len(batch) >= uploadsPerTick {
 				continue
 			}
+			for b.Index > next && skipped(next) {
+				next++ // skipped by the operator (PATCH /binlogs)
+			}
 			if b.Index != next {
 				return fmt.Errorf("stream %s: binlog %d is needed next but the oldest local one is %s: the stream has a hole", s.ID, next, b.Name)
 			}
 			ref := storage.BinlogRef{StreamID: s.ID, RemoteIndex: remote, Epoch: s.Epoch, ServerID: serverID}
-			batch = append(batch, backup.BinlogUpload{Ref: ref, Binlog: b, Flavor: flavor, ServerUUID: uuid, Encode: enc})
+			batch = append(batch, backup.BinlogUpload{Ref: ref, Binlog: b, Flavor: flavor, ServerUUID: uuid, Encode: enc,
+				CopyFrom: copySource(current, s, b.Index, serverID)})
 			next, remote = next+1, remote+1
 		}
 		if len(batch) == 0 {
@@ -356,11 +369,15 @@ func (c *Controller) uploadBinlogs(ctx context.Context) error {
 		}
 		start := time.Now()
 		i := 0
-		err := backup.UploadBinlogs(ctx, site, batch, c.keys, uploadParallelism, func(m *storage.BinlogManifest) error {
+		err := backup.UploadBinlogs(ctx, site, batch, c.keys, uploadParallelism, func(m *storage.BinlogManifest, copied bool) error {
 			b := batch[i].Binlog
 			i++
 			now := time.Now().UTC()
-			c.m().Inc("myhoard.binlog.upload", 1, nil)
+			if copied {
+				c.m().Inc("myhoard.binlog.remote_copy", 1, nil)
+			} else {
+				c.m().Inc("myhoard.binlog.upload", 1, nil)
+			}
 			c.m().Timing("myhoard.binlog.upload_time", time.Since(start), nil)
 			c.mu.Lock()
 			defer c.mu.Unlock()
@@ -383,6 +400,26 @@ func (c *Controller) uploadBinlogs(ctx context.Context) error {
 		if d := time.Since(start).Seconds(); d > 0 {
 			c.m().Gauge("myhoard.backup_stream.binlog_upload_rate", float64(bytes)/d, nil)
 		}
+	}
+	return nil
+}
+
+// copySource finds local binlog index already uploaded by another open
+// stream on the same site. The other stream's remote index follows from its
+// first local index only while it has skipped no binlog (remote and local
+// indexes advanced together); otherwise there is no source.
+func copySource(streams []backup.StreamState, s backup.StreamState, index int64, serverID uint32) *storage.BinlogRef {
+	for _, o := range streams {
+		if o.ID == s.ID || o.Site != s.Site || (o.Phase != backup.PhaseCatchup && o.Phase != backup.PhaseBinlog) {
+			continue
+		}
+		if index < o.FirstLocalIndex || index > o.LastUploadedLocal {
+			continue
+		}
+		if o.NextRemoteIndex-1 != o.LastUploadedLocal-o.FirstLocalIndex+1 {
+			continue // the stream skipped a binlog: indexes do not line up
+		}
+		return &storage.BinlogRef{StreamID: o.ID, RemoteIndex: index - o.FirstLocalIndex + 1, Epoch: o.Epoch, ServerID: serverID}
 	}
 	return nil
 }

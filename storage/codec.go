@@ -235,7 +235,16 @@ func NewEncoder(w io.Writer, opts EncodeOptions) (io.WriteCloser, error) {
 		if opts.Level != nil {
 			level = zstd.EncoderLevelFromZstd(*opts.Level)
 		}
-		zw, err := zstd.NewWriter(e.framer, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(conc), zstd.WithEncoderCRC(true))
+		if conc > 1 {
+			// independent blocks on every core (see pzstdWriter)
+			pw, err := newPzstdWriter(e.framer, level, conc)
+			if err != nil {
+				return nil, fmt.Errorf("encode: zstd: %w", err)
+			}
+			e.comp = pw
+			break
+		}
+		zw, err := zstd.NewWriter(e.framer, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
 		if err != nil {
 			return nil, fmt.Errorf("encode: zstd: %w", err)
 		}
