@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
 )
@@ -191,6 +193,10 @@ func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o 
 	if err != nil {
 		return nil, err
 	}
+	// A larger pipe means fewer wake-ups of both processes per megabyte.
+	if f, ok := stdout.(*os.File); ok {
+		_, _ = unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, 1<<20)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -243,7 +249,7 @@ func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o 
 	if err != nil {
 		return nil, err
 	}
-	size, copyErr := io.Copy(enc, stdout)
+	size, copyErr := io.CopyBuffer(enc, struct{ io.Reader }{stdout}, make([]byte, 1<<20)) // plain Reader: use the 1 MiB buffer
 	if copyErr == nil {
 		copyErr = enc.Close()
 	}
