@@ -19,6 +19,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -57,6 +58,7 @@ type Controller struct {
 	log    *slog.Logger
 	timing Timing
 
+	mode    atomic.Value // Mode, mirrored from state.Mode for lock-free reads
 	mu      sync.Mutex
 	cfg     *config.Config
 	state   controllerState
@@ -112,6 +114,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Controller, error) {
 	if c.state.Epoch == 0 {
 		c.state.Epoch = 1
 	}
+	c.mode.Store(c.state.Mode)
 	if f, err := mysql.ParseFlavor(cfg.MySQL.Flavor); err == nil && f != mysql.FlavorAuto {
 		c.flavor = f
 	}
@@ -131,10 +134,14 @@ func (c *Controller) saveLocked() error {
 }
 
 // Mode is the current main mode.
+//
+// It never takes the controller's lock (metrics tag every data point with
+// the mode, also from code that holds the lock).
 func (c *Controller) Mode() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return string(c.state.Mode)
+	if m, ok := c.mode.Load().(Mode); ok {
+		return string(m)
+	}
+	return string(ModeIdle)
 }
 
 // Flavor is the database flavor: configured, or detected ("" until known).
@@ -415,6 +422,7 @@ func (c *Controller) SetMode(to Mode) (Mode, error) {
 		c.state.Mode = prev
 		return prev, err
 	}
+	c.mode.Store(to)
 	c.log.Info("mode changed", "from", prev, "to", to)
 	c.poke()
 	return to, nil
