@@ -31,7 +31,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "myhoard")
-	build := exec.Command("go", "build", "-o", binary, "github.com/myhoard/myhoard/cmd/myhoard")
+	args := []string{"build", "-o", binary}
+	if os.Getenv("MYHOARD_E2E_RACE") != "" {
+		args = append(args, "-race") // the daemon under the race detector
+	}
+	build := exec.Command("go", append(args, "github.com/myhoard/myhoard/cmd/myhoard")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build myhoard:", err)
