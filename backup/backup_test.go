@@ -3,7 +3,6 @@ package backup
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/myhoard/myhoard/config"
 	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
@@ -76,13 +74,7 @@ func TestParseBinlogPos(t *testing.T) {
 func fileSite(t *testing.T) (*storage.Site, string) {
 	t.Helper()
 	dir := t.TempDir()
-	b, _ := json.Marshal(map[string]any{"state_directory": "/x", "start_command": []string{"x"},
-		"backup_sites": map[string]any{"s": map[string]any{"object_storage": map[string]any{"storage_type": "local", "directory": dir}}}})
-	cfg, err := config.Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := storage.OpenSite(context.Background(), "s", cfg.BackupSites["s"].ObjectStorage, storage.SiteOptions{})
+	s, err := storage.OpenDirectory(context.Background(), "s", dir, storage.SiteOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,13 +76,7 @@ func newActiveSetup(t *testing.T) *activeSetup {
 // openFileSite opens a file site on dir.
 func openFileSite(t testing.TB, dir string) *storage.Site {
 	t.Helper()
-	b, _ := json.Marshal(map[string]any{"state_directory": "/x", "start_command": []string{"x"},
-		"backup_sites": map[string]any{"s": map[string]any{"object_storage": map[string]any{"storage_type": "local", "directory": dir}}}})
-	cfg, err := config.Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	site, err := storage.OpenSite(context.Background(), "s", cfg.BackupSites["s"].ObjectStorage, storage.SiteOptions{})
+	site, err := storage.OpenDirectory(context.Background(), "s", dir, storage.SiteOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,24 +87,13 @@ func openFileSite(t testing.TB, dir string) *storage.Site {
 // stored reads every binlog manifest of every stream in the site.
 func (s *activeSetup) stored(t *testing.T) (map[string][]storage.BinlogManifest, *storage.Site) {
 	t.Helper()
-	b, _ := json.Marshal(map[string]any{"state_directory": "/x", "start_command": []string{"x"},
-		"backup_sites": map[string]any{"s": map[string]any{"object_storage": map[string]any{"storage_type": "local", "directory": s.backups}}}})
-	cfg, err := config.Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return readManifests(t, cfg.BackupSites["s"].ObjectStorage)
+	return readManifests(t, openFileSite(t, s.backups))
 }
 
-func readManifests(t *testing.T, os *config.ObjectStorage) (map[string][]storage.BinlogManifest, *storage.Site) {
+func readManifests(t *testing.T, site *storage.Site) (map[string][]storage.BinlogManifest, *storage.Site) {
 	t.Helper()
-	site, err := storage.OpenSite(context.Background(), "s", os, storage.SiteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { site.Close() })
 	out := map[string][]storage.BinlogManifest{}
-	err = site.List(context.Background(), storage.StreamsPrefix, func(o storage.ObjectInfo) error {
+	err := site.List(context.Background(), storage.StreamsPrefix, func(o storage.ObjectInfo) error {
 		ref, manifest, err := storage.ParseBinlogKey(o.Key)
 		if err != nil || !manifest {
 			return nil
@@ -585,7 +568,12 @@ func (s *activeSetup) storedS3(t *testing.T, srv *harness.StorageServer) (map[st
 	if err != nil {
 		t.Fatal(err)
 	}
-	return readManifests(t, cfg.BackupSites["s"].ObjectStorage)
+	site, err := storage.OpenSite(context.Background(), "s", cfg.BackupSites["s"].ObjectStorage, storage.SiteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { site.Close() })
+	return readManifests(t, site)
 }
 
 func backupGTID(t *testing.T, site *storage.Site, id string) mysql.GTIDSet {

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -73,15 +75,7 @@ func openS3(ctx context.Context, c *config.S3Storage) (*blob.Bucket, error) {
 	}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if c.Host != "" {
-			scheme := "https"
-			if c.IsSecure != nil && !*c.IsSecure {
-				scheme = "http"
-			}
-			host := c.Host
-			if c.Port != 0 {
-				host = fmt.Sprintf("%s:%d", c.Host, c.Port)
-			}
-			o.BaseEndpoint = aws.String(scheme + "://" + host)
+			o.BaseEndpoint = aws.String(endpoint(c.Host, c.Port, c.IsSecure))
 			o.UsePathStyle = c.AddressingStyle != "virtual"
 		}
 		// Retries are the site's own (counted, with its backoff).
@@ -147,15 +141,7 @@ func openGCS(ctx context.Context, c *config.GoogleStorage) (*blob.Bucket, error)
 func openAzure(ctx context.Context, c *config.AzureStorage) (*blob.Bucket, error) {
 	var base string
 	if c.Host != "" {
-		scheme := "https"
-		if c.IsSecure != nil && !*c.IsSecure {
-			scheme = "http"
-		}
-		host := c.Host
-		if c.Port != 0 {
-			host = fmt.Sprintf("%s:%d", c.Host, c.Port)
-		}
-		base = fmt.Sprintf("%s://%s/%s/%s", scheme, host, c.AccountName, c.BucketName) // emulator: path style
+		base = fmt.Sprintf("%s/%s/%s", endpoint(c.Host, c.Port, c.IsSecure), c.AccountName, c.BucketName) // emulator: path style
 	} else {
 		suffix := "core.windows.net"
 		switch strings.ToLower(c.AzureCloud) {
@@ -189,4 +175,17 @@ func openAzure(ctx context.Context, c *config.AzureStorage) (*blob.Bucket, error
 		return nil, err
 	}
 	return azureblob.OpenBucket(ctx, client, nil)
+}
+
+// endpoint is the base URL of a custom storage endpoint (https unless
+// is_secure is false).
+func endpoint(host string, port int, isSecure *bool) string {
+	scheme := "https"
+	if isSecure != nil && !*isSecure {
+		scheme = "http"
+	}
+	if port != 0 {
+		host = net.JoinHostPort(host, strconv.Itoa(port))
+	}
+	return scheme + "://" + host
 }

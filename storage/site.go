@@ -250,6 +250,13 @@ func OpenSite(ctx context.Context, name string, os *config.ObjectStorage, opts S
 		isFile: strings.HasPrefix(os.URL, "file:")}, nil
 }
 
+// OpenDirectory opens a site on a local directory (file storage), for tools
+// and tests that need no config file.
+func OpenDirectory(ctx context.Context, name, dir string, opts SiteOptions) (*Site, error) {
+	u := (&url.URL{Scheme: "file", Path: dir}).String()
+	return OpenSite(ctx, name, &config.ObjectStorage{StorageType: "url", URL: u}, opts)
+}
+
 // redact drops secrets a URL might carry in its query.
 func redact(raw string) string {
 	u, err := url.Parse(raw)
