@@ -12,6 +12,8 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -72,8 +74,10 @@ type Site struct {
 	stats  *Stats
 	log    *slog.Logger
 	// isFile marks file:// sites, whose in-progress uploads are sibling
-	// "<key>.<hex>.tmp" files that listings must not show.
-	isFile bool
+	// "<key>.<hex>.tmp" files that listings must not show; fileDir is
+	// their directory (objects are fsynced there, see syncFile).
+	isFile  bool
+	fileDir string
 	// noIfNotExist is set once the backend refuses conditional writes;
 	// write-once puts then fall back to check-then-write (see PutOptions).
 	noIfNotExist atomic.Bool
@@ -223,7 +227,7 @@ func (s *Site) doPolicy(ctx context.Context, p RetryPolicy, opName, key string, 
 
 // OpenSite opens the bucket of a backup site. It does not touch the bucket
 // yet; call Check for that.
-func OpenSite(ctx context.Context, name string, os *config.ObjectStorage, opts SiteOptions) (*Site, error) {
+func OpenSite(ctx context.Context, name string, oc *config.ObjectStorage, opts SiteOptions) (*Site, error) {
 	if opts.Retry.Attempts < 1 {
 		opts.Retry = DefaultRetry
 	}
@@ -239,15 +243,18 @@ func OpenSite(ctx context.Context, name string, os *config.ObjectStorage, opts S
 	if opts.Stats == nil {
 		opts.Stats = &Stats{}
 	}
-	bucket, err := openBucket(ctx, os)
+	bucket, err := openBucket(ctx, oc)
 	if err != nil {
-		return nil, fmt.Errorf("storage site %s: open %s: %w", name, redact(os.URL), err)
+		return nil, fmt.Errorf("storage site %s: open %s: %w", name, redact(oc.URL), err)
 	}
-	if os.Prefix != "" {
-		bucket = blob.PrefixedBucket(bucket, os.Prefix)
+	if oc.Prefix != "" {
+		bucket = blob.PrefixedBucket(bucket, oc.Prefix)
 	}
-	return &Site{Name: name, URL: redact(os.URL), Prefix: os.Prefix, bucket: bucket, opts: opts, stats: opts.Stats, log: opts.Log,
-		isFile: strings.HasPrefix(os.URL, "file:")}, nil
+	site := &Site{Name: name, URL: redact(oc.URL), Prefix: oc.Prefix, bucket: bucket, opts: opts, stats: opts.Stats, log: opts.Log}
+	if u, err := url.Parse(oc.URL); err == nil && u.Scheme == "file" {
+		site.isFile, site.fileDir = true, filepath.Join(filepath.Clean(u.Path), filepath.FromSlash(oc.Prefix))
+	}
+	return site, nil
 }
 
 // OpenDirectory opens a site on a local directory (file storage), for tools
@@ -362,7 +369,31 @@ func (s *Site) write(ctx context.Context, key string, r io.Reader, opts PutOptio
 		}
 		return cr.n, err
 	}
+	if s.isFile {
+		if err := s.syncFile(key); err != nil {
+			return cr.n, err
+		}
+	}
 	return cr.n, nil
+}
+
+// syncFile makes a file site's object durable before the put returns
+// (fileblob only renames), so that a manifest written after its data can
+// never survive a power loss that the data did not.
+func (s *Site) syncFile(key string) error {
+	path := filepath.Join(s.fileDir, filepath.FromSlash(key))
+	for _, p := range []string{path, filepath.Dir(path)} {
+		f, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("fsync %s: %w", p, err)
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("fsync %s: %w", p, err)
+		}
+	}
+	return nil
 }
 
 type countingReader struct {
