@@ -67,6 +67,9 @@ type Scanner struct {
 // NewScanner loads the scanner's state (statePath) for the binlogs named
 // <prefix>.<index>.
 func NewScanner(prefix string, flavor mysql.Flavor, statePath string, log *slog.Logger) (*Scanner, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	s := &Scanner{prefix: prefix, flavor: flavor, statePath: statePath, log: log, BatchSize: 50}
 	if _, err := statefile.Load(statePath, &s.state); err != nil {
 		return nil, err

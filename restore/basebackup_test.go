@@ -3,6 +3,7 @@ package restore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -122,5 +123,114 @@ func TestRestoreBasebackupOnMariaDB(t *testing.T) {
 	opts.Keys = nil
 	if err := RestoreBasebackup(ctx, site, m, opts); err == nil || !strings.Contains(err.Error(), key.ID) {
 		t.Errorf("missing key: %v", err)
+	}
+}
+
+func TestRestoreToLatestOnMariaDB(t *testing.T) {
+	src := harness.StartInstances(t, 1, harness.Options{})[0]
+	db := harness.OpenDB(t, src)
+	ctx := context.Background()
+	load, err := harness.NewLoadGen(ctx, db, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := load.WriteTransactions(ctx, 100); err != nil {
+		t.Fatal(err)
+	}
+	site, err := storage.OpenDirectory(ctx, "s", t.TempDir(), storage.SiteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer site.Close()
+	enc := storage.EncodeOptions{Compression: storage.CompressionZstd}
+	sid := storage.NewStreamID(time.Now())
+	m, err := backup.TakeBasebackup(ctx, site, sid, backup.BasebackupOptions{
+		Flavor: mysql.FlavorMariaDB, ConfigFile: src.ConfigFile, DataDir: src.DataDir, TempDir: t.TempDir(),
+		Conn: mysql.ConnParams{User: "root", Socket: src.Socket}, Encode: enc,
+	}, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		if err := load.WriteTransactions(ctx, 60); err != nil {
+			t.Fatal(err)
+		}
+		harness.Exec(t, db, "FLUSH BINARY LOGS")
+	}
+	final, err := load.Checkpoint(ctx, "final")
+	if err != nil {
+		t.Fatal(err)
+	}
+	harness.Exec(t, db, "FLUSH BINARY LOGS")
+
+	// Upload the binlogs from the backup's consistency point on.
+	sc, err := backup.NewScanner(src.BinlogPrefix(), mysql.FlavorMariaDB, filepath.Join(t.TempDir(), "scan.json"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	binlogs, _, err := sc.Scan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := backup.BinlogIndexOf(m.BinlogName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refs []storage.BinlogRef
+	for _, b := range binlogs {
+		if b.Index < first {
+			continue
+		}
+		ref := storage.BinlogRef{StreamID: sid, RemoteIndex: int64(len(refs) + 1), Epoch: 1, ServerID: 101}
+		if _, err := backup.UploadBinlog(ctx, site, backup.BinlogUpload{Ref: ref, Binlog: b, Flavor: mysql.FlavorMariaDB, Encode: enc}, nil); err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, ref)
+	}
+	if len(refs) < 4 {
+		t.Fatalf("only %d binlogs to apply", len(refs))
+	}
+
+	// Restore on an empty server, then apply the binlogs.
+	dst, err := harness.NewInstance(ctx, harness.Options{Dir: filepath.Join(harness.ShortTempDir(t), "r"), ServerID: 201, NoInit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := RestoreBasebackup(ctx, site, m, BasebackupOptions{Flavor: mysql.FlavorMariaDB, DataDir: dst.DataDir}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Stop(ctx)
+	var files []string
+	for i, ref := range refs {
+		f, err := os.Create(filepath.Join(dst.RelayDir, fmt.Sprintf("download.%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := backup.DownloadObject(ctx, site, ref.DataKey(), nil, f); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		files = append(files, f.Name())
+	}
+	ddb := harness.OpenDB(t, dst)
+	err = ApplyBinlogs(ctx, ApplyOptions{DB: ddb, RelayPrefix: dst.RelayLogPrefix(), RelayIndex: dst.RelayLogIndex(), Files: files,
+		StartFile: m.BinlogName, StartPos: m.BinlogPosition, GTID: m.GTIDExecuted.String(), Target: final.GTID, Parallel: 2, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums, rows, err := harness.TableChecksums(ctx, ddb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tbl := range harness.LoadTables {
+		if sums[tbl] != final.Checksums[tbl] || rows[tbl] != final.Rows[tbl] {
+			t.Errorf("%s: restored checksum %d (%d rows), source %d (%d rows)", tbl, sums[tbl], rows[tbl], final.Checksums[tbl], final.Rows[tbl])
+		}
+	}
+	if pos := harness.QueryString(t, ddb, "SELECT @@gtid_binlog_pos"); pos != final.GTID {
+		t.Errorf("restored server at %s, source at %s", pos, final.GTID)
 	}
 }
