@@ -126,7 +126,7 @@ func TestRestoreBasebackupOnMariaDB(t *testing.T) {
 	}
 }
 
-func TestRestoreToLatestOnMariaDB(t *testing.T) {
+func TestRestoreToLatestAndPointsInTimeOnMariaDB(t *testing.T) {
 	src := harness.StartInstances(t, 1, harness.Options{})[0]
 	db := harness.OpenDB(t, src)
 	ctx := context.Background()
@@ -151,9 +151,18 @@ func TestRestoreToLatestOnMariaDB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var mid harness.Checkpoint
 	for i := 0; i < 4; i++ {
 		if err := load.WriteTransactions(ctx, 60); err != nil {
 			t.Fatal(err)
+		}
+		if i == 1 {
+			if mid, err = load.Checkpoint(ctx, "middle"); err != nil { // inside a binlog
+				t.Fatal(err)
+			}
+			if err := load.WriteTransactions(ctx, 30); err != nil {
+				t.Fatal(err)
+			}
 		}
 		harness.Exec(t, db, "FLUSH BINARY LOGS")
 	}
@@ -191,46 +200,77 @@ func TestRestoreToLatestOnMariaDB(t *testing.T) {
 		t.Fatalf("only %d binlogs to apply", len(refs))
 	}
 
-	// Restore on an empty server, then apply the binlogs.
-	dst, err := harness.NewInstance(ctx, harness.Options{Dir: filepath.Join(harness.ShortTempDir(t), "r"), ServerID: 201, NoInit: true})
-	if err != nil {
-		t.Fatal(err)
+	targetMid, _ := mysql.ParseMariaDBGTIDSet(mid.GTID)
+	tests := []struct {
+		name string
+		cp   harness.Checkpoint
+		stop func(files []string) (StopPoint, error)
+	}{
+		{"latest", final, nil},
+		{"to a GTID", mid, func(files []string) (StopPoint, error) {
+			return FindStopByGTID(files, mysql.FlavorMariaDB, m.GTIDExecuted, targetMid)
+		}},
+		{"to a time", mid, func(files []string) (StopPoint, error) {
+			return FindStopByTime(files, mysql.FlavorMariaDB, m.GTIDExecuted, mid.Time)
+		}},
 	}
-	if err := RestoreBasebackup(ctx, site, m, BasebackupOptions{Flavor: mysql.FlavorMariaDB, DataDir: dst.DataDir}); err != nil {
-		t.Fatal(err)
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dst, err := harness.NewInstance(ctx, harness.Options{Dir: filepath.Join(harness.ShortTempDir(t), "r"), ServerID: uint32(201 + i), NoInit: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := RestoreBasebackup(ctx, site, m, BasebackupOptions{Flavor: mysql.FlavorMariaDB, DataDir: dst.DataDir}); err != nil {
+				t.Fatal(err)
+			}
+			if err := dst.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer dst.Stop(ctx)
+			var files []string
+			for i, ref := range refs {
+				f, err := os.Create(filepath.Join(dst.RelayDir, fmt.Sprintf("download.%d", i)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := backup.DownloadObject(ctx, site, ref.DataKey(), nil, f); err != nil {
+					t.Fatal(err)
+				}
+				f.Close()
+				files = append(files, f.Name())
+			}
+			opts := ApplyOptions{DB: harness.OpenDB(t, dst), RelayPrefix: dst.RelayLogPrefix(), RelayIndex: dst.RelayLogIndex(), Files: files,
+				StartFile: m.BinlogName, StartPos: m.BinlogPosition, GTID: m.GTIDExecuted.String(), Target: tc.cp.GTID, Parallel: 2, Timeout: time.Minute}
+			if tc.stop != nil {
+				sp, err := tc.stop(files)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if sp.Reached.String() != tc.cp.GTID {
+					t.Fatalf("stop point reaches %s, want %s", sp.Reached, tc.cp.GTID)
+				}
+				opts.UntilFile, opts.UntilPos, opts.Parallel = sp.File, sp.Pos, 0
+			}
+			if err := ApplyBinlogs(ctx, opts); err != nil {
+				t.Fatal(err)
+			}
+			ddb := harness.OpenDB(t, dst)
+			sums, rows, err := harness.TableChecksums(ctx, ddb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tbl := range harness.LoadTables {
+				if sums[tbl] != tc.cp.Checksums[tbl] || rows[tbl] != tc.cp.Rows[tbl] {
+					t.Errorf("%s: restored checksum %d (%d rows), source %d (%d rows)", tbl, sums[tbl], rows[tbl], tc.cp.Checksums[tbl], tc.cp.Rows[tbl])
+				}
+			}
+			if pos := harness.QueryString(t, ddb, "SELECT @@gtid_binlog_pos"); pos != tc.cp.GTID {
+				t.Errorf("restored server at %s, source at %s", pos, tc.cp.GTID)
+			}
+		})
 	}
-	if err := dst.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Stop(ctx)
-	var files []string
-	for i, ref := range refs {
-		f, err := os.Create(filepath.Join(dst.RelayDir, fmt.Sprintf("download.%d", i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := backup.DownloadObject(ctx, site, ref.DataKey(), nil, f); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-		files = append(files, f.Name())
-	}
-	ddb := harness.OpenDB(t, dst)
-	err = ApplyBinlogs(ctx, ApplyOptions{DB: ddb, RelayPrefix: dst.RelayLogPrefix(), RelayIndex: dst.RelayLogIndex(), Files: files,
-		StartFile: m.BinlogName, StartPos: m.BinlogPosition, GTID: m.GTIDExecuted.String(), Target: final.GTID, Parallel: 2, Timeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sums, rows, err := harness.TableChecksums(ctx, ddb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tbl := range harness.LoadTables {
-		if sums[tbl] != final.Checksums[tbl] || rows[tbl] != final.Rows[tbl] {
-			t.Errorf("%s: restored checksum %d (%d rows), source %d (%d rows)", tbl, sums[tbl], rows[tbl], final.Checksums[tbl], final.Rows[tbl])
-		}
-	}
-	if pos := harness.QueryString(t, ddb, "SELECT @@gtid_binlog_pos"); pos != final.GTID {
-		t.Errorf("restored server at %s, source at %s", pos, final.GTID)
+	beyond, _ := mysql.ParseMariaDBGTIDSet("0-101-999999")
+	if _, err := FindStopByGTID(nil, mysql.FlavorMariaDB, m.GTIDExecuted, beyond); !errors.Is(err, ErrTargetNotFound) {
+		t.Errorf("unreachable target: %v", err)
 	}
 }
