@@ -34,6 +34,9 @@ type ApplyOptions struct {
 	UntilPos  int64
 	// Parallel is slave_parallel_threads during the apply (0: serial).
 	Parallel int
+	// KeepGTIDState skips setting the GTID state (later batches: the
+	// server's own state is already right).
+	KeepGTIDState bool
 	// Timeout bounds the wait for the target (0: an hour).
 	Timeout time.Duration
 }
@@ -51,6 +54,14 @@ func ApplyBinlogs(ctx context.Context, o ApplyOptions) error {
 	if len(o.Files) == 0 {
 		return nil
 	}
+	// Reset the replica first: it removes the relay logs of an earlier
+	// batch, and the new index must be written before the relay log is
+	// initialised again (the server reads it only then).
+	for _, q := range []string{"STOP SLAVE", "RESET SLAVE ALL"} {
+		if _, err := o.DB.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("apply binlogs: %s: %w", q, err)
+		}
+	}
 	var index strings.Builder
 	for i, f := range o.Files {
 		name := RelayName(o.RelayPrefix, i)
@@ -63,13 +74,12 @@ func ApplyBinlogs(ctx context.Context, o ApplyOptions) error {
 		}
 		index.WriteString(abs + "\n")
 	}
-	// The index must be complete before the relay log is initialised.
 	if err := os.WriteFile(o.RelayIndex, []byte(index.String()), 0o640); err != nil {
 		return fmt.Errorf("apply binlogs: write %s: %w", o.RelayIndex, err)
 	}
 	first := filepath.Base(RelayName(o.RelayPrefix, 0))
-	stmts := []string{"STOP SLAVE", "RESET SLAVE ALL"}
-	if o.GTID != "" {
+	var stmts []string
+	if o.GTID != "" && !o.KeepGTIDState {
 		stmts = append(stmts, "SET GLOBAL gtid_slave_pos = '"+sqlEscape(o.GTID)+"'", "RESET MASTER",
 			"SET GLOBAL gtid_binlog_state = '"+sqlEscape(o.GTID)+"'")
 	}
