@@ -299,8 +299,16 @@ func (s GTIDSet) MarshalJSON() ([]byte, error) {
 // UnmarshalJSON reads what MarshalJSON writes.
 func (s *GTIDSet) UnmarshalJSON(b []byte) error {
 	var j gtidSetJSON
+	if string(b) == "null" {
+		*s = GTIDSet{}
+		return nil
+	}
 	if err := json.Unmarshal(b, &j); err != nil {
 		return fmt.Errorf("GTID set: %w", err)
+	}
+	if strings.TrimSpace(j.Set) == "" {
+		*s = GTIDSet{flavor: j.Flavor} // an empty set needs no flavor
+		return nil
 	}
 	set, err := ParseGTIDSet(j.Flavor, j.Set)
 	if err != nil {

@@ -178,6 +178,7 @@ func TestGTIDSetJSON(t *testing.T) {
 		mustParse(t, FlavorMySQL, uuidA+":1-5:9"),
 		mustParse(t, FlavorMariaDB, "0-1-5,3-2-7-9"),
 		NewGTIDSet(FlavorMariaDB),
+		{}, // the zero value
 	} {
 		b, err := json.Marshal(s)
 		if err != nil {

@@ -1,0 +1,104 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/myhoard/myhoard/storage"
+)
+
+// ErrGap is wrapped when a stream's binlog chain has a hole.
+var ErrGap = errors.New("the binlog chain has a gap")
+
+// ListStreamBinlogs lists the binlogs of a stream that a restore may use,
+// in order: only objects whose manifest exists, ordered by remote index
+// (never by modification time), fenced by the stream's promotion records
+// (a binlog uploaded under epoch E at or after the start index of any
+// later epoch is ignored, so a deposed primary can never change a
+// restore), and with no gap: a missing index is an error, never skipped.
+func ListStreamBinlogs(ctx context.Context, site *storage.Site, streamID string) ([]StoredBinlog, error) {
+	starts, err := promotionStarts(ctx, site, streamID)
+	if err != nil {
+		return nil, err
+	}
+	byIndex := map[int64][]storage.BinlogRef{}
+	err = site.List(ctx, storage.BinlogsPrefix(streamID), func(o storage.ObjectInfo) error {
+		ref, manifest, err := storage.ParseBinlogKey(o.Key)
+		if err != nil || !manifest {
+			return nil
+		}
+		if !validUnderFence(ref, starts) {
+			return nil
+		}
+		byIndex[ref.RemoteIndex] = append(byIndex[ref.RemoteIndex], ref)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list binlogs of %s: %w", streamID, err)
+	}
+	indexes := make([]int64, 0, len(byIndex))
+	for i := range byIndex {
+		indexes = append(indexes, i)
+	}
+	sort.Slice(indexes, func(a, b int) bool { return indexes[a] < indexes[b] })
+	var out []StoredBinlog
+	for n, idx := range indexes {
+		if idx != int64(n+1) {
+			return nil, fmt.Errorf("stream %s: binlog %d is missing (the next stored one is %d): %w", streamID, n+1, idx, ErrGap)
+		}
+		refs := byIndex[idx]
+		if len(refs) > 1 {
+			return nil, fmt.Errorf("stream %s: %d valid binlogs at index %d (%s and %s)", streamID, len(refs), idx, refs[0].DataKey(), refs[1].DataKey())
+		}
+		data, err := site.GetBytes(ctx, refs[0].ManifestKey())
+		if err != nil {
+			return nil, err
+		}
+		var m storage.BinlogManifest
+		if err := storage.UnmarshalManifest(refs[0].ManifestKey(), data, &m); err != nil {
+			return nil, err
+		}
+		out = append(out, StoredBinlog{Ref: refs[0], Manifest: m})
+	}
+	return out, nil
+}
+
+// promotionStarts maps each promoted epoch of a stream to the remote index
+// from which only its primary may write.
+func promotionStarts(ctx context.Context, site *storage.Site, streamID string) (map[int64]int64, error) {
+	starts := map[int64]int64{}
+	err := site.List(ctx, storage.StreamPrefix(streamID)+"promotions/", func(o storage.ObjectInfo) error {
+		_, epoch, err := storage.ParsePromotionKey(o.Key)
+		if err != nil {
+			return nil
+		}
+		data, err := site.GetBytes(ctx, o.Key)
+		if err != nil {
+			return err
+		}
+		var rec storage.PromotionRecord
+		if err := storage.UnmarshalManifest(o.Key, data, &rec); err != nil {
+			return err
+		}
+		if rec.Epoch != epoch {
+			return fmt.Errorf("promotion record %s says epoch %d", o.Key, rec.Epoch)
+		}
+		starts[epoch] = rec.StartIndex
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read promotion records of %s: %w", streamID, err)
+	}
+	return starts, nil
+}
+
+func validUnderFence(ref storage.BinlogRef, starts map[int64]int64) bool {
+	for epoch, start := range starts {
+		if epoch > ref.Epoch && ref.RemoteIndex >= start {
+			return false
+		}
+	}
+	return true
+}
