@@ -51,9 +51,18 @@ func TestApplyInBoundedBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var mid harness.Checkpoint
 	for i := 0; i < 14; i++ {
 		if err := load.WriteTransactions(ctx, 25); err != nil {
 			t.Fatal(err)
+		}
+		if i == 8 {
+			if mid, err = load.Checkpoint(ctx, "middle"); err != nil {
+				t.Fatal(err)
+			}
+			if err := load.WriteTransactions(ctx, 10); err != nil {
+				t.Fatal(err)
+			}
 		}
 		harness.Exec(t, db, "FLUSH BINARY LOGS")
 	}
@@ -87,61 +96,78 @@ func TestApplyInBoundedBatches(t *testing.T) {
 	}
 	budget := 2 * biggest
 
-	dst, err := harness.NewInstance(ctx, harness.Options{Dir: filepath.Join(harness.ShortTempDir(t), "r"), ServerID: 202, NoInit: true})
-	if err != nil {
-		t.Fatal(err)
+	midGTID, _ := mysql.ParseMariaDBGTIDSet(mid.GTID)
+	midTime := mid.Time
+	tests := []struct {
+		name  string
+		cp    harness.Checkpoint
+		patch func(o *FromStorageOptions)
+	}{
+		{"latest", final, func(o *FromStorageOptions) {}},
+		{"to a GTID", mid, func(o *FromStorageOptions) { o.StopGTID = &midGTID }},
+		{"to a time", mid, func(o *FromStorageOptions) { o.StopTime = &midTime }},
 	}
-	if err := RestoreBasebackup(ctx, site, m, BasebackupOptions{Flavor: mysql.FlavorMariaDB, DataDir: dst.DataDir}); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Stop(ctx)
-	var peak atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			if n := dirSize(dst.RelayDir); n > peak.Load() {
-				peak.Store(n)
+	for n, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dst, err := harness.NewInstance(ctx, harness.Options{Dir: filepath.Join(harness.ShortTempDir(t), "r"), ServerID: uint32(210 + n), NoInit: true})
+			if err != nil {
+				t.Fatal(err)
 			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(2 * time.Millisecond):
+			if err := RestoreBasebackup(ctx, site, m, BasebackupOptions{Flavor: mysql.FlavorMariaDB, DataDir: dst.DataDir}); err != nil {
+				t.Fatal(err)
 			}
-		}
-	}()
-	batches := 0
-	ddb := harness.OpenDB(t, dst)
-	err = ApplyFromStorage(ctx, stored, FromStorageOptions{Site: site, DB: ddb, RelayPrefix: dst.RelayLogPrefix(), RelayIndex: dst.RelayLogIndex(),
-		StartFile: m.BinlogName, StartPos: m.BinlogPosition, GTID: m.GTIDExecuted.String(), MaxBytes: budget, Parallel: 2,
-		Progress: func(applied, pending int) { batches++ }})
-	close(stop)
-	wg.Wait()
-	if err != nil {
-		t.Fatal(err)
+			if err := dst.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer dst.Stop(ctx)
+			var peak atomic.Int64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					if n := dirSize(dst.RelayDir); n > peak.Load() {
+						peak.Store(n)
+					}
+					select {
+					case <-stop:
+						return
+					case <-time.After(2 * time.Millisecond):
+					}
+				}
+			}()
+			batches := 0
+			ddb := harness.OpenDB(t, dst)
+			opts := FromStorageOptions{Site: site, DB: ddb, RelayPrefix: dst.RelayLogPrefix(), RelayIndex: dst.RelayLogIndex(),
+				StartFile: m.BinlogName, StartPos: m.BinlogPosition, GTID: m.GTIDExecuted.String(), MaxBytes: budget, Parallel: 2,
+				BackupGTID: m.GTIDExecuted, Flavor: mysql.FlavorMariaDB, Progress: func(applied, pending int) { batches++ }}
+			tc.patch(&opts)
+			err = ApplyFromStorage(ctx, stored, opts)
+			close(stop)
+			wg.Wait()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if batches < 3 {
+				t.Errorf("only %d batches with a budget of two binlogs", batches)
+			}
+			if limit := budget + biggest + 4096; peak.Load() > limit {
+				t.Errorf("relay directory peaked at %d bytes, over the budget %d plus one binlog", peak.Load(), budget)
+			}
+			sums, rows, err := harness.TableChecksums(ctx, ddb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tbl := range harness.LoadTables {
+				if sums[tbl] != tc.cp.Checksums[tbl] || rows[tbl] != tc.cp.Rows[tbl] {
+					t.Errorf("%s: restored checksum %d (%d rows), source %d (%d rows)", tbl, sums[tbl], rows[tbl], tc.cp.Checksums[tbl], tc.cp.Rows[tbl])
+				}
+			}
+			if pos := harness.QueryString(t, ddb, "SELECT @@gtid_binlog_pos"); pos != tc.cp.GTID {
+				t.Errorf("restored server at %s, source at %s", pos, tc.cp.GTID)
+			}
+			t.Logf("%d batches, budget %d bytes, relay directory peak %d bytes", batches, budget, peak.Load())
+		})
 	}
-	if batches < 5 {
-		t.Errorf("%d binlogs in only %d batches with a budget of two binlogs", len(stored), batches)
-	}
-	if limit := budget + biggest + 4096; peak.Load() > limit {
-		t.Errorf("relay directory peaked at %d bytes, over the budget %d plus one binlog", peak.Load(), budget)
-	}
-	sums, rows, err := harness.TableChecksums(ctx, ddb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tbl := range harness.LoadTables {
-		if sums[tbl] != final.Checksums[tbl] || rows[tbl] != final.Rows[tbl] {
-			t.Errorf("%s: restored checksum %d (%d rows), source %d (%d rows)", tbl, sums[tbl], rows[tbl], final.Checksums[tbl], final.Rows[tbl])
-		}
-	}
-	if pos := harness.QueryString(t, ddb, "SELECT @@gtid_binlog_pos"); pos != final.GTID {
-		t.Errorf("restored server at %s, source at %s", pos, final.GTID)
-	}
-	t.Logf("%d binlogs in %d batches, budget %d bytes, relay directory peak %d bytes", len(stored), batches, budget, peak.Load())
 }
