@@ -267,6 +267,13 @@ func TestDaemonWithoutDatabaseStillServes(t *testing.T) {
 		out := d.out.String()
 		return strings.Contains(out, "not ready yet") && strings.Contains(out, "127.0.0.1:1"), out
 	})
+	// Backups are listed all the same (a new node waiting for a restore
+	// has no running database).
+	waitFor(t, "GET /backup to list without a database", 10*time.Second, func() (bool, string) {
+		code, body, err := getJSON(fmt.Sprintf("http://127.0.0.1:%d/backup", port))
+		list, isList := body["backups"].([]any)
+		return err == nil && code == 200 && isList && len(list) == 0, fmt.Sprint(code, body, err)
+	})
 	_ = d.cmd.Process.Signal(syscall.SIGINT)
 	if code, err := d.wait(t, 20*time.Second); err != nil || code != 0 {
 		t.Fatalf("exit code %d (%v) after SIGINT", code, err)

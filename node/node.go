@@ -192,17 +192,20 @@ func ConnParams(cfg *config.Config) mysql.ConnParams {
 // StorageStats are the error counters of every backup site.
 func (c *Controller) StorageStats() *storage.Stats { return c.stats }
 
-// Run runs the controller until ctx ends.
+// Run runs the controller until ctx ends. The backup sites are needed for
+// everything; the database only for active mode, so an idle node with no
+// running database (a new node waiting for a restore) still lists backups.
 func (c *Controller) Run(ctx context.Context) error {
 	defer c.shutdown()
 	backoff := time.Second
+	dbFailures := 0
 	for {
 		if !c.isReady() {
-			if err := c.prepare(ctx); err != nil {
+			if err := c.openSites(ctx); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
-				c.log.Warn("not ready yet", "error", err, "retry_in", backoff)
+				c.log.Warn("backup sites not ready yet", "error", err, "retry_in", backoff)
 				if !c.sleep(ctx, backoff) {
 					return nil
 				}
@@ -210,6 +213,25 @@ func (c *Controller) Run(ctx context.Context) error {
 				continue
 			}
 			backoff = time.Second
+		}
+		if !c.dbReady() {
+			if err := c.connectDB(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				dbFailures++
+				if dbFailures == 1 || dbFailures%30 == 0 {
+					c.log.Warn("database not ready yet", "error", err)
+				}
+				if Mode(c.Mode()) == ModeActive {
+					if !c.sleep(ctx, min(time.Duration(dbFailures)*time.Second, 30*time.Second)) {
+						return nil
+					}
+					continue
+				}
+			} else {
+				dbFailures = 0
+			}
 		}
 		err := c.tick(ctx)
 		c.m().Cumulative("myhoard.remote_read_errors", c.stats.ReadErrors.Load())
@@ -264,9 +286,15 @@ func (c *Controller) isReady() bool {
 	return c.ready
 }
 
-// prepare connects to the database, detects the flavor, opens and checks
-// every backup site and loads the encryption keys.
-func (c *Controller) prepare(ctx context.Context) error {
+func (c *Controller) dbReady() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.db != nil
+}
+
+// connectDB connects to the database, detects its flavor and opens the
+// binlog scanner.
+func (c *Controller) connectDB(ctx context.Context) error {
 	cfg := c.Config()
 	params := ConnParams(cfg)
 	db, err := mysql.Open(params)
@@ -293,15 +321,32 @@ func (c *Controller) prepare(ctx context.Context) error {
 	if configured != "" && configured != f {
 		c.log.Error("configured mysql.flavor does not match the server", "configured", configured, "server", version)
 	}
+	scanner, err := backup.NewScanner(cfg.MySQL.BinlogPrefix, f, filepath.Join(cfg.StateDirectory, "binlog_scanner_state.json"), c.log)
+	if err != nil {
+		db.Close()
+		return err
+	}
 	c.log.Info("database detected", "flavor", f, "version", version, "server", params.Where())
+	c.mu.Lock()
+	c.flavor, c.version, c.db, c.scanner = f, version, db, scanner
+	if uuid != "" {
+		c.state.ServerUUID = uuid
+	}
+	c.mu.Unlock()
+	return nil
+}
 
+// openSites opens and checks every backup site (writable ones with a
+// write/read/delete probe, recovery-only ones with a listing) and loads the
+// encryption keys.
+func (c *Controller) openSites(ctx context.Context) error {
+	cfg := c.Config()
 	keys := storage.Keyring{}
 	sites := map[string]*storage.Site{}
 	closeAll := func() {
 		for _, s := range sites {
 			s.Close()
 		}
-		db.Close()
 	}
 	for name, sc := range cfg.BackupSites {
 		if sc.EncryptionKeys != nil {
@@ -330,16 +375,8 @@ func (c *Controller) prepare(ctx context.Context) error {
 		c.log.Info("backup site ready", "site", name, "url", s.URL, "recovery_only", sc.RecoveryOnly)
 		sites[name] = s
 	}
-	scanner, err := backup.NewScanner(cfg.MySQL.BinlogPrefix, f, filepath.Join(cfg.StateDirectory, "binlog_scanner_state.json"), c.log)
-	if err != nil {
-		closeAll()
-		return err
-	}
 	c.mu.Lock()
-	c.flavor, c.version, c.db, c.sites, c.keys, c.scanner, c.ready = f, version, db, sites, keys, scanner, true
-	if uuid != "" {
-		c.state.ServerUUID = uuid
-	}
+	c.sites, c.keys, c.ready = sites, keys, true
 	c.listedAt = time.Time{}
 	c.mu.Unlock()
 	return nil
