@@ -1,0 +1,217 @@
+package restore
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/myhoard/myhoard/backup"
+	"github.com/myhoard/myhoard/e2e/harness"
+	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/storage"
+)
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+func runSysbench(b *testing.B, in *harness.Instance, rows int, args ...string) {
+	b.Helper()
+	base := []string{"oltp_write_only", "--db-driver=mysql", "--mysql-socket=" + in.Socket, "--mysql-user=root", "--mysql-db=sbtest",
+		"--tables=8", fmt.Sprintf("--table-size=%d", rows)}
+	if out, err := exec.Command("sysbench", append(base, args...)...).CombinedOutput(); err != nil {
+		b.Fatalf("sysbench %v: %v\n%s", args, err, out)
+	}
+}
+
+func median3(b *testing.B, f func() time.Duration) time.Duration {
+	var ds []time.Duration
+	for i := 0; i < 3; i++ {
+		_ = exec.Command("sync").Run()
+		ds = append(ds, f())
+	}
+	slices.Sort(ds)
+	return ds[1]
+}
+
+// BenchmarkRestore measures the basebackup restore and the binlog apply
+// against raw-tool baselines in the same run (MYHOARD_BENCH_ROWS: sysbench
+// table size, 8 tables; MYHOARD_BENCH_EVENTS: transactions to apply).
+func BenchmarkRestore(b *testing.B) {
+	tools, err := harness.FindTools()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, t := range []string{"sysbench", "zstd"} {
+		if _, err := exec.LookPath(t); err != nil {
+			b.Fatalf("%s is missing: apt-get install %s (make bench installs it)", t, t)
+		}
+	}
+	rows, events := envInt("MYHOARD_BENCH_ROWS", 500000), envInt("MYHOARD_BENCH_EVENTS", 50000)
+	ctx := context.Background()
+	src := harness.StartInstances(b, 1, harness.Options{Extra: []string{"innodb_buffer_pool_size=512M", "innodb_log_file_size=256M"}})[0]
+	db := harness.OpenDB(b, src)
+	harness.Exec(b, db, "CREATE DATABASE sbtest")
+	runSysbench(b, src, rows, "--threads=2", "prepare")
+	work := harness.ShortTempDir(b)
+	site, err := storage.OpenDirectory(ctx, "s", filepath.Join(work, "site"), storage.SiteOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer site.Close()
+	pub, _ := os.ReadFile("../storage/testdata/test-key-a.pub.pem")
+	priv, _ := os.ReadFile("../storage/testdata/test-key-a.pem")
+	key, err := storage.NewKeyPair(string(pub), string(priv))
+	if err != nil {
+		b.Fatal(err)
+	}
+	enc := storage.EncodeOptions{Compression: storage.CompressionZstd, Key: key}
+	sid := storage.NewStreamID(time.Now())
+	m, err := backup.TakeBasebackup(ctx, site, sid, backup.BasebackupOptions{Flavor: mysql.FlavorMariaDB, ConfigFile: src.ConfigFile,
+		DataDir: src.DataDir, TempDir: work, Conn: mysql.ConnParams{User: "root", Socket: src.Socket}, Encode: enc}, db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The raw baseline's input: the same data backed up by the raw pipe.
+	raw := filepath.Join(work, "raw.xbstream.zst")
+	pipe := fmt.Sprintf("%s --defaults-file=%s --backup --stream=xbstream --user=root --socket=%s --target-dir=%s 2>/dev/null | zstd -1 -T0 -q > %s",
+		tools.Mariabackup, src.ConfigFile, src.Socket, filepath.Join(work, "t"), raw)
+	if out, err := exec.Command("bash", "-o", "pipefail", "-c", pipe).CombinedOutput(); err != nil {
+		b.Fatalf("raw backup: %v %s", err, out)
+	}
+
+	n := 0
+	newTarget := func() *harness.Instance {
+		n++
+		in, err := harness.NewInstance(ctx, harness.Options{Dir: filepath.Join(harness.ShortTempDir(b), "r"), ServerID: uint32(300 + n), NoInit: true,
+			Extra: []string{"innodb_buffer_pool_size=512M", "innodb_log_file_size=256M"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return in
+	}
+	ours := median3(b, func() time.Duration {
+		in := newTarget()
+		t0 := time.Now()
+		if err := RestoreBasebackup(ctx, site, m, BasebackupOptions{Flavor: mysql.FlavorMariaDB, DataDir: in.DataDir, Keys: storage.NewKeyring(key)}); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(t0)
+	})
+	rawTime := median3(b, func() time.Duration {
+		dir := filepath.Join(harness.ShortTempDir(b), "data")
+		_ = os.MkdirAll(dir, 0o755)
+		t0 := time.Now()
+		cmd := fmt.Sprintf("zstd -d -c -q %s | %s -x -C %s && %s --prepare --target-dir=%s", raw, tools.Mbstream, dir, tools.Mariabackup, dir)
+		if out, err := exec.Command("bash", "-o", "pipefail", "-c", cmd).CombinedOutput(); err != nil {
+			b.Fatalf("raw restore: %v %s", err, out)
+		}
+		return time.Since(t0)
+	})
+
+	// Binlogs to apply: sysbench writes after the backup.
+	runSysbench(b, src, rows, "--threads=2", fmt.Sprintf("--events=%d", events), "--time=0", "run")
+	harness.Exec(b, db, "FLUSH BINARY LOGS")
+	target := harness.QueryString(b, db, "SELECT @@gtid_binlog_pos")
+	sc, err := backup.NewScanner(src.BinlogPrefix(), mysql.FlavorMariaDB, filepath.Join(work, "scan.json"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	local, _, err := sc.Scan(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	first, _ := backup.BinlogIndexOf(m.BinlogName)
+	var stored []StoredBinlog
+	var paths []string
+	var txns int
+	for _, l := range local {
+		if l.Index < first {
+			continue
+		}
+		ref := storage.BinlogRef{StreamID: sid, RemoteIndex: int64(len(stored) + 1), Epoch: 1, ServerID: 101}
+		man, err := backup.UploadBinlog(ctx, site, backup.BinlogUpload{Ref: ref, Binlog: l, Flavor: mysql.FlavorMariaDB, Encode: enc}, storage.NewKeyring(key))
+		if err != nil {
+			b.Fatal(err)
+		}
+		stored = append(stored, StoredBinlog{Ref: ref, Manifest: *man})
+		paths = append(paths, l.Path)
+		txns += l.Transactions
+	}
+	restored := func() *harness.Instance {
+		in := newTarget()
+		if err := RestoreBasebackup(ctx, site, m, BasebackupOptions{Flavor: mysql.FlavorMariaDB, DataDir: in.DataDir, Keys: storage.NewKeyring(key)}); err != nil {
+			b.Fatal(err)
+		}
+		if err := in.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = in.Stop(context.Background()) })
+		return in
+	}
+	// myhoard: download, decode, apply in bounded batches with 2 workers.
+	a := restored()
+	t0 := time.Now()
+	err = ApplyFromStorage(ctx, stored, FromStorageOptions{Site: site, Keys: storage.NewKeyring(key), DB: harness.OpenDB(b, a),
+		RelayPrefix: a.RelayLogPrefix(), RelayIndex: a.RelayLogIndex(), StartFile: m.BinlogName, StartPos: m.BinlogPosition,
+		GTID: m.GTIDExecuted.String(), MaxBytes: 256 << 20, Parallel: 2})
+	if err != nil {
+		b.Fatal(err)
+	}
+	oursApply := time.Since(t0)
+	// bare SQL thread: the local files as one batch, same threads.
+	bare := restored()
+	var files []string
+	for i, p := range paths {
+		dst := filepath.Join(bare.RelayDir, fmt.Sprintf("copy.%d", i))
+		if out, err := exec.Command("cp", p, dst).CombinedOutput(); err != nil {
+			b.Fatalf("cp: %v %s", err, out)
+		}
+		files = append(files, dst)
+	}
+	t0 = time.Now()
+	if err := ApplyBinlogs(ctx, ApplyOptions{DB: harness.OpenDB(b, bare), RelayPrefix: bare.RelayLogPrefix(), RelayIndex: bare.RelayLogIndex(), Files: files,
+		StartFile: m.BinlogName, StartPos: m.BinlogPosition, GTID: m.GTIDExecuted.String(), Target: target, Parallel: 2}); err != nil {
+		b.Fatal(err)
+	}
+	bareApply := time.Since(t0)
+	// mariadb-binlog | mariadb
+	pipeIn := restored()
+	pdb := harness.OpenDB(b, pipeIn)
+	harness.Exec(b, pdb, "SET GLOBAL gtid_slave_pos = '"+m.GTIDExecuted.String()+"'", "RESET MASTER", "SET GLOBAL gtid_binlog_state = '"+m.GTIDExecuted.String()+"'")
+	t0 = time.Now()
+	cmd := fmt.Sprintf("%s --start-position=%d %s | %s --defaults-file=%s", tools.Binlog, m.BinlogPosition, strings.Join(paths, " "), tools.Client, pipeIn.ConfigFile)
+	var out bytes.Buffer
+	c := exec.Command("bash", "-o", "pipefail", "-c", cmd)
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Run(); err != nil {
+		b.Fatalf("mariadb-binlog | mariadb: %v %s", err, out.String())
+	}
+	pipeApply := time.Since(t0)
+	if got := harness.QueryString(b, pdb, "SELECT @@gtid_binlog_pos"); got != target {
+		b.Logf("mariadb-binlog pipe ended at %s, want %s", got, target)
+	}
+
+	tps := func(d time.Duration) float64 { return float64(txns) / d.Seconds() }
+	fmt.Printf("\nrestore benchmark: backup of %.0f MiB encoded (%.0f MiB xbstream), medians of 3\n", float64(m.EncodedSize)/(1<<20), float64(m.Size)/(1<<20))
+	fmt.Printf("basebackup restore: myhoard (decode zstd+age, mbstream -x, prepare, move) %v; zstd -d | mbstream -x && mariabackup --prepare %v (ratio %.2f)\n",
+		ours, rawTime, float64(ours)/float64(rawTime))
+	fmt.Printf("apply %d transactions (%d binlogs): myhoard batched from storage %v (%.0f tx/s); bare SQL thread, one batch %v (%.0f tx/s); mariadb-binlog | mariadb %v (%.0f tx/s)\n",
+		txns, len(paths), oursApply, tps(oursApply), bareApply, tps(bareApply), pipeApply, tps(pipeApply))
+	fmt.Printf("apply speed: %.2fx mariadb-binlog | mariadb, %.2fx the bare SQL thread\n", float64(pipeApply)/float64(oursApply), float64(bareApply)/float64(oursApply))
+	b.ReportMetric(float64(ours)/float64(rawTime), "restore_vs_raw")
+	b.ReportMetric(float64(pipeApply)/float64(oursApply), "apply_vs_binlog_pipe")
+	for b.Loop() {
+	}
+}
