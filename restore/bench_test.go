@@ -128,9 +128,16 @@ func BenchmarkRestore(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	local, _, err := sc.Scan(ctx)
-	if err != nil {
-		b.Fatal(err)
+	var local []backup.LocalBinlog
+	for {
+		added, _, err := sc.Scan(ctx) // at most a batch of files per call
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(added) == 0 {
+			break
+		}
+		local = append(local, added...)
 	}
 	first, _ := backup.BinlogIndexOf(m.BinlogName)
 	var stored []StoredBinlog
