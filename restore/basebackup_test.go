@@ -127,117 +127,40 @@ func TestRestoreBasebackupOnMariaDB(t *testing.T) {
 }
 
 func TestRestoreToLatestAndPointsInTimeOnMariaDB(t *testing.T) {
-	src := harness.StartInstances(t, 1, harness.Options{})[0]
-	db := harness.OpenDB(t, src)
 	ctx := context.Background()
-	load, err := harness.NewLoadGen(ctx, db, 10)
-	if err != nil {
-		t.Fatal(err)
+	f := newFixture(t, 10, 4, 60, 1, storage.EncodeOptions{Compression: storage.CompressionZstd})
+	if len(f.stored) < 4 {
+		t.Fatalf("only %d binlogs to apply", len(f.stored))
 	}
-	if err := load.WriteTransactions(ctx, 100); err != nil {
-		t.Fatal(err)
-	}
-	site, err := storage.OpenDirectory(ctx, "s", t.TempDir(), storage.SiteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer site.Close()
-	enc := storage.EncodeOptions{Compression: storage.CompressionZstd}
-	sid := storage.NewStreamID(time.Now())
-	m, err := backup.TakeBasebackup(ctx, site, sid, backup.BasebackupOptions{
-		Flavor: mysql.FlavorMariaDB, ConfigFile: src.ConfigFile, DataDir: src.DataDir, TempDir: t.TempDir(),
-		Conn: mysql.ConnParams{User: "root", Socket: src.Socket}, Encode: enc,
-	}, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mid harness.Checkpoint
-	for i := 0; i < 4; i++ {
-		if err := load.WriteTransactions(ctx, 60); err != nil {
-			t.Fatal(err)
-		}
-		if i == 1 {
-			if mid, err = load.Checkpoint(ctx, "middle"); err != nil { // inside a binlog
-				t.Fatal(err)
-			}
-			if err := load.WriteTransactions(ctx, 30); err != nil {
-				t.Fatal(err)
-			}
-		}
-		harness.Exec(t, db, "FLUSH BINARY LOGS")
-	}
-	final, err := load.Checkpoint(ctx, "final")
-	if err != nil {
-		t.Fatal(err)
-	}
-	harness.Exec(t, db, "FLUSH BINARY LOGS")
-
-	// Upload the binlogs from the backup's consistency point on.
-	sc, err := backup.NewScanner(src.BinlogPrefix(), mysql.FlavorMariaDB, filepath.Join(t.TempDir(), "scan.json"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	binlogs, _, err := sc.Scan(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, err := backup.BinlogIndexOf(m.BinlogName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var refs []storage.BinlogRef
-	for _, b := range binlogs {
-		if b.Index < first {
-			continue
-		}
-		ref := storage.BinlogRef{StreamID: sid, RemoteIndex: int64(len(refs) + 1), Epoch: 1, ServerID: 101}
-		if _, err := backup.UploadBinlog(ctx, site, backup.BinlogUpload{Ref: ref, Binlog: b, Flavor: mysql.FlavorMariaDB, Encode: enc}, nil); err != nil {
-			t.Fatal(err)
-		}
-		refs = append(refs, ref)
-	}
-	if len(refs) < 4 {
-		t.Fatalf("only %d binlogs to apply", len(refs))
-	}
-
-	targetMid, _ := mysql.ParseMariaDBGTIDSet(mid.GTID)
+	m := f.m
+	targetMid, _ := mysql.ParseMariaDBGTIDSet(f.mid.GTID)
 	tests := []struct {
 		name string
 		cp   harness.Checkpoint
 		stop func(files []string) (StopPoint, error)
 	}{
-		{"latest", final, nil},
-		{"to a GTID", mid, func(files []string) (StopPoint, error) {
+		{"latest", f.final, nil},
+		{"to a GTID", f.mid, func(files []string) (StopPoint, error) {
 			return FindStopByGTID(files, mysql.FlavorMariaDB, m.GTIDExecuted, targetMid)
 		}},
-		{"to a time", mid, func(files []string) (StopPoint, error) {
-			return FindStopByTime(files, mysql.FlavorMariaDB, m.GTIDExecuted, mid.Time)
+		{"to a time", f.mid, func(files []string) (StopPoint, error) {
+			return FindStopByTime(files, mysql.FlavorMariaDB, m.GTIDExecuted, f.mid.Time)
 		}},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			dst, err := harness.NewInstance(ctx, harness.Options{Dir: filepath.Join(harness.ShortTempDir(t), "r"), ServerID: uint32(201 + i), NoInit: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := RestoreBasebackup(ctx, site, m, BasebackupOptions{Flavor: mysql.FlavorMariaDB, DataDir: dst.DataDir}); err != nil {
-				t.Fatal(err)
-			}
-			if err := dst.Start(ctx); err != nil {
-				t.Fatal(err)
-			}
-			defer dst.Stop(ctx)
+			dst := restoredTarget(t, f, uint32(201+i))
 			var files []string
-			for i, ref := range refs {
-				f, err := os.Create(filepath.Join(dst.RelayDir, fmt.Sprintf("download.%d", i)))
+			for i, b := range f.stored {
+				out, err := os.Create(filepath.Join(dst.RelayDir, fmt.Sprintf("download.%d", i)))
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := backup.DownloadObject(ctx, site, ref.DataKey(), nil, f); err != nil {
+				if err := backup.DownloadObject(ctx, f.site, b.Ref.DataKey(), nil, out); err != nil {
 					t.Fatal(err)
 				}
-				f.Close()
-				files = append(files, f.Name())
+				out.Close()
+				files = append(files, out.Name())
 			}
 			opts := ApplyOptions{DB: harness.OpenDB(t, dst), RelayPrefix: dst.RelayLogPrefix(), RelayIndex: dst.RelayLogIndex(), Files: files,
 				StartFile: m.BinlogName, StartPos: m.BinlogPosition, GTID: m.GTIDExecuted.String(), Target: tc.cp.GTID, Parallel: 2, Timeout: time.Minute}
@@ -254,19 +177,7 @@ func TestRestoreToLatestAndPointsInTimeOnMariaDB(t *testing.T) {
 			if err := ApplyBinlogs(ctx, opts); err != nil {
 				t.Fatal(err)
 			}
-			ddb := harness.OpenDB(t, dst)
-			sums, rows, err := harness.TableChecksums(ctx, ddb)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, tbl := range harness.LoadTables {
-				if sums[tbl] != tc.cp.Checksums[tbl] || rows[tbl] != tc.cp.Rows[tbl] {
-					t.Errorf("%s: restored checksum %d (%d rows), source %d (%d rows)", tbl, sums[tbl], rows[tbl], tc.cp.Checksums[tbl], tc.cp.Rows[tbl])
-				}
-			}
-			if pos := harness.QueryString(t, ddb, "SELECT @@gtid_binlog_pos"); pos != tc.cp.GTID {
-				t.Errorf("restored server at %s, source at %s", pos, tc.cp.GTID)
-			}
+			assertAt(t, dst, tc.cp)
 		})
 	}
 	beyond, _ := mysql.ParseMariaDBGTIDSet("0-101-999999")
