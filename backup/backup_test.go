@@ -16,6 +16,7 @@ import (
 	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
+	"github.com/myhoard/myhoard/storage/storagetest"
 )
 
 func TestBuildCommand(t *testing.T) {
@@ -120,12 +121,7 @@ func TestScannerAndUploadsOnMariaDB(t *testing.T) {
 
 	// Upload with encryption; repeat after simulated crashes.
 	site, _ := fileSite(t)
-	pub, _ := os.ReadFile("../storage/testdata/test-key-a.pub.pem")
-	priv, _ := os.ReadFile("../storage/testdata/test-key-a.pem")
-	key, err := storage.NewKeyPair(string(pub), string(priv))
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := storagetest.Key(t)
 	ring := storage.NewKeyring(key)
 	sid := storage.NewStreamID(added[0].ProcessedAt)
 	enc := storage.EncodeOptions{Compression: storage.CompressionZstd, Key: key}

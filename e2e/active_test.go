@@ -181,13 +181,6 @@ func TestActiveModeBacksUpEverything(t *testing.T) {
 	if code, body := doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"}); code != 200 || body["mode"] != "active" {
 		t.Fatalf("PUT /status active: %d %v\n%s", code, body, d.out)
 	}
-	if testing.Verbose() {
-		defer func() {
-			if t.Failed() {
-				t.Logf("daemon output:\n%s", d.out)
-			}
-		}()
-	}
 	entry := waitCompletedBackup(t, s.url)
 	if entry["resumable"] != true || entry["restorable_from"] == nil || entry["site"] != "default" {
 		t.Errorf("backup entry %v", entry)
@@ -398,11 +391,6 @@ func TestStreamsRetentionAndPreservation(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := startDaemon(t, "--config", s.cfgPath)
-	defer func() {
-		if t.Failed() {
-			t.Logf("daemon output:\n%s", d.out)
-		}
-	}()
 	waitStatus(t, d, s.port)
 	doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"})
 	first := waitCompletedBackup(t, s.url)["stream_id"].(string)
@@ -499,11 +487,6 @@ func TestBinlogPurgeWaitsForReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := startDaemon(t, "--config", s.cfgPath)
-	defer func() {
-		if t.Failed() {
-			t.Logf("daemon output:\n%s", d.out)
-		}
-	}()
 	waitStatus(t, d, s.port)
 	// A replica that has executed only the first transaction.
 	if code, body := doJSON(t, "PUT", s.url+"/replication_state", map[string]any{"replica": map[string]any{"0-101": [][]int{{1, 1}}}}); code != 200 {
@@ -596,11 +579,6 @@ func TestScheduledBackups(t *testing.T) {
 	cfg["binlog_purge_settings"] = map[string]any{"enabled": false}
 	writeJSON(t, s.cfgPath, cfg)
 	d := startDaemon(t, "--config", s.cfgPath)
-	defer func() {
-		if t.Failed() {
-			t.Logf("daemon output:\n%s", d.out)
-		}
-	}()
 	waitStatus(t, d, s.port)
 	doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"})
 	first := waitCompletedBackup(t, s.url)["stream_id"].(string)

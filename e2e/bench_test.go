@@ -18,6 +18,7 @@ import (
 	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
+	"github.com/myhoard/myhoard/storage/storagetest"
 )
 
 // benchRows is the sysbench table size (8 tables); 500000 gives about
@@ -127,11 +128,10 @@ func BenchmarkPrimary(b *testing.B) {
 	dir := b.TempDir()
 	port, _ := harness.FreePort()
 	cfg := daemonConfig(b, dir, port, in)
-	pub, _ := os.ReadFile("../storage/testdata/test-key-a.pub.pem")
-	priv, _ := os.ReadFile("../storage/testdata/test-key-a.pem")
+	pub, priv := storagetest.KeyPEM(b)
 	cfg["backup_sites"] = map[string]any{"default": map[string]any{
 		"compression":     map[string]any{"algorithm": "zstd"},
-		"encryption_keys": map[string]any{"public": string(pub), "private": string(priv)},
+		"encryption_keys": map[string]any{"public": pub, "private": priv},
 		"object_storage":  map[string]any{"storage_type": "local", "directory": filepath.Join(dir, "backups")},
 	}}
 	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 3600, "backup_count_max": 10, "backup_count_min": 1}
@@ -225,10 +225,7 @@ func BenchmarkPrimary(b *testing.B) {
 	var archive, zstdFiles time.Duration
 	if len(big) > 0 {
 		site := openFileSite(b, filepath.Join(dir, "archive"))
-		kp, err := storage.NewKeyPair(string(pub), string(priv))
-		if err != nil {
-			b.Fatal(err)
-		}
+		kp := storagetest.Key(b)
 		enc := storage.EncodeOptions{Compression: storage.CompressionZstd, Key: kp}
 		sid := storage.NewStreamID(time.Now())
 		t0 := time.Now()

@@ -151,7 +151,9 @@ func startDaemonEnv(t testing.TB, env []string, args ...string) *daemonProc {
 	go func() { d.done <- d.cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = d.cmd.Process.Kill()
-		<-time.After(0)
+		if t.Failed() {
+			t.Logf("daemon output:\n%s", d.out)
+		}
 	})
 	return d
 }

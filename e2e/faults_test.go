@@ -75,11 +75,6 @@ func TestStorageOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := startDaemon(t, "--config", cfgPath)
-	defer func() {
-		if t.Failed() {
-			t.Logf("daemon output:\n%s", d.out)
-		}
-	}()
 	waitStatus(t, d, port)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	doJSON(t, "PUT", url+"/status", map[string]any{"mode": "active"})

@@ -15,6 +15,7 @@ import (
 	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
+	"github.com/myhoard/myhoard/storage/storagetest"
 )
 
 func TestPrepareCommand(t *testing.T) {
@@ -50,12 +51,7 @@ func TestRestoreBasebackupOnMariaDB(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer site.Close()
-	pub, _ := os.ReadFile("../storage/testdata/test-key-a.pub.pem")
-	priv, _ := os.ReadFile("../storage/testdata/test-key-a.pem")
-	key, err := storage.NewKeyPair(string(pub), string(priv))
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := storagetest.Key(t)
 	sid := storage.NewStreamID(time.Now())
 	m, err := backup.TakeBasebackup(ctx, site, sid, backup.BasebackupOptions{
 		Flavor: mysql.FlavorMariaDB, ConfigFile: src.ConfigFile, DataDir: src.DataDir, TempDir: t.TempDir(),

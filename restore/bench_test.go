@@ -17,6 +17,7 @@ import (
 	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
+	"github.com/myhoard/myhoard/storage/storagetest"
 )
 
 func envInt(name string, def int) int {
@@ -70,12 +71,7 @@ func BenchmarkRestore(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer site.Close()
-	pub, _ := os.ReadFile("../storage/testdata/test-key-a.pub.pem")
-	priv, _ := os.ReadFile("../storage/testdata/test-key-a.pem")
-	key, err := storage.NewKeyPair(string(pub), string(priv))
-	if err != nil {
-		b.Fatal(err)
-	}
+	key := storagetest.Key(b)
 	enc := storage.EncodeOptions{Compression: storage.CompressionZstd, Key: key}
 	sid := storage.NewStreamID(time.Now())
 	m, err := backup.TakeBasebackup(ctx, site, sid, backup.BasebackupOptions{Flavor: mysql.FlavorMariaDB, ConfigFile: src.ConfigFile,
