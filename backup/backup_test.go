@@ -142,7 +142,7 @@ func TestScannerAndUploadsOnMariaDB(t *testing.T) {
 			t.Fatalf("re-upload of %s: %+v %v", b.Name, again, err)
 		}
 		var got bytes.Buffer
-		if err := DownloadObject(ctx, site, u.Ref.DataKey(), ring, &got); err != nil {
+		if err := site.GetDecoded(ctx, u.Ref.DataKey(), ring, &got); err != nil {
 			t.Fatal(err)
 		}
 		local, _ := os.ReadFile(b.Path)

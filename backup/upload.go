@@ -258,40 +258,12 @@ func verifyRemote(ctx context.Context, site *storage.Site, key, want string, key
 	if err != nil {
 		return 0, err
 	}
-	r, err := site.Get(ctx, key)
-	if err != nil {
-		return 0, err
-	}
-	defer r.Close()
-	d, _, err := storage.NewDecoder(r, keys)
-	if err != nil {
-		return 0, fmt.Errorf("verify %s: %w", key, err)
-	}
-	defer d.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, d); err != nil {
-		return 0, fmt.Errorf("verify %s: %w", key, err)
+	if err := site.GetDecoded(ctx, key, keys, h); err != nil {
+		return 0, fmt.Errorf("verify: %w", err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
 		return 0, fmt.Errorf("%s already exists with other content (sha256 %s, local %s)", key, got, want)
 	}
 	return info.Size, nil
-}
-
-// DownloadObject decodes an object into w (used by tests and restores).
-func DownloadObject(ctx context.Context, site *storage.Site, key string, keys storage.Keyring, w io.Writer) error {
-	r, err := site.Get(ctx, key)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	d, _, err := storage.NewDecoder(r, keys)
-	if err != nil {
-		return fmt.Errorf("decode %s: %w", key, err)
-	}
-	defer d.Close()
-	if _, err := io.Copy(w, d); err != nil {
-		return fmt.Errorf("decode %s: %w", key, err)
-	}
-	return nil
 }

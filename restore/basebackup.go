@@ -288,19 +288,3 @@ func (r *partsReader) Close() error {
 	}
 	return nil
 }
-
-// downloadTo decodes a stored object into w.
-func downloadTo(ctx context.Context, site *storage.Site, key string, keys storage.Keyring, w io.Writer) error {
-	r, err := site.Get(ctx, key)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	d, _, err := storage.NewDecoder(r, keys)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	_, err = io.Copy(w, d)
-	return err
-}

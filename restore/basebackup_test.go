@@ -152,7 +152,7 @@ func TestRestoreToLatestAndPointsInTimeOnMariaDB(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := backup.DownloadObject(ctx, f.site, b.Ref.DataKey(), nil, out); err != nil {
+				if err := f.site.GetDecoded(ctx, b.Ref.DataKey(), nil, out); err != nil {
 					t.Fatal(err)
 				}
 				out.Close()

@@ -95,7 +95,7 @@ func ApplyFromStorage(ctx context.Context, binlogs []StoredBinlog, o FromStorage
 			if err != nil {
 				return fmt.Errorf("download binlog: %w", err)
 			}
-			err = downloadTo(ctx, o.Site, binlogs[k].Ref.DataKey(), o.Keys, f)
+			err = o.Site.GetDecoded(ctx, binlogs[k].Ref.DataKey(), o.Keys, f)
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}

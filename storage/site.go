@@ -693,3 +693,22 @@ func (s *Site) ListDir(ctx context.Context, prefix string, fn func(o ObjectInfo,
 		token = next
 	}
 }
+
+// GetDecoded reads an encoded object and writes its decoded bytes to w;
+// every checksum (and the encryption) is verified on the way.
+func (s *Site) GetDecoded(ctx context.Context, key string, keys Keyring, w io.Writer) error {
+	r, err := s.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	d, _, err := NewDecoder(r, keys)
+	if err != nil {
+		return fmt.Errorf("decode %s: %w", key, err)
+	}
+	defer d.Close()
+	if _, err := io.Copy(w, d); err != nil {
+		return fmt.Errorf("decode %s: %w", key, err)
+	}
+	return nil
+}
