@@ -668,3 +668,15 @@ func subtractIntervals(a, b []Interval) []Interval {
 	}
 	return out
 }
+
+// MariaDBPosition is the set as a MariaDB GTID position (gtid_slave_pos,
+// MASTER_GTID_WAIT): the last sequence number of each domain, with the
+// server id that wrote it. Holes inside a domain cannot be expressed there.
+func (s GTIDSet) MariaDBPosition() string {
+	var parts []string
+	for _, k := range s.Sources() {
+		ivs := s.sources[k]
+		parts = append(parts, fmt.Sprintf("%s-%d-%d", k, s.servers[k], ivs[len(ivs)-1].End))
+	}
+	return strings.Join(parts, ",")
+}

@@ -3,11 +3,14 @@ package restore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/myhoard/myhoard/mysql"
 )
 
 // ApplyOptions describe one batch of binlogs to apply on a restored
@@ -21,12 +24,13 @@ type ApplyOptions struct {
 	RelayPrefix, RelayIndex string
 	// Files are decoded binlogs in order; they are renamed into relay logs.
 	Files []string
-	// StartFile and StartPos are the basebackup's consistency point (the
-	// first file's name and the position in it to start at).
+	// StartFile and StartPos are where to start: the first file's name on
+	// the server that wrote it (MASTER_LOG_FILE; without it parallel apply
+	// crashes MariaDB) and the position of its first transaction to apply.
 	StartFile string
 	StartPos  int64
-	// GTID is the basebackup's GTID state; Target the position to reach.
-	GTID, Target string
+	// Target is the MariaDB GTID position to reach.
+	Target string
 	// UntilFile/UntilPos, when set, stop the SQL thread right after the
 	// transaction that ends there (point-in-time recovery); UntilFile is
 	// an index into Files.
@@ -34,10 +38,8 @@ type ApplyOptions struct {
 	UntilPos  int64
 	// Parallel is slave_parallel_threads during the apply (0: serial).
 	Parallel int
-	// KeepGTIDState skips setting the GTID state (later batches: the
-	// server's own state is already right).
-	KeepGTIDState bool
-	// Timeout bounds the wait for the target (0: an hour).
+	// Timeout bounds the wait for the target (0: as long as the SQL thread
+	// runs).
 	Timeout time.Duration
 }
 
@@ -46,10 +48,11 @@ func RelayName(prefix string, i int) string {
 	return fmt.Sprintf("%s.%06d", prefix, i+1)
 }
 
-// ApplyBinlogs lays out the files as relay logs, sets the GTID state of
-// the basebackup (so that strict GTID mode rejects any replay), points the
-// SQL thread at the consistency point and waits until the target GTID
-// position is executed, reporting the SQL thread's error if it stops.
+// ApplyBinlogs lays out the files as relay logs, points the SQL thread at
+// the start position and waits until the target GTID position is
+// executed, reporting the SQL thread's error if it stops. The server's
+// GTID state must already be set (InitGTIDState), so that strict GTID mode
+// rejects any replay.
 func ApplyBinlogs(ctx context.Context, o ApplyOptions) error {
 	if len(o.Files) == 0 {
 		return nil
@@ -78,15 +81,10 @@ func ApplyBinlogs(ctx context.Context, o ApplyOptions) error {
 		return fmt.Errorf("apply binlogs: write %s: %w", o.RelayIndex, err)
 	}
 	first := filepath.Base(RelayName(o.RelayPrefix, 0))
-	var stmts []string
-	if o.GTID != "" && !o.KeepGTIDState {
-		stmts = append(stmts, "SET GLOBAL gtid_slave_pos = '"+sqlEscape(o.GTID)+"'", "RESET MASTER",
-			"SET GLOBAL gtid_binlog_state = '"+sqlEscape(o.GTID)+"'")
-	}
-	stmts = append(stmts,
+	stmts := []string{
 		fmt.Sprintf("SET GLOBAL slave_parallel_threads = %d", max(0, o.Parallel)),
 		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='dummy', MASTER_USE_GTID=no, MASTER_LOG_FILE='%s', MASTER_LOG_POS=%d, RELAY_LOG_FILE='%s', RELAY_LOG_POS=%d",
-			sqlEscape(o.StartFile), o.StartPos, sqlEscape(first), o.StartPos))
+			sqlEscape(o.StartFile), o.StartPos, sqlEscape(first), o.StartPos)}
 	start := "START SLAVE SQL_THREAD"
 	if o.UntilPos > 0 {
 		start += fmt.Sprintf(" UNTIL RELAY_LOG_FILE='%s', RELAY_LOG_POS=%d", sqlEscape(filepath.Base(RelayName(o.RelayPrefix, o.UntilFile))), o.UntilPos)
@@ -97,26 +95,34 @@ func ApplyBinlogs(ctx context.Context, o ApplyOptions) error {
 			return fmt.Errorf("apply binlogs: %s: %w", q, err)
 		}
 	}
-	timeout := o.Timeout
-	if timeout == 0 {
-		timeout = time.Hour
-	}
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(o.Timeout)
+wait:
 	for {
-		var res sql.NullInt64
-		if err := o.DB.QueryRowContext(ctx, "SELECT MASTER_GTID_WAIT(?, 1)", o.Target).Scan(&res); err != nil {
-			return fmt.Errorf("apply binlogs: wait for %s: %w", o.Target, err)
-		}
-		if res.Valid && res.Int64 == 0 {
-			break
-		}
-		if errno, msg, err := sqlThreadError(ctx, o.DB); err != nil {
+		reached, err := gtidWait(ctx, o.DB, o.Target, 1)
+		if err != nil {
 			return err
-		} else if errno != 0 {
-			return fmt.Errorf("apply binlogs: the SQL thread stopped with error %d: %s", errno, msg)
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("apply binlogs: %s not reached within %v", o.Target, timeout)
+		if reached {
+			break wait
+		}
+		running, errno, msg, err := sqlThreadState(ctx, o.DB)
+		switch {
+		case err != nil:
+			return err
+		case errno != 0:
+			return fmt.Errorf("apply binlogs: the SQL thread stopped with error %d: %s", errno, msg)
+		case !running:
+			// it may have stopped right after the wait timed out
+			if res, err := gtidWait(ctx, o.DB, o.Target, 0); err == nil && res {
+				break wait
+			}
+			return fmt.Errorf("apply binlogs: the SQL thread stopped before reaching %s", o.Target)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("apply binlogs: wait for %s: %w", o.Target, ctx.Err())
+		}
+		if o.Timeout > 0 && time.Now().After(deadline) {
+			return fmt.Errorf("apply binlogs: %s not reached within %v", o.Target, o.Timeout)
 		}
 	}
 	for _, q := range []string{"STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL slave_parallel_threads = 0"} {
@@ -127,16 +133,65 @@ func ApplyBinlogs(ctx context.Context, o ApplyOptions) error {
 	return nil
 }
 
-// sqlThreadError reads Last_SQL_Errno and Last_SQL_Error.
-func sqlThreadError(ctx context.Context, db *sql.DB) (int64, string, error) {
+// InitGTIDState gives a restored MariaDB server the basebackup's GTID state
+// in both its replica position and its binlog state (reference
+// mariadb-notes section 5.5), so that strict mode rejects any replay.
+func InitGTIDState(ctx context.Context, db *sql.DB, gtid mysql.GTIDSet) error {
+	pos := sqlEscape(gtid.MariaDBPosition())
+	for _, q := range []string{"STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL gtid_slave_pos = '" + pos + "'", "RESET MASTER", "SET GLOBAL gtid_binlog_state = '" + pos + "'"} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("set the GTID state %s: %s: %w", pos, q, err)
+		}
+	}
+	return nil
+}
+
+// ServerExecuted is the GTID set the server has executed (MariaDB: its
+// replica position and binlog state together).
+func ServerExecuted(ctx context.Context, db *sql.DB, flavor mysql.Flavor) (mysql.GTIDSet, error) {
+	if flavor == mysql.FlavorMySQL {
+		var s string
+		if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_executed").Scan(&s); err != nil {
+			return mysql.GTIDSet{}, fmt.Errorf("read gtid_executed: %w", err)
+		}
+		return mysql.ParseMySQLGTIDSet(s)
+	}
+	var slave, binlog string
+	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_slave_pos, @@GLOBAL.gtid_binlog_pos").Scan(&slave, &binlog); err != nil {
+		return mysql.GTIDSet{}, fmt.Errorf("read the GTID position: %w", err)
+	}
+	a, err := mysql.ParseMariaDBGTIDSet(slave)
+	if err != nil {
+		return a, err
+	}
+	b, err := mysql.ParseMariaDBGTIDSet(binlog)
+	if err != nil {
+		return b, err
+	}
+	return a.Union(b), nil
+}
+
+func gtidWait(ctx context.Context, db *sql.DB, target string, seconds int) (bool, error) {
+	var res sql.NullInt64
+	if err := db.QueryRowContext(ctx, "SELECT MASTER_GTID_WAIT(?, ?)", target, seconds).Scan(&res); err != nil {
+		return false, fmt.Errorf("apply binlogs: wait for %s: %w", target, err)
+	}
+	return res.Valid && res.Int64 == 0, nil
+}
+
+// sqlThreadState reads Slave_SQL_Running, Last_SQL_Errno and Last_SQL_Error.
+func sqlThreadState(ctx context.Context, db *sql.DB) (running bool, errno int64, msg string, err error) {
 	rows, err := db.QueryContext(ctx, "SHOW SLAVE STATUS")
 	if err != nil {
-		return 0, "", fmt.Errorf("apply binlogs: SHOW SLAVE STATUS: %w", err)
+		return false, 0, "", fmt.Errorf("apply binlogs: SHOW SLAVE STATUS: %w", err)
 	}
 	defer rows.Close()
 	cols, err := rows.Columns()
-	if err != nil || !rows.Next() {
-		return 0, "", err
+	if err != nil {
+		return false, 0, "", err
+	}
+	if !rows.Next() {
+		return false, 0, "", errors.New("apply binlogs: SHOW SLAVE STATUS is empty (was the server restarted?)")
 	}
 	vals := make([]sql.NullString, len(cols))
 	ptrs := make([]any, len(cols))
@@ -144,19 +199,19 @@ func sqlThreadError(ctx context.Context, db *sql.DB) (int64, string, error) {
 		ptrs[i] = &vals[i]
 	}
 	if err := rows.Scan(ptrs...); err != nil {
-		return 0, "", err
+		return false, 0, "", err
 	}
-	var errno int64
-	var msg string
 	for i, c := range cols {
 		switch c {
+		case "Slave_SQL_Running":
+			running = vals[i].String == "Yes"
 		case "Last_SQL_Errno":
 			fmt.Sscan(vals[i].String, &errno)
 		case "Last_SQL_Error":
 			msg = vals[i].String
 		}
 	}
-	return errno, msg, nil
+	return running, errno, msg, nil
 }
 
 func sqlEscape(s string) string {

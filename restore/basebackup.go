@@ -10,6 +10,7 @@
 package restore
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -19,7 +20,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -45,11 +48,19 @@ type BasebackupOptions struct {
 	FreeMemoryPercent *int
 	// Progress receives the encoded bytes downloaded so far and the total.
 	Progress func(downloaded, total int64)
-	Log      *slog.Logger
+	// Preparing is called when --prepare starts; PrepareProgress with its
+	// estimated progress in percent (from the redo log LSNs it reports).
+	Preparing       func()
+	PrepareProgress func(pct float64)
+	Log             *slog.Logger
 }
 
 // ErrDataDirNotEmpty is wrapped when the target data directory has files.
 var ErrDataDirNotEmpty = errors.New("the data directory is not empty")
+
+// ErrToolMissing is wrapped when mbstream/xbstream or mariabackup/xtrabackup
+// is not installed.
+var ErrToolMissing = errors.New("backup tool not installed")
 
 func tools(f mysql.Flavor) (extract, prepare string) {
 	if f == mysql.FlavorMariaDB {
@@ -97,7 +108,7 @@ func RestoreBasebackup(ctx context.Context, site *storage.Site, m *storage.Baseb
 	for _, t := range []*string{&extract, &prepare} {
 		p, err := exec.LookPath(*t)
 		if err != nil {
-			return fmt.Errorf("restore basebackup: %s is not installed: %w", *t, err)
+			return fmt.Errorf("restore basebackup: %s is not installed (%v): %w", *t, err, ErrToolMissing)
 		}
 		*t = p
 	}
@@ -146,24 +157,91 @@ func RestoreBasebackup(ctx context.Context, site *storage.Site, m *storage.Baseb
 	_, copyErr := io.Copy(stdin, dec)
 	stdin.Close()
 	waitErr := cmd.Wait()
+	if waitErr != nil || (copyErr != nil && errors.Is(copyErr, syscall.EPIPE)) {
+		// the extractor's own error explains a broken pipe
+		return toolError(fmt.Sprintf("restore basebackup %s: %s -x into %s failed: %v", m.StreamID, filepath.Base(extract), tmp, waitErr), stderr.String(), base)
+	}
 	if copyErr != nil {
 		return fmt.Errorf("restore basebackup %s: download: %w", m.StreamID, copyErr)
 	}
-	if waitErr != nil {
-		return fmt.Errorf("restore basebackup %s: %s -x failed: %v: %s", m.StreamID, filepath.Base(extract), waitErr, tail(stderr.String()))
-	}
 	log.Info("basebackup extracted", "stream", m.StreamID, "bytes", downloaded.Load())
 
-	argv := PrepareCommand(o, tmp)
-	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("restore basebackup %s: %s --prepare failed: %v: %s", m.StreamID, filepath.Base(prepare), err, tail(string(out)))
+	if o.Preparing != nil {
+		o.Preparing()
+	}
+	if out, err := runPrepare(ctx, PrepareCommand(o, tmp), tmp, o.PrepareProgress); err != nil {
+		return toolError(fmt.Sprintf("restore basebackup %s: %s --prepare in %s failed: %v", m.StreamID, filepath.Base(prepare), tmp, err), out, base)
 	}
 	log.Info("basebackup prepared", "stream", m.StreamID)
 	if err := moveContents(tmp, o.DataDir); err != nil {
+		_ = clearDir(o.DataDir) // never leave a half-moved data directory
 		return fmt.Errorf("restore basebackup %s: move into %s: %w", m.StreamID, o.DataDir, err)
 	}
 	return nil
+}
+
+// toolError reports a failed tool with the end of its output, as a full
+// disk (naming the directory) when that is what it says.
+func toolError(what, output, dir string) error {
+	if strings.Contains(output, "No space left on device") || strings.Contains(output, "errno 28") || strings.Contains(output, "Errcode: 28") {
+		return fmt.Errorf("%s: the disk of %s is full: %w: %s", what, dir, ErrDiskFull, tail(output))
+	}
+	return fmt.Errorf("%s: %s", what, tail(output))
+}
+
+var lsnPattern = regexp.MustCompile(`(?:LSN[= ]|log sequence number )(\d+)`)
+
+// runPrepare runs --prepare and estimates its progress from the redo log
+// LSNs it prints, against the backup's last LSN (xtrabackup_checkpoints).
+func runPrepare(ctx context.Context, argv []string, dir string, progress func(float64)) (string, error) {
+	var lastLSN uint64
+	if cp, err := os.ReadFile(filepath.Join(dir, "xtrabackup_checkpoints")); err == nil {
+		for _, line := range strings.Split(string(cp), "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == "last_lsn" {
+				lastLSN, _ = strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			}
+		}
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	var out bytes.Buffer
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		var first uint64
+		for sc.Scan() {
+			line := sc.Text()
+			if out.Len() < 1<<20 {
+				out.WriteString(line + "\n")
+			}
+			if progress == nil || lastLSN == 0 {
+				continue
+			}
+			if m := lsnPattern.FindStringSubmatch(line); m != nil {
+				lsn, _ := strconv.ParseUint(m[1], 10, 64)
+				if first == 0 || lsn < first {
+					first = lsn
+				}
+				if lastLSN > first && lsn >= first {
+					progress(min(99, 100*float64(lsn-first)/float64(lastLSN-first)))
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	err := cmd.Wait()
+	pw.Close()
+	<-scanned
+	if err == nil && progress != nil {
+		progress(100)
+	}
+	return out.String(), err
 }
 
 func checkEmpty(dir string) error {

@@ -158,8 +158,12 @@ func TestRestoreToLatestAndPointsInTimeOnMariaDB(t *testing.T) {
 				out.Close()
 				files = append(files, out.Name())
 			}
-			opts := ApplyOptions{DB: harness.OpenDB(t, dst), RelayPrefix: dst.RelayLogPrefix(), RelayIndex: dst.RelayLogIndex(), Files: files,
-				StartFile: m.BinlogName, StartPos: m.BinlogPosition, GTID: m.GTIDExecuted.String(), Target: tc.cp.GTID, Parallel: 2, Timeout: time.Minute}
+			ddb := harness.OpenDB(t, dst)
+			if err := InitGTIDState(ctx, ddb, m.GTIDExecuted); err != nil {
+				t.Fatal(err)
+			}
+			opts := ApplyOptions{DB: ddb, RelayPrefix: dst.RelayLogPrefix(), RelayIndex: dst.RelayLogIndex(), Files: files,
+				StartFile: m.BinlogName, StartPos: m.BinlogPosition, Target: tc.cp.GTID, Parallel: 2, Timeout: time.Minute}
 			if tc.stop != nil {
 				sp, err := tc.stop(files)
 				if err != nil {

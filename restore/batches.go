@@ -5,8 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/myhoard/myhoard/mysql"
@@ -19,6 +22,11 @@ type StoredBinlog struct {
 	Manifest storage.BinlogManifest
 }
 
+// End is the GTID state after the binlog.
+func (b StoredBinlog) End() mysql.GTIDSet {
+	return b.Manifest.GTIDsBefore.Union(b.Manifest.GTIDsAdded)
+}
+
 // FromStorageOptions say how to apply stored binlogs in bounded batches.
 type FromStorageOptions struct {
 	Site *storage.Site
@@ -27,36 +35,31 @@ type FromStorageOptions struct {
 	// RelayPrefix and RelayIndex are the server's relay log settings;
 	// downloads go to the relay log directory.
 	RelayPrefix, RelayIndex string
-	// StartFile, StartPos and GTID are the basebackup's consistency point.
-	StartFile string
-	StartPos  int64
-	GTID      string
-	// MaxBytes is restore_max_binlog_bytes: a batch holds binlogs up to
-	// this many bytes (at least one).
+	// MaxBytes is restore_max_binlog_bytes: prefetched plus applying
+	// binlogs never take more (a single bigger binlog is still fetched).
 	MaxBytes int64
 	Parallel int
 	// Progress reports binlogs applied and still pending.
 	Progress func(applied, pending int)
+	// Batch, when set, hears about each batch handed to the SQL thread.
+	Batch func(files int)
 	// StopGTID or StopTime make it a point-in-time restore: stop right
 	// after the transaction that completes StopGTID, or after the last
-	// one that committed before StopTime. Binlogs past the target are
-	// never downloaded.
-	StopGTID *mysql.GTIDSet
-	StopTime *time.Time
-	// BackupGTID is the basebackup's GTID set (for StopGTID).
-	BackupGTID mysql.GTIDSet
-	Flavor     mysql.Flavor
+	// one that committed before StopTime (with Approximate: apply the
+	// last binlog whole). Binlogs past the target are never downloaded.
+	StopGTID    *mysql.GTIDSet
+	StopTime    *time.Time
+	Approximate bool
+	Flavor      mysql.Flavor
+	Log         *slog.Logger
 }
 
 // needed trims the chain to the binlogs a point-in-time target needs.
 func needed(binlogs []StoredBinlog, o FromStorageOptions) ([]StoredBinlog, error) {
 	switch {
 	case o.StopGTID != nil:
-		if o.StopGTID.IsSubsetOf(o.BackupGTID) {
-			return nil, fmt.Errorf("target %s is already in the backup: %w", o.StopGTID, ErrTargetNotFound)
-		}
 		for i, b := range binlogs {
-			if o.StopGTID.IsSubsetOf(b.Manifest.GTIDsBefore.Union(b.Manifest.GTIDsAdded)) {
+			if o.StopGTID.IsSubsetOf(b.End()) {
 				return binlogs[:i+1], nil
 			}
 		}
@@ -71,79 +74,299 @@ func needed(binlogs []StoredBinlog, o FromStorageOptions) ([]StoredBinlog, error
 	return binlogs, nil
 }
 
-// ApplyFromStorage downloads and applies binlogs batch by batch, so that
-// the relay log directory never holds much more than MaxBytes (a batch,
-// plus at most the last relay log of the previous batch until the server
-// removes it). Each batch is applied up to the GTID state its last binlog
-// ends with.
-func ApplyFromStorage(ctx context.Context, binlogs []StoredBinlog, o FromStorageOptions) error {
-	binlogs, err := needed(binlogs, o)
-	if err != nil {
-		return err
-	}
-	dir := filepath.Dir(o.RelayPrefix)
-	for i := 0; i < len(binlogs); {
-		j, size := i, int64(0)
-		for j < len(binlogs) && (j == i || size+binlogs[j].Manifest.Size <= o.MaxBytes) {
-			size += binlogs[j].Manifest.Size
-			j++
-		}
-		var files []string
-		for k := i; k < j; k++ {
-			path := filepath.Join(dir, fmt.Sprintf(".download.%d", k))
-			f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
-			if err != nil {
-				return fmt.Errorf("download binlog: %w", err)
-			}
-			err = o.Site.GetDecoded(ctx, binlogs[k].Ref.DataKey(), o.Keys, f)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				os.Remove(path)
-				return fmt.Errorf("download binlog %s: %w", binlogs[k].Manifest.LocalName, err)
-			}
-			files = append(files, path)
-		}
-		last := binlogs[j-1].Manifest
-		target := last.GTIDsBefore.Union(last.GTIDsAdded).String()
-		opts := ApplyOptions{DB: o.DB, RelayPrefix: o.RelayPrefix, RelayIndex: o.RelayIndex, Files: files,
-			GTID: o.GTID, Target: target, Parallel: o.Parallel, KeepGTIDState: i > 0}
-		if i == 0 {
-			opts.StartFile, opts.StartPos = o.StartFile, o.StartPos
-		} else {
-			opts.StartFile, opts.StartPos = binlogs[i].Manifest.LocalName, 4
-		}
-		if j == len(binlogs) && (o.StopGTID != nil || o.StopTime != nil) {
-			// the last batch holds the target: stop inside it
-			state := binlogs[i].Manifest.GTIDsBefore
-			var sp StopPoint
-			var err error
-			if o.StopGTID != nil {
-				sp, err = FindStopByGTID(files, o.Flavor, state, *o.StopGTID)
-			} else {
-				sp, err = FindStopByTime(files, o.Flavor, state, *o.StopTime)
-			}
-			switch {
-			case errors.Is(err, ErrTargetNotFound) && o.StopTime != nil:
-				// nothing in this batch is before the target: stop at its start
-				for _, f := range files {
-					os.Remove(f)
-				}
-				opts.Files = nil
-			case err != nil:
-				return err
-			default:
-				opts.UntilFile, opts.UntilPos, opts.Target, opts.Parallel = sp.File, sp.Pos, sp.Reached.String(), 0
-			}
-		}
-		if err := ApplyBinlogs(ctx, opts); err != nil {
-			return err
-		}
-		i = j
-		if o.Progress != nil {
-			o.Progress(i, len(binlogs)-i)
+// pendingAfter drops the binlogs whose transactions are all executed.
+func pendingAfter(binlogs []StoredBinlog, executed mysql.GTIDSet) []StoredBinlog {
+	for i, b := range binlogs {
+		if !b.End().IsSubsetOf(executed) {
+			return binlogs[i:]
 		}
 	}
 	return nil
+}
+
+// ApplyFromStorage downloads and applies binlogs on a running server whose
+// GTID state is already set: binlogs already executed are skipped, the
+// rest is prefetched within MaxBytes and applied batch by batch.
+func ApplyFromStorage(ctx context.Context, binlogs []StoredBinlog, o FromStorageOptions) error {
+	chain, err := needed(binlogs, o)
+	if err != nil {
+		return err
+	}
+	executed, err := ServerExecuted(ctx, o.DB, o.Flavor)
+	if err != nil {
+		return err
+	}
+	chain = pendingAfter(chain, executed)
+	pf := newPrefetcher(o.Site, o.Keys, filepath.Dir(o.RelayPrefix), o.MaxBytes, chain)
+	pctx, cancel := context.WithCancel(ctx)
+	defer pf.stop(cancel)
+	go pf.run(pctx)
+	_, err = applyChain(ctx, chain, o, pf, 0)
+	return err
+}
+
+// applyChain applies the chain through the prefetcher, from item first on;
+// it returns how many binlogs were applied.
+func applyChain(ctx context.Context, chain []StoredBinlog, o FromStorageOptions, pf *prefetcher, first int) (int, error) {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	applied := 0
+	for i := first; i < len(chain); {
+		files, n, err := pf.take(ctx, i)
+		if err != nil {
+			return applied, err
+		}
+		var size int64
+		for _, b := range chain[i : i+n] {
+			size += b.Manifest.Size
+		}
+		executed, err := ServerExecuted(ctx, o.DB, o.Flavor)
+		if err != nil {
+			return applied, err
+		}
+		// Start at the first transaction the server lacks: the backup's
+		// consistency point in the first batch, the start of the file
+		// later, or inside it when resuming.
+		start, skip := int64(0), 0
+		for skip < len(files) {
+			if start, err = firstMissing(files[skip], o.Flavor, executed); err != nil {
+				return applied, err
+			}
+			if start > 0 {
+				break
+			}
+			skip++ // nothing left to apply in this file
+		}
+		last := i+n == len(chain)
+		batch := chain[i+skip : i+n]
+		opts := ApplyOptions{DB: o.DB, RelayPrefix: o.RelayPrefix, RelayIndex: o.RelayIndex, Files: files[skip:],
+			Parallel: o.Parallel, Target: chain[i+n-1].End().MariaDBPosition()}
+		if len(batch) > 0 {
+			opts.StartFile, opts.StartPos = batch[0].Manifest.LocalName, start
+		}
+		if last && len(batch) > 0 && (o.StopGTID != nil || (o.StopTime != nil && !o.Approximate)) {
+			state := batch[0].Manifest.GTIDsBefore
+			var sp StopPoint
+			if o.StopGTID != nil {
+				sp, err = FindStopByGTID(opts.Files, o.Flavor, state, *o.StopGTID)
+			} else {
+				sp, err = FindStopByTime(opts.Files, o.Flavor, state, *o.StopTime)
+			}
+			switch {
+			case errors.Is(err, ErrTargetNotFound) && o.StopTime != nil:
+				opts.Files = nil // nothing in this batch is before the target
+			case err != nil:
+				return applied, err
+			case sp.Reached.IsSubsetOf(executed):
+				opts.Files = nil // already there (a resumed restore)
+			default:
+				opts.UntilFile, opts.UntilPos, opts.Target, opts.Parallel = sp.File, sp.Pos, sp.Reached.MariaDBPosition(), 0
+			}
+		}
+		if len(opts.Files) == 0 {
+			for _, f := range files {
+				os.Remove(f)
+			}
+		} else {
+			for _, f := range files[:skip] {
+				os.Remove(f)
+			}
+			if o.Batch != nil {
+				o.Batch(len(opts.Files))
+			}
+			log.Info("applying binlogs", "first", batch[0].Manifest.LocalName, "files", len(opts.Files), "start", start,
+				"target", opts.Target, "until_pos", opts.UntilPos)
+			if err := ApplyBinlogs(ctx, opts); err != nil {
+				pf.release(size)
+				return applied, err
+			}
+		}
+		pf.release(size)
+		i += n
+		applied += n
+		if o.Progress != nil {
+			o.Progress(i, len(chain)-i)
+		}
+	}
+	return applied, nil
+}
+
+// firstMissing is the offset of the first transaction of file that the
+// server has not executed (0: none).
+func firstMissing(file string, flavor mysql.Flavor, executed mysql.GTIDSet) (int64, error) {
+	var start int64
+	_, err := mysql.ReadBinlogFile(file, flavor, mysql.ReadOptions{AllowInUse: true}, func(tx mysql.Transaction) error {
+		if !executed.Contains(tx.GTID) {
+			start = tx.Start
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return 0, fmt.Errorf("find the first transaction to apply in %s: %w", file, err)
+	}
+	return start, nil
+}
+
+// prefetcher downloads the chain's binlogs in order into the relay log
+// directory ahead of the apply, keeping prefetched plus applying bytes
+// within the budget (one binlog is always allowed).
+type prefetcher struct {
+	site   *storage.Site
+	keys   storage.Keyring
+	dir    string
+	budget int64
+	items  []StoredBinlog
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every change
+	files   map[int]string
+	inUse   int64
+	err     error
+	done    chan struct{}
+	// Bytes is the decoded bytes downloaded so far.
+	bytes int64
+}
+
+const prefetchPrefix = ".myhoard-prefetch-"
+
+func newPrefetcher(site *storage.Site, keys storage.Keyring, dir string, budget int64, items []StoredBinlog) *prefetcher {
+	return &prefetcher{site: site, keys: keys, dir: dir, budget: budget, items: items,
+		changed: make(chan struct{}), files: map[int]string{}, done: make(chan struct{})}
+}
+
+// RemovePrefetched deletes prefetched files left in dir by an earlier run.
+func RemovePrefetched(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefetchPrefix) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+func (p *prefetcher) notifyLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// run downloads until every item is fetched, ctx ends or a download fails.
+func (p *prefetcher) run(ctx context.Context) {
+	defer close(p.done)
+	for i, b := range p.items {
+		for {
+			p.mu.Lock()
+			ok := p.inUse == 0 || p.inUse+b.Manifest.Size <= p.budget
+			if ok {
+				p.inUse += b.Manifest.Size
+			}
+			ch := p.changed
+			p.mu.Unlock()
+			if ok {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch:
+			}
+		}
+		path := filepath.Join(p.dir, fmt.Sprintf("%s%06d", prefetchPrefix, i))
+		err := p.download(ctx, b, path)
+		p.mu.Lock()
+		if err != nil {
+			p.err = err
+			p.notifyLocked()
+			p.mu.Unlock()
+			return
+		}
+		p.files[i] = path
+		p.bytes += b.Manifest.Size
+		p.notifyLocked()
+		p.mu.Unlock()
+	}
+}
+
+func (p *prefetcher) download(ctx context.Context, b StoredBinlog, path string) error {
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		var f *os.File
+		f, err = os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+		if err != nil {
+			return fmt.Errorf("prefetch binlog %s into %s: %w", b.Manifest.LocalName, p.dir, err)
+		}
+		err = p.site.GetDecoded(ctx, b.Ref.DataKey(), p.keys, f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			return nil
+		}
+		os.Remove(path)
+		if ctx.Err() != nil || errors.Is(err, storage.ErrCorrupt) || errors.Is(err, storage.ErrWrongKey) || isDiskFull(err) {
+			break
+		}
+	}
+	return fmt.Errorf("prefetch binlog %s (%s) into %s: %w", b.Manifest.LocalName, b.Ref.DataKey(), p.dir, err)
+}
+
+// take waits until item from is downloaded and returns the run of
+// downloaded items that starts there.
+func (p *prefetcher) take(ctx context.Context, from int) ([]string, int, error) {
+	for {
+		p.mu.Lock()
+		if f, ok := p.files[from]; ok {
+			files := []string{f}
+			delete(p.files, from)
+			for j := from + 1; ; j++ {
+				g, ok := p.files[j]
+				if !ok {
+					break
+				}
+				files = append(files, g)
+				delete(p.files, j)
+			}
+			p.mu.Unlock()
+			return files, len(files), nil
+		}
+		err, ch := p.err, p.changed
+		p.mu.Unlock()
+		if err != nil {
+			return nil, 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// release returns applied bytes to the budget.
+func (p *prefetcher) release(n int64) {
+	p.mu.Lock()
+	p.inUse -= n
+	p.notifyLocked()
+	p.mu.Unlock()
+}
+
+// downloaded is how many decoded bytes were fetched so far.
+func (p *prefetcher) downloaded() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.bytes
+}
+
+// stop cancels the downloads, waits for them and removes what is left.
+func (p *prefetcher) stop(cancel context.CancelFunc) {
+	cancel()
+	<-p.done
+	p.mu.Lock()
+	for i, f := range p.files {
+		os.Remove(f)
+		delete(p.files, i)
+	}
+	p.mu.Unlock()
 }

@@ -61,9 +61,12 @@ func TestApplyInBoundedBatches(t *testing.T) {
 				}
 			}()
 			batches := 0
-			opts := FromStorageOptions{Site: f.site, DB: harness.OpenDB(t, dst), RelayPrefix: dst.RelayLogPrefix(), RelayIndex: dst.RelayLogIndex(),
-				StartFile: m.BinlogName, StartPos: m.BinlogPosition, GTID: m.GTIDExecuted.String(), MaxBytes: budget, Parallel: 2,
-				BackupGTID: m.GTIDExecuted, Flavor: mysql.FlavorMariaDB, Progress: func(applied, pending int) { batches++ }}
+			ddb := harness.OpenDB(t, dst)
+			if err := InitGTIDState(ctx, ddb, m.GTIDExecuted); err != nil {
+				t.Fatal(err)
+			}
+			opts := FromStorageOptions{Site: f.site, DB: ddb, RelayPrefix: dst.RelayLogPrefix(), RelayIndex: dst.RelayLogIndex(),
+				MaxBytes: budget, Parallel: 2, Flavor: mysql.FlavorMariaDB, Progress: func(applied, pending int) { batches++ }}
 			tc.patch(&opts)
 			err := ApplyFromStorage(ctx, f.stored, opts)
 			close(stop)

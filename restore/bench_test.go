@@ -166,9 +166,12 @@ func BenchmarkRestore(b *testing.B) {
 	// myhoard: download, decode, apply in bounded batches with 2 workers.
 	a := restored()
 	t0 := time.Now()
-	err = ApplyFromStorage(ctx, stored, FromStorageOptions{Site: site, Keys: storage.NewKeyring(key), DB: harness.OpenDB(b, a),
-		RelayPrefix: a.RelayLogPrefix(), RelayIndex: a.RelayLogIndex(), StartFile: m.BinlogName, StartPos: m.BinlogPosition,
-		GTID: m.GTIDExecuted.String(), MaxBytes: 256 << 20, Parallel: 2})
+	adb := harness.OpenDB(b, a)
+	if err := InitGTIDState(ctx, adb, m.GTIDExecuted); err != nil {
+		b.Fatal(err)
+	}
+	err = ApplyFromStorage(ctx, stored, FromStorageOptions{Site: site, Keys: storage.NewKeyring(key), DB: adb,
+		RelayPrefix: a.RelayLogPrefix(), RelayIndex: a.RelayLogIndex(), MaxBytes: 256 << 20, Parallel: 2, Flavor: mysql.FlavorMariaDB})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -184,8 +187,12 @@ func BenchmarkRestore(b *testing.B) {
 		files = append(files, dst)
 	}
 	t0 = time.Now()
-	if err := ApplyBinlogs(ctx, ApplyOptions{DB: harness.OpenDB(b, bare), RelayPrefix: bare.RelayLogPrefix(), RelayIndex: bare.RelayLogIndex(), Files: files,
-		StartFile: m.BinlogName, StartPos: m.BinlogPosition, GTID: m.GTIDExecuted.String(), Target: target, Parallel: 2}); err != nil {
+	bdb := harness.OpenDB(b, bare)
+	if err := InitGTIDState(ctx, bdb, m.GTIDExecuted); err != nil {
+		b.Fatal(err)
+	}
+	if err := ApplyBinlogs(ctx, ApplyOptions{DB: bdb, RelayPrefix: bare.RelayLogPrefix(), RelayIndex: bare.RelayLogIndex(), Files: files,
+		StartFile: m.BinlogName, StartPos: m.BinlogPosition, Target: target, Parallel: 2}); err != nil {
 		b.Fatal(err)
 	}
 	bareApply := time.Since(t0)

@@ -1,0 +1,751 @@
+package restore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/myhoard/myhoard/metrics"
+	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/statefile"
+	"github.com/myhoard/myhoard/storage"
+)
+
+// Phase is a restore phase (the spec's names).
+type Phase string
+
+// The phases, in order, and the terminal ones.
+const (
+	PhaseGettingBackupInfo   Phase = "getting_backup_info"
+	PhaseInitiatingBinlogs   Phase = "initiating_binlog_downloads"
+	PhaseRestoringBasebackup Phase = "restoring_basebackup"
+	PhasePreparingBackup     Phase = "preparing_backup"
+	PhaseRefreshingBinlogs   Phase = "refreshing_binlogs"
+	PhaseApplyingBinlogs     Phase = "applying_binlogs"
+	PhaseWaitingForApply     Phase = "waiting_for_apply_to_finish"
+	PhaseFinalizing          Phase = "finalizing"
+	PhaseCompleted           Phase = "completed"
+	PhaseFailed              Phase = "failed"
+	PhaseFailedBasebackup    Phase = "failed_basebackup"
+)
+
+// Terminal reports whether the coordinator stops in this phase.
+func (p Phase) Terminal() bool {
+	return p == PhaseCompleted || p == PhaseFailed || p == PhaseFailedBasebackup
+}
+
+// Request is what to restore.
+type Request struct {
+	Site     string `json:"site"`
+	StreamID string `json:"stream_id"`
+	// TargetTime: restore up to the last transaction before it.
+	TargetTime    *time.Time `json:"target_time,omitempty"`
+	ApproximateOK bool       `json:"target_time_approximate_ok,omitempty"`
+	// TargetGTID: restore up to and including this GTID set.
+	TargetGTID *mysql.GTIDSet `json:"target_gtid,omitempty"`
+}
+
+// State is the coordinator's persisted state.
+type State struct {
+	Request Request `json:"request"`
+	// BackupStreamID is the backup being restored: the requested one, or
+	// an older one after the requested one failed.
+	BackupStreamID   string `json:"backup_stream_id"`
+	Phase            Phase  `json:"phase"`
+	BasebackupErrors int    `json:"basebackup_errors"`
+	LastError        string `json:"last_error,omitempty"`
+	// GTIDStateSet is true once the restored server got the backup's GTID
+	// state (never again after that: it would undo applied binlogs).
+	GTIDStateSet    bool       `json:"gtid_state_set"`
+	ApplyServerID   uint32     `json:"apply_server_id,omitempty"`
+	BinlogsRestored int        `json:"binlogs_restored"`
+	StartedAt       time.Time  `json:"started_at"`
+	CompletedAt     *time.Time `json:"completed_at,omitempty"`
+}
+
+// Status is GET /status/restore.
+type Status struct {
+	Phase                     Phase     `json:"phase"`
+	BasebackupBytesDownloaded int64     `json:"basebackup_compressed_bytes_downloaded"`
+	BasebackupBytesTotal      int64     `json:"basebackup_compressed_bytes_total"`
+	BasebackupPrepareProgress *float64  `json:"basebackup_prepare_progress,omitempty"`
+	BinlogsBeingRestored      int       `json:"binlogs_being_restored"`
+	BinlogsPending            int       `json:"binlogs_pending"`
+	BinlogsRestored           int       `json:"binlogs_restored"`
+	BinlogBytesPrefetched     int64     `json:"binlog_bytes_downloaded"`
+	CurrentBackupName         string    `json:"current_backup_name"`
+	RequestedBackupName       string    `json:"requested_backup_name"`
+	BasebackupErrors          int       `json:"basebackup_errors"`
+	LastError                 string    `json:"last_error,omitempty"`
+	StartedAt                 time.Time `json:"started_at"`
+}
+
+// Options configure a coordinator.
+type Options struct {
+	StatePath string
+	Site      *storage.Site
+	Keys      storage.Keyring
+	Server    mysql.ServerControl
+	Conn      mysql.ConnParams
+	// DataDir, TempDir, RelayPrefix and RelayIndex come from the config
+	// (mysql.data_directory, temporary_directory, mysql.relay_log_*).
+	DataDir, TempDir, RelayPrefix, RelayIndex string
+	MaxBinlogBytes                            int64
+	FreeMemoryPercent                         *int
+	// ServerID is the node's configured server_id; the server applies
+	// binlogs under another one if the binlogs hold it.
+	ServerID uint32
+	// Parallel is the number of SQL worker threads (0: by CPU count).
+	Parallel int
+	Log      *slog.Logger
+	Metrics  *metrics.Metrics
+	// Retry is the wait after a failed step (default 2 s, growing).
+	Retry time.Duration
+}
+
+// Coordinator runs one restore through its phases. Each phase change is
+// persisted; a restarted daemon resumes: the basebackup phases start over
+// cleanly, the binlog phases continue from the GTID state the server has
+// reached (every binlog it lacks is fetched again).
+type Coordinator struct {
+	o   Options
+	log *slog.Logger
+
+	mu     sync.Mutex
+	st     State
+	status Status
+
+	manifest *storage.BasebackupManifest
+	chain    []StoredBinlog // binlogs still to apply
+	pf       *prefetcher
+	pfStop   context.CancelFunc
+	db       *sql.DB
+}
+
+// ErrDiskFull is wrapped when a disk filled up during the restore.
+var ErrDiskFull = errors.New("no space left on device")
+
+// New loads the coordinator's state, or starts a new restore of req.
+func New(o Options, req *Request) (*Coordinator, error) {
+	c := &Coordinator{o: o, log: o.Log}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	found, err := statefile.Load(o.StatePath, &c.st)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		if req == nil {
+			return nil, fmt.Errorf("restore state %s is missing", o.StatePath)
+		}
+		c.st = State{Request: *req, BackupStreamID: req.StreamID, Phase: PhaseGettingBackupInfo, StartedAt: time.Now().UTC()}
+		if err := statefile.Save(o.StatePath, &c.st); err != nil {
+			return nil, err
+		}
+	}
+	c.status = Status{Phase: c.st.Phase, CurrentBackupName: c.st.BackupStreamID, RequestedBackupName: c.st.Request.StreamID,
+		BinlogsRestored: c.st.BinlogsRestored, LastError: c.st.LastError, BasebackupErrors: c.st.BasebackupErrors, StartedAt: c.st.StartedAt}
+	return c, nil
+}
+
+// State is a copy of the persisted state.
+func (c *Coordinator) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.st
+}
+
+// Status is the live progress.
+func (c *Coordinator) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.status
+	if c.pf != nil {
+		s.BinlogBytesPrefetched = c.pf.downloaded()
+	}
+	if s.BasebackupPrepareProgress != nil {
+		v := *s.BasebackupPrepareProgress
+		s.BasebackupPrepareProgress = &v
+	}
+	return s
+}
+
+func (c *Coordinator) update(f func(*State)) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev := c.st
+	f(&c.st)
+	if err := statefile.Save(c.o.StatePath, &c.st); err != nil {
+		c.st = prev
+		return err
+	}
+	c.status.Phase, c.status.BinlogsRestored, c.status.LastError = c.st.Phase, c.st.BinlogsRestored, c.st.LastError
+	c.status.BasebackupErrors, c.status.CurrentBackupName = c.st.BasebackupErrors, c.st.BackupStreamID
+	return nil
+}
+
+func (c *Coordinator) setPhase(p Phase) error {
+	c.log.Info("restore phase", "phase", p, "backup", c.st.BackupStreamID)
+	return c.update(func(s *State) { s.Phase = p })
+}
+
+func (c *Coordinator) phase() Phase {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.st.Phase
+}
+
+type terminalError struct {
+	phase Phase
+	err   error
+}
+
+func (e *terminalError) Error() string { return e.err.Error() }
+func (e *terminalError) Unwrap() error { return e.err }
+
+func isDiskFull(err error) bool { return errors.Is(err, syscall.ENOSPC) || errors.Is(err, ErrDiskFull) }
+
+// Run drives the restore until it completes, fails for good or ctx ends;
+// it returns the final phase.
+func (c *Coordinator) Run(ctx context.Context) (Phase, error) {
+	defer c.close()
+	switch c.phase() {
+	case PhasePreparingBackup:
+		if err := c.setPhase(PhaseRestoringBasebackup); err != nil {
+			return c.phase(), err
+		}
+	case PhaseApplyingBinlogs, PhaseWaitingForApply:
+		if err := c.setPhase(PhaseRefreshingBinlogs); err != nil {
+			return c.phase(), err
+		}
+	}
+	RemovePrefetched(filepath.Dir(c.o.RelayPrefix))
+	retry := c.o.Retry
+	if retry == 0 {
+		retry = 2 * time.Second
+	}
+	failures := 0
+	for {
+		p := c.phase()
+		if p.Terminal() {
+			return p, nil
+		}
+		err := c.step(ctx, p)
+		if err == nil {
+			failures = 0
+			continue
+		}
+		if ctx.Err() != nil {
+			return c.phase(), ctx.Err()
+		}
+		var term *terminalError
+		if errors.As(err, &term) {
+			c.log.Error("restore failed", "phase", p, "next", term.phase, "error", err)
+			c.o.Metrics.Error("restore", err)
+			if serr := c.update(func(s *State) { s.Phase, s.LastError = term.phase, err.Error() }); serr != nil {
+				return c.phase(), serr
+			}
+			continue
+		}
+		failures++
+		c.log.Warn("restore step failed, retrying", "phase", p, "error", err, "failures", failures)
+		c.o.Metrics.Inc("myhoard.restore_errors", 1, nil)
+		_ = c.update(func(s *State) { s.LastError = err.Error() })
+		select {
+		case <-ctx.Done():
+			return c.phase(), ctx.Err()
+		case <-time.After(min(retry*time.Duration(failures), 30*time.Second)):
+		}
+	}
+}
+
+func (c *Coordinator) close() {
+	c.stopPrefetch()
+	if c.db != nil {
+		c.db.Close()
+		c.db = nil
+	}
+}
+
+func (c *Coordinator) stopPrefetch() {
+	c.mu.Lock()
+	pf, stop := c.pf, c.pfStop
+	c.pf, c.pfStop = nil, nil
+	c.mu.Unlock()
+	if pf != nil {
+		pf.stop(stop)
+	}
+}
+
+func (c *Coordinator) step(ctx context.Context, p Phase) error {
+	switch p {
+	case PhaseGettingBackupInfo:
+		if err := c.loadBackup(ctx); err != nil {
+			return err
+		}
+		return c.setPhase(PhaseInitiatingBinlogs)
+	case PhaseInitiatingBinlogs:
+		if err := c.startPrefetch(ctx, false); err != nil {
+			return err
+		}
+		return c.setPhase(PhaseRestoringBasebackup)
+	case PhaseRestoringBasebackup:
+		return c.restoreBasebackup(ctx)
+	case PhaseRefreshingBinlogs:
+		if err := c.startServer(ctx); err != nil {
+			return err
+		}
+		if err := c.startPrefetch(ctx, true); err != nil {
+			return err
+		}
+		return c.setPhase(PhaseApplyingBinlogs)
+	case PhaseApplyingBinlogs, PhaseWaitingForApply:
+		return c.applyBinlogs(ctx)
+	case PhaseFinalizing:
+		return c.finalize(ctx)
+	}
+	return &terminalError{PhaseFailed, fmt.Errorf("unknown restore phase %q", p)}
+}
+
+// loadBackup reads the backup's manifest and markers.
+func (c *Coordinator) loadBackup(ctx context.Context) error {
+	id := c.State().BackupStreamID
+	ok, err := c.o.Site.Exists(ctx, storage.MarkerKey(id, storage.MarkerCompleted))
+	if err != nil {
+		return fmt.Errorf("read backup %s: %w", id, err)
+	}
+	if !ok {
+		return &terminalError{PhaseFailed, fmt.Errorf("backup %s on site %s is not completed", id, c.o.Site.Name)}
+	}
+	broken, err := c.o.Site.Exists(ctx, storage.MarkerKey(id, storage.MarkerBroken))
+	if err != nil {
+		return fmt.Errorf("read backup %s: %w", id, err)
+	}
+	if broken {
+		return &terminalError{PhaseFailedBasebackup, fmt.Errorf("backup %s is marked broken", id)}
+	}
+	data, err := c.o.Site.GetBytes(ctx, storage.BasebackupManifestKey(id))
+	if err != nil {
+		return fmt.Errorf("read backup %s: %w", id, err)
+	}
+	var m storage.BasebackupManifest
+	if err := storage.UnmarshalManifest(storage.BasebackupManifestKey(id), data, &m); err != nil {
+		return &terminalError{PhaseFailedBasebackup, err}
+	}
+	var total int64
+	for _, p := range m.Parts {
+		total += p.EncodedSize
+	}
+	c.mu.Lock()
+	c.manifest = &m
+	c.status.BasebackupBytesTotal = total
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Coordinator) backup(ctx context.Context) (*storage.BasebackupManifest, error) {
+	c.mu.Lock()
+	m := c.manifest
+	c.mu.Unlock()
+	if m != nil {
+		return m, nil
+	}
+	if err := c.loadBackup(ctx); err != nil {
+		return nil, err
+	}
+	return c.manifest, nil
+}
+
+// ListChain lists the binlogs that follow a backup: those of its own
+// stream from its consistency point, then those of every later stream on
+// the site that carry on from there. Overlapping binlogs (the same
+// transactions uploaded by two streams) are dropped; a hole is ErrGap.
+func ListChain(ctx context.Context, site *storage.Site, m *storage.BasebackupManifest) ([]StoredBinlog, error) {
+	var later []string
+	err := site.ListDir(ctx, storage.StreamsPrefix, func(o storage.ObjectInfo, isDir bool) error {
+		if isDir {
+			id := filepath.Base(o.Key)
+			if id > m.StreamID {
+				later = append(later, id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list streams: %w", err)
+	}
+	sort.Strings(later)
+	state := m.GTIDExecuted
+	var chain []StoredBinlog
+	for _, id := range append([]string{m.StreamID}, later...) {
+		if id != m.StreamID {
+			if ok, err := site.Exists(ctx, storage.BasebackupManifestKey(id)); err != nil {
+				return nil, err
+			} else if !ok {
+				continue // a backup that never completed has no binlogs
+			}
+		}
+		list, err := ListStreamBinlogs(ctx, site, id)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range list {
+			end := b.End()
+			if end.IsSubsetOf(state) {
+				continue
+			}
+			if !b.Manifest.GTIDsBefore.IsSubsetOf(state) {
+				if id == m.StreamID || len(chain) == 0 {
+					return nil, fmt.Errorf("stream %s binlog %d (%s) starts at %s, past the backup's %s: %w",
+						id, b.Ref.RemoteIndex, b.Manifest.LocalName, b.Manifest.GTIDsBefore, state, ErrGap)
+				}
+				// a later stream that does not continue this history
+				// (another server's): stop here
+				c := chain[len(chain)-1]
+				return chain, fmt.Errorf("stream %s binlog %d (%s) starts at %s, but the chain ends at %s after %s: %w",
+					id, b.Ref.RemoteIndex, b.Manifest.LocalName, b.Manifest.GTIDsBefore, state, c.Manifest.LocalName, ErrGap)
+			}
+			chain = append(chain, b)
+			state = state.Union(end)
+		}
+	}
+	return chain, nil
+}
+
+// startPrefetch lists the chain and starts downloading what the server
+// (or, before the basebackup is restored, the backup) lacks.
+func (c *Coordinator) startPrefetch(ctx context.Context, fromServer bool) error {
+	m, err := c.backup(ctx)
+	if err != nil {
+		return err
+	}
+	chain, err := ListChain(ctx, c.o.Site, m)
+	if err != nil {
+		return fmt.Errorf("list binlogs to restore: %w", err)
+	}
+	st := c.State()
+	chain, err = needed(chain, c.applyOptions(st))
+	if err != nil {
+		return &terminalError{PhaseFailed, err}
+	}
+	executed := m.GTIDExecuted
+	if fromServer {
+		db, err := c.conn(ctx)
+		if err != nil {
+			return err
+		}
+		if executed, err = ServerExecuted(ctx, db, m.Flavor); err != nil {
+			return err
+		}
+	}
+	chain = pendingAfter(chain, executed)
+	c.stopPrefetch()
+	pf := newPrefetcher(c.o.Site, c.o.Keys, filepath.Dir(c.o.RelayPrefix), c.budget(), chain)
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	go pf.run(pctx)
+	c.mu.Lock()
+	c.chain, c.pf, c.pfStop = chain, pf, cancel
+	c.status.BinlogsPending = len(chain)
+	c.mu.Unlock()
+	c.o.Metrics.Gauge("myhoard.restore.pending_binlogs", float64(len(chain)), nil)
+	c.log.Info("binlogs to restore", "count", len(chain), "backup", m.StreamID)
+	return nil
+}
+
+func (c *Coordinator) budget() int64 {
+	if c.o.MaxBinlogBytes > 0 {
+		return c.o.MaxBinlogBytes
+	}
+	return 1 << 30
+}
+
+func (c *Coordinator) applyOptions(st State) FromStorageOptions {
+	o := FromStorageOptions{Site: c.o.Site, Keys: c.o.Keys, RelayPrefix: c.o.RelayPrefix, RelayIndex: c.o.RelayIndex,
+		MaxBytes: c.budget(), Parallel: c.o.Parallel, StopGTID: st.Request.TargetGTID, StopTime: st.Request.TargetTime,
+		Approximate: st.Request.ApproximateOK, Log: c.log}
+	if c.manifest != nil {
+		o.Flavor = c.manifest.Flavor
+	}
+	return o
+}
+
+// restoreBasebackup restores the basebackup into the (emptied) data
+// directory: four failures make it failed_basebackup, a full disk failed.
+func (c *Coordinator) restoreBasebackup(ctx context.Context) error {
+	m, err := c.backup(ctx)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	running := c.pf != nil
+	c.mu.Unlock()
+	if !running {
+		if err := c.startPrefetch(ctx, false); err != nil {
+			return err
+		}
+	}
+	// Anything in the data directory is an earlier attempt's: the restore
+	// was accepted only for an empty one.
+	if err := c.o.Server.Stop(ctx); err != nil {
+		return err
+	}
+	if err := clearDir(c.o.DataDir); err != nil {
+		return err
+	}
+	err = RestoreBasebackup(ctx, c.o.Site, m, BasebackupOptions{
+		Flavor: m.Flavor, DataDir: c.o.DataDir, TempDir: c.o.TempDir, Keys: c.o.Keys, FreeMemoryPercent: c.o.FreeMemoryPercent, Log: c.log,
+		Progress: func(d, total int64) {
+			c.mu.Lock()
+			c.status.BasebackupBytesDownloaded = d
+			c.mu.Unlock()
+			c.o.Metrics.Gauge("myhoard.restore.basebackup_bytes_downloaded", float64(d), nil)
+		},
+		Preparing: func() {
+			_ = c.setPhase(PhasePreparingBackup)
+		},
+		PrepareProgress: func(pct float64) {
+			c.mu.Lock()
+			c.status.BasebackupPrepareProgress = &pct
+			c.mu.Unlock()
+		},
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		_ = clearDir(c.o.DataDir)
+		if isDiskFull(err) {
+			c.o.Metrics.Inc("myhoard.disk_full_errors", 1, nil)
+			return &terminalError{PhaseFailed, err}
+		}
+		if errors.Is(err, ErrToolMissing) {
+			return err // not the backup's fault: retried, never marked broken
+		}
+		if serr := c.update(func(s *State) { s.BasebackupErrors++; s.Phase = PhaseRestoringBasebackup }); serr != nil {
+			return serr
+		}
+		if c.State().BasebackupErrors >= 4 {
+			c.o.Metrics.Inc("myhoard.basebackup_broken", 1, nil)
+			return &terminalError{PhaseFailedBasebackup, fmt.Errorf("restoring backup %s failed 4 times, last: %w", m.StreamID, err)}
+		}
+		return err
+	}
+	c.mu.Lock()
+	pct := 100.0
+	c.status.BasebackupPrepareProgress = &pct
+	c.mu.Unlock()
+	return c.update(func(s *State) { s.Phase, s.GTIDStateSet = PhaseRefreshingBinlogs, false })
+}
+
+func clearDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("clear data directory %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("clear data directory %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// applyServerID is a server_id that differs from every server id in the
+// backup and its binlogs (the SQL thread silently skips its own).
+func (c *Coordinator) applyServerID() uint32 {
+	st := c.State()
+	if st.ApplyServerID != 0 {
+		return st.ApplyServerID
+	}
+	used := map[uint32]bool{}
+	add := func(s mysql.GTIDSet) {
+		for _, src := range s.Sources() {
+			if g, ok := s.Last(src); ok {
+				used[g.ServerID] = true
+			}
+		}
+	}
+	c.mu.Lock()
+	if c.manifest != nil {
+		used[c.manifest.ServerID] = true
+		add(c.manifest.GTIDExecuted)
+	}
+	for _, b := range c.chain {
+		used[b.Manifest.ServerID] = true
+		add(b.Manifest.GTIDsAdded)
+		add(b.Manifest.GTIDsBefore)
+	}
+	c.mu.Unlock()
+	id := c.o.ServerID
+	if id == 0 {
+		id = 1
+	}
+	for used[id] {
+		id = id%0x7FFFFFFF + 1
+	}
+	_ = c.update(func(s *State) { s.ApplyServerID = id })
+	return id
+}
+
+// serverOptions are the temporary options of the server while binlogs
+// are applied: another server_id, no replica start, no events, relaxed
+// durability (a crash during apply is handled by resuming the restore).
+func (c *Coordinator) serverOptions() []string {
+	replica := "--skip-slave-start"
+	if c.manifest != nil && c.manifest.Flavor == mysql.FlavorMySQL {
+		replica = "--skip-replica-start"
+	}
+	return []string{replica, "--event-scheduler=OFF", "--server-id=" + strconv.FormatUint(uint64(c.applyServerID()), 10),
+		"--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0"}
+}
+
+func (c *Coordinator) conn(ctx context.Context) (*sql.DB, error) {
+	if c.db == nil {
+		db, err := mysql.Open(c.o.Conn)
+		if err != nil {
+			return nil, err
+		}
+		c.db = db
+	}
+	if err := c.db.PingContext(ctx); err != nil {
+		return nil, fmt.Errorf("restored server %s: %w", c.o.Conn.Where(), err)
+	}
+	return c.db, nil
+}
+
+// startServer makes sure the restored server runs with the apply options
+// and has the backup's GTID state.
+func (c *Coordinator) startServer(ctx context.Context) error {
+	m, err := c.backup(ctx)
+	if err != nil {
+		return err
+	}
+	opts := c.serverOptions()
+	db, err := c.conn(ctx)
+	if err == nil {
+		var id uint32
+		if err = db.QueryRowContext(ctx, "SELECT @@GLOBAL.server_id").Scan(&id); err == nil && id != c.applyServerID() {
+			err = fmt.Errorf("server runs with server_id %d", id)
+		}
+	}
+	if err != nil {
+		c.log.Info("starting the restored server", "options", opts, "reason", err)
+		if err := c.o.Server.Restart(ctx, opts); err != nil {
+			return err
+		}
+		if db, err = c.conn(ctx); err != nil {
+			return err
+		}
+	}
+	st := c.State()
+	if !st.GTIDStateSet {
+		if err := InitGTIDState(ctx, db, m.GTIDExecuted); err != nil {
+			return err
+		}
+		if err := c.update(func(s *State) { s.GTIDStateSet = true }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyBinlogs applies the chain batch by batch; when it is done and the
+// target is the latest transaction, it looks once more for binlogs
+// uploaded in the meantime.
+func (c *Coordinator) applyBinlogs(ctx context.Context) error {
+	db, err := c.conn(ctx)
+	if err != nil {
+		return err
+	}
+	st := c.State()
+	o := c.applyOptions(st)
+	o.DB = db
+	if o.Parallel == 0 {
+		o.Parallel = min(4, max(2, runtime.NumCPU()))
+	}
+	c.mu.Lock()
+	chain, pf := c.chain, c.pf
+	c.mu.Unlock()
+	if pf == nil {
+		return c.setPhase(PhaseRefreshingBinlogs)
+	}
+	base := c.State().BinlogsRestored
+	o.Batch = func(files int) {
+		c.mu.Lock()
+		c.status.BinlogsBeingRestored = files
+		c.status.Phase = PhaseWaitingForApply
+		c.mu.Unlock()
+	}
+	o.Progress = func(applied, pending int) {
+		_ = c.update(func(s *State) { s.BinlogsRestored = base + applied })
+		c.mu.Lock()
+		c.status.BinlogsPending, c.status.BinlogsBeingRestored = pending, 0
+		c.status.Phase = PhaseApplyingBinlogs
+		c.mu.Unlock()
+		c.o.Metrics.Gauge("myhoard.restore.binlogs_restored", float64(base+applied), nil)
+		c.o.Metrics.Gauge("myhoard.restore.pending_binlogs", float64(pending), nil)
+	}
+	if _, err := applyChain(ctx, chain, o, pf, 0); err != nil {
+		if errors.Is(err, ErrTargetNotFound) {
+			return &terminalError{PhaseFailed, err}
+		}
+		// retry from the server's state, with a fresh listing
+		if serr := c.setPhase(PhaseRefreshingBinlogs); serr != nil {
+			return serr
+		}
+		return err
+	}
+	c.stopPrefetch()
+	if st.Request.TargetTime == nil && st.Request.TargetGTID == nil && len(chain) > 0 {
+		// binlogs may have arrived while these were applied
+		if err := c.startPrefetch(ctx, true); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		more := len(c.chain) > 0
+		c.mu.Unlock()
+		if more {
+			return nil
+		}
+		c.stopPrefetch()
+	}
+	return c.setPhase(PhaseFinalizing)
+}
+
+// finalize drops the replica configuration and restarts the server as
+// its config file says.
+func (c *Coordinator) finalize(ctx context.Context) error {
+	db, err := c.conn(ctx)
+	if err == nil {
+		for _, q := range []string{"STOP SLAVE", "RESET SLAVE ALL"} {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("finalize restore: %s: %w", q, err)
+			}
+		}
+	} else {
+		c.log.Warn("restored server not answering before the final restart", "error", err)
+	}
+	if c.db != nil {
+		c.db.Close()
+		c.db = nil
+	}
+	if err := c.o.Server.Restart(ctx, nil); err != nil {
+		return fmt.Errorf("finalize restore: %w", err)
+	}
+	now := time.Now().UTC()
+	return c.update(func(s *State) { s.Phase, s.CompletedAt, s.LastError = PhaseCompleted, &now, "" })
+}
