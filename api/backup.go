@@ -35,7 +35,11 @@ type Backup struct {
 
 // BackupNode is what the backup endpoints need from the node.
 type BackupNode interface {
-	SetMode(mode string) (string, error)
+	// RequestMode handles PUT /status.
+	RequestMode(ctx context.Context, r StatusRequest) (string, error)
+	// RestoreStatus is GET /status/restore (a bad request when the mode
+	// is not restore).
+	RestoreStatus() (any, error)
 	// Backups is nil until the first listing.
 	Backups() []Backup
 	RequestBasebackup() error
@@ -46,6 +50,43 @@ type BackupNode interface {
 	SetReplicationState(map[string]map[string][][2]uint64) error
 	Preserve(ctx context.Context, streamID string, until *time.Time, wait time.Duration) (applied bool, err error)
 	MarkBroken(ctx context.Context, streamID string, broken bool) error
+}
+
+// StatusRequest is the body of PUT /status.
+type StatusRequest struct {
+	Mode  string
+	Force bool
+	// Restore only: the backup, and at most one of the targets.
+	Site, StreamID string
+	TargetTime     *time.Time
+	ApproximateOK  bool
+	TargetGTID     string
+}
+
+// ParseTargetTime reads target_time: null, an ISO 8601 timestamp (the
+// spec; without a zone it is UTC) or seconds since the epoch (the
+// original's code).
+func ParseTargetTime(v any) (*time.Time, error) {
+	switch t := v.(type) {
+	case nil:
+		return nil, nil
+	case float64:
+		if t < 0 || t > 1e11 {
+			return nil, fmt.Errorf("target_time %v is not a plausible epoch timestamp", t)
+		}
+		sec, frac := math.Modf(t)
+		ts := time.Unix(int64(sec), int64(frac*1e9)).UTC()
+		return &ts, nil
+	case string:
+		for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999"} {
+			if ts, err := time.Parse(layout, t); err == nil {
+				ts = ts.UTC()
+				return &ts, nil
+			}
+		}
+		return nil, fmt.Errorf("target_time %q is not an ISO 8601 timestamp such as 2026-11-25T10:00:00Z", t)
+	}
+	return nil, fmt.Errorf("target_time must be an ISO 8601 timestamp, seconds since the epoch or null, not %T", v)
 }
 
 // badRequester is implemented by node errors that are the caller's fault.
@@ -119,6 +160,14 @@ func (s *Server) routeBackups(n BackupNode) {
 	r.POST("/backup", backupReq)
 	r.PUT("/backup", backupReq)
 
+	r.GET("/status/restore", func(w http.ResponseWriter, req *http.Request, _ httprouter.Params) {
+		st, err := n.RestoreStatus()
+		if err != nil {
+			writeNodeError(w, err)
+			return
+		}
+		WriteJSON(w, http.StatusOK, st)
+	})
 	r.PUT("/status", func(w http.ResponseWriter, req *http.Request, _ httprouter.Params) {
 		var body struct {
 			Mode                    *string `json:"mode"`
@@ -138,7 +187,38 @@ func (s *Server) routeBackups(n BackupNode) {
 			WriteError(w, http.StatusBadRequest, "mode is required")
 			return
 		}
-		mode, err := n.SetMode(*body.Mode)
+		sr := StatusRequest{Mode: *body.Mode}
+		if body.Force != nil {
+			f, ok := body.Force.(bool)
+			if !ok {
+				WriteError(w, http.StatusBadRequest, "force must be true or false")
+				return
+			}
+			sr.Force = f
+		}
+		if body.Site != nil {
+			sr.Site = *body.Site
+		}
+		if body.StreamID != nil {
+			sr.StreamID = *body.StreamID
+		}
+		if body.TargetGTID != nil {
+			sr.TargetGTID = *body.TargetGTID
+		}
+		if body.TargetTimeApproximateOK != nil {
+			sr.ApproximateOK = *body.TargetTimeApproximateOK
+		}
+		if body.RebuildTables != nil && *body.RebuildTables {
+			WriteError(w, http.StatusBadRequest, "rebuild_tables is not supported (it works around MySQL 8.0.30 upgrade bugs that MariaDB does not have)")
+			return
+		}
+		t, err := ParseTargetTime(body.TargetTime)
+		if err != nil {
+			WriteError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		sr.TargetTime = t
+		mode, err := n.RequestMode(req.Context(), sr)
 		if err != nil {
 			writeNodeError(w, err)
 			return

@@ -79,6 +79,8 @@ type Controller struct {
 	jobs      map[string]chan basebackupResult
 	lastError string
 	metrics   *metrics.Metrics
+
+	restoreJob *restoreJob
 }
 
 // SetMetrics sets where metrics and unexpected errors go.
@@ -214,7 +216,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 			backoff = time.Second
 		}
-		if !c.dbReady() {
+		if !c.dbReady() && Mode(c.Mode()) != ModeRestore { // the restore owns the server
 			if err := c.connectDB(ctx); err != nil {
 				if ctx.Err() != nil {
 					return nil
@@ -384,6 +386,7 @@ func (c *Controller) openSites(ctx context.Context) error {
 
 func (c *Controller) shutdown() {
 	c.mu.Lock()
+	c.stopRestoreLocked()
 	sites, db := c.sites, c.db
 	c.sites, c.db, c.ready = nil, nil, false
 	c.mu.Unlock()
@@ -399,6 +402,10 @@ func (c *Controller) tick(ctx context.Context) error {
 	switch Mode(c.Mode()) {
 	case ModeActive:
 		return c.activeTick(ctx)
+	case ModeRestore:
+		return c.restoreTick(ctx)
+	case ModeObserve:
+		return c.observeTick(ctx)
 	default:
 		return c.refreshBackups(ctx, false)
 	}

@@ -103,7 +103,28 @@ func (c *Controller) purgeOldBackups(ctx context.Context) error {
 // is purged only together with a later replicated file. Capped per cycle.
 func binlogsToPurge(binlogs []backup.LocalBinlog, streams []backup.StreamState, rs map[string]mysql.ReplicationState,
 	flavor mysql.Flavor, minAge time.Duration, maxFiles, maxBytes int64, now time.Time) ([]backup.LocalBinlog, error) {
-	if len(streams) == 0 || len(binlogs) == 0 {
+	if len(streams) == 0 {
+		return nil, nil
+	}
+	return purgeCandidates(binlogs, func(b backup.LocalBinlog) bool {
+		for _, s := range streams {
+			switch {
+			case b.Index < s.InitialNextIndex && (s.FirstLocalIndex == 0 || b.Index < s.FirstLocalIndex):
+			case (s.Phase == backup.PhaseCatchup || s.Phase == backup.PhaseBinlog) && b.Index < s.LastUploadedLocal:
+			default:
+				return false
+			}
+		}
+		return true
+	}, rs, flavor, minAge, maxFiles, maxBytes, now)
+}
+
+// purgeCandidates is binlogsToPurge with the backup safety rule given as
+// a function (active: the streams uploaded it; observe: storage holds its
+// transactions).
+func purgeCandidates(binlogs []backup.LocalBinlog, backedUp func(backup.LocalBinlog) bool, rs map[string]mysql.ReplicationState,
+	flavor mysql.Flavor, minAge time.Duration, maxFiles, maxBytes int64, now time.Time) ([]backup.LocalBinlog, error) {
+	if len(binlogs) == 0 {
 		return nil, nil
 	}
 	var executed []mysql.GTIDSet
@@ -123,16 +144,7 @@ func binlogsToPurge(binlogs []backup.LocalBinlog, streams []backup.StreamState, 
 		if now.Sub(b.ProcessedAt) < minAge {
 			break
 		}
-		safe := true
-		for _, s := range streams {
-			switch {
-			case b.Index < s.InitialNextIndex && (s.FirstLocalIndex == 0 || b.Index < s.FirstLocalIndex):
-			case (s.Phase == backup.PhaseCatchup || s.Phase == backup.PhaseBinlog) && b.Index < s.LastUploadedLocal:
-			default:
-				safe = false
-			}
-		}
-		if !safe {
+		if !backedUp(b) {
 			break
 		}
 		if len(executed) > 0 {
@@ -164,9 +176,15 @@ func binlogsToPurge(binlogs []backup.LocalBinlog, streams []backup.StreamState, 
 }
 
 func (c *Controller) purgeBinlogs(ctx context.Context, now time.Time) error {
+	return c.purgeBinlogsWith(ctx, now, nil)
+}
+
+// purgeBinlogsWith purges local binlogs by the active rules (backedUp nil)
+// or by the given backup safety rule.
+func (c *Controller) purgeBinlogsWith(ctx context.Context, now time.Time, backedUp func(backup.LocalBinlog) bool) error {
 	c.mu.Lock()
 	ps := c.cfg.BinlogPurgeSettings
-	if !ps.Enabled || now.Sub(c.state.BinlogsPurgedAt) < time.Duration(ps.PurgeInterval*float64(time.Second)) {
+	if !ps.Enabled || c.scanner == nil || c.db == nil || now.Sub(c.state.BinlogsPurgedAt) < time.Duration(ps.PurgeInterval*float64(time.Second)) {
 		c.mu.Unlock()
 		return nil
 	}
@@ -177,8 +195,14 @@ func (c *Controller) purgeBinlogs(ctx context.Context, now time.Time) error {
 	if ps.MaxBytesPerCycle != nil {
 		maxBytes = *ps.MaxBytesPerCycle
 	}
-	victims, err := binlogsToPurge(c.scanner.Binlogs(), c.state.Streams, c.state.ReplicationState, c.flavor,
-		time.Duration(ps.MinBinlogAgeBeforePurge*float64(time.Second)), maxFiles, maxBytes, now)
+	minAge := time.Duration(ps.MinBinlogAgeBeforePurge * float64(time.Second))
+	var victims []backup.LocalBinlog
+	var err error
+	if backedUp == nil {
+		victims, err = binlogsToPurge(c.scanner.Binlogs(), c.state.Streams, c.state.ReplicationState, c.flavor, minAge, maxFiles, maxBytes, now)
+	} else {
+		victims, err = purgeCandidates(c.scanner.Binlogs(), backedUp, c.state.ReplicationState, c.flavor, minAge, maxFiles, maxBytes, now)
+	}
 	db := c.db
 	c.state.BinlogsPurgedAt = now
 	var last backup.LocalBinlog

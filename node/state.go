@@ -42,8 +42,9 @@ func badRequest(format string, args ...any) error {
 // transitions lists the API-driven mode changes this node allows; later
 // issues add restore, observe and promote.
 var transitions = map[Mode]map[Mode]bool{
-	ModeIdle:   {ModeActive: true},
-	ModeActive: {ModeActive: true},
+	ModeIdle:    {ModeActive: true, ModeObserve: true},
+	ModeObserve: {ModeObserve: true},
+	ModeActive:  {ModeActive: true},
 }
 
 // allModes are the spec's modes, for validating requests.

@@ -749,3 +749,23 @@ func (c *Coordinator) finalize(ctx context.Context) error {
 	now := time.Now().UTC()
 	return c.update(func(s *State) { s.Phase, s.CompletedAt, s.LastError = PhaseCompleted, &now, "" })
 }
+
+// Fail ends the restore as failed with a message (the controller found no
+// way to go on).
+func (c *Coordinator) Fail(msg string) error {
+	return c.update(func(s *State) { s.Phase, s.LastError = PhaseFailed, msg })
+}
+
+// SwitchBackup starts the restore over from another (older) backup, with
+// the same target: its basebackup plus all later binlogs reach the same
+// state. The coordinator must not be running.
+func (c *Coordinator) SwitchBackup(streamID string) error {
+	c.mu.Lock()
+	c.manifest, c.chain = nil, nil
+	c.status.BasebackupBytesDownloaded, c.status.BasebackupBytesTotal, c.status.BasebackupPrepareProgress = 0, 0, nil
+	c.mu.Unlock()
+	return c.update(func(s *State) {
+		s.BackupStreamID, s.Phase, s.BasebackupErrors, s.GTIDStateSet, s.ApplyServerID, s.BinlogsRestored =
+			streamID, PhaseGettingBackupInfo, 0, false, 0, 0
+	})
+}

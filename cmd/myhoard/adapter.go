@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+
 	"github.com/myhoard/myhoard/api"
 	"github.com/myhoard/myhoard/node"
 )
@@ -11,8 +13,9 @@ type nodeAPI struct {
 	*node.Controller
 }
 
-func (n nodeAPI) SetMode(mode string) (string, error) {
-	m, err := n.Controller.SetMode(node.Mode(mode))
+func (n nodeAPI) RequestMode(ctx context.Context, r api.StatusRequest) (string, error) {
+	m, err := n.Controller.RequestMode(ctx, node.ModeRequest{Mode: node.Mode(r.Mode), Force: r.Force, Site: r.Site, StreamID: r.StreamID,
+		TargetTime: r.TargetTime, ApproximateOK: r.ApproximateOK, TargetGTID: r.TargetGTID})
 	return string(m), err
 }
 

@@ -28,6 +28,9 @@ import (
 var version = "dev"
 
 func main() {
+	if invokedAsEnvUpdate() {
+		os.Exit(envUpdateCommand(os.Args[1:], os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -38,6 +41,11 @@ const usage = `usage:
   myhoard status  [--url URL | --config FILE]                            the daemon's mode
   myhoard backups [--url URL | --config FILE]                            list the backups
   myhoard backup  [--binlog [--wait SECONDS]] [--url URL | --config FILE] request a full backup or a binlog rotation
+  myhoard restore --stream ID [--site S] [--time T | --gtid G] [--approximate] [--url URL | --config FILE]
+                                                                         restore a backup, showing progress
+  myhoard restore --status [--url URL | --config FILE]                   the restore's progress, once
+  myhoard mysql-env-update -f FILE [-o OPTIONS]                          set MYSQLD_OPTS in a systemd environment
+                                                                         file (also run as myhoard_mysql_env_update)
 
 The config file is --config, else $MYHOARD_CONFIG.
 `
@@ -56,6 +64,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return backupsCommand(args[1:], stdout, stderr)
 		case "backup":
 			return backupCommand(args[1:], stdout, stderr)
+		case "restore":
+			return restoreCommand(args[1:], stdout, stderr)
+		case "mysql-env-update":
+			return envUpdateCommand(args[1:], stderr)
 		case "help":
 			fmt.Fprint(stdout, usage)
 			return 0

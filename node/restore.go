@@ -1,0 +1,411 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/myhoard/myhoard/backup"
+	"github.com/myhoard/myhoard/config"
+	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/restore"
+	"github.com/myhoard/myhoard/statefile"
+	"github.com/myhoard/myhoard/storage"
+)
+
+// ModeRequest is PUT /status.
+type ModeRequest struct {
+	Mode  Mode
+	Force bool
+	// Restore only.
+	Site, StreamID string
+	TargetTime     *time.Time
+	ApproximateOK  bool
+	TargetGTID     string
+}
+
+// restoreJob is the running restore coordinator.
+type restoreJob struct {
+	coord  *restore.Coordinator
+	cancel context.CancelFunc
+	done   chan restore.Phase
+}
+
+func (c *Controller) restoreStatePath() string {
+	return filepath.Join(c.cfg.StateDirectory, "restore_coordinator_state.json")
+}
+
+// RequestMode handles PUT /status: mode changes, and restores with their
+// validation (each problem is a 400 with a precise message).
+func (c *Controller) RequestMode(ctx context.Context, r ModeRequest) (Mode, error) {
+	if r.Mode != ModeRestore {
+		var extra []string
+		for name, set := range map[string]bool{"site": r.Site != "", "stream_id": r.StreamID != "", "target_time": r.TargetTime != nil,
+			"target_gtid": r.TargetGTID != "", "target_time_approximate_ok": r.ApproximateOK} {
+			if set {
+				extra = append(extra, name)
+			}
+		}
+		if len(extra) > 0 {
+			sort.Strings(extra)
+			return Mode(c.Mode()), badRequest("%s only apply to mode restore", strings.Join(extra, ", "))
+		}
+		return c.SetMode(r.Mode)
+	}
+	from := Mode(c.Mode())
+	if from != ModeIdle && !(from == ModeRestore && c.restoreFailed()) {
+		if from == ModeRestore {
+			return from, badRequest("a restore is already running (see GET /status/restore)")
+		}
+		return from, badRequest("switch from %s to restore mode is not allowed: only an idle node (or one whose restore failed) can restore", from)
+	}
+	req, err := c.validateRestore(ctx, r)
+	if err != nil {
+		return from, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.Mode != from {
+		return c.state.Mode, badRequest("the mode changed to %s meanwhile", c.state.Mode)
+	}
+	c.stopRestoreLocked()
+	if err := os.Remove(c.restoreStatePath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return from, err
+	}
+	if _, err := restore.New(c.restoreOptionsLocked(nil), req); err != nil {
+		return from, err
+	}
+	c.state.Mode = ModeRestore
+	if err := c.saveLocked(); err != nil {
+		c.state.Mode = from
+		return from, err
+	}
+	c.mode.Store(ModeRestore)
+	c.log.Info("restore requested", "site", req.Site, "stream", req.StreamID, "target_time", req.TargetTime, "target_gtid", req.TargetGTID)
+	c.poke()
+	return ModeRestore, nil
+}
+
+func (c *Controller) restoreFailed() bool {
+	c.mu.Lock()
+	job := c.restoreJob
+	c.mu.Unlock()
+	if job != nil {
+		return job.coord.State().Phase.Terminal() && job.coord.State().Phase != restore.PhaseCompleted
+	}
+	var st restore.State
+	if ok, err := statefile.Load(c.restoreStatePath(), &st); err != nil || !ok {
+		return err == nil // no state at all: nothing runs
+	}
+	return st.Phase == restore.PhaseFailed || st.Phase == restore.PhaseFailedBasebackup
+}
+
+// validateRestore checks a restore request against the backup list, the
+// backup's restorable window and the data directory.
+func (c *Controller) validateRestore(ctx context.Context, r ModeRequest) (*restore.Request, error) {
+	cfg := c.Config()
+	if r.Site == "" || r.StreamID == "" {
+		return nil, badRequest("a restore needs site and stream_id (see GET /backup)")
+	}
+	if _, ok := cfg.BackupSites[r.Site]; !ok {
+		names := make([]string, 0, len(cfg.BackupSites))
+		for n := range cfg.BackupSites {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return nil, badRequest("unknown site %q (configured: %s)", r.Site, strings.Join(names, ", "))
+	}
+	if r.TargetTime != nil && r.TargetGTID != "" {
+		return nil, badRequest("give target_time or target_gtid, not both")
+	}
+	if r.ApproximateOK && r.TargetTime == nil {
+		return nil, badRequest("target_time_approximate_ok needs target_time")
+	}
+	find := func() *backup.BackupInfo {
+		for _, b := range c.Backups() {
+			if b.Site == r.Site && b.StreamID == r.StreamID {
+				return &b
+			}
+		}
+		return nil
+	}
+	b := find()
+	if b == nil {
+		if err := c.refreshBackups(ctx, true); err != nil {
+			return nil, err
+		}
+		if b = find(); b == nil {
+			return nil, badRequest("backup %q not found on site %q (see GET /backup)", r.StreamID, r.Site)
+		}
+	}
+	switch {
+	case b.BrokenAt != nil:
+		return nil, badRequest("backup %s is marked broken (at %s); pick another backup", b.StreamID, b.BrokenAt.Format(time.RFC3339))
+	case b.CompletedAt == nil || b.Basebackup == nil:
+		return nil, badRequest("backup %s is not completed yet", b.StreamID)
+	}
+	req := &restore.Request{Site: r.Site, StreamID: r.StreamID, TargetTime: r.TargetTime, ApproximateOK: r.ApproximateOK}
+	if r.TargetTime != nil {
+		t := r.TargetTime.UTC()
+		req.TargetTime = &t
+		from := b.Basebackup.EndedAt
+		until, open := c.restorableUntil(b)
+		switch {
+		case t.Before(from):
+			return nil, badRequest("target_time %s is outside the restorable window of backup %s: it starts at %s (the end of the full backup)",
+				t.Format(time.RFC3339Nano), b.StreamID, from.Format(time.RFC3339Nano))
+		case t.After(time.Now()):
+			return nil, badRequest("target_time %s is in the future", t.Format(time.RFC3339Nano))
+		case !open && t.After(until):
+			return nil, badRequest("target_time %s is outside the restorable window of backup %s: it ends at %s (the last backup stream's close)",
+				t.Format(time.RFC3339Nano), b.StreamID, until.Format(time.RFC3339Nano))
+		}
+	}
+	if r.TargetGTID != "" {
+		target, err := mysql.ParseGTIDSet(b.Basebackup.Flavor, r.TargetGTID)
+		if err != nil || target.IsEmpty() {
+			return nil, badRequest("target_gtid %q is not a %s GTID set: %v", r.TargetGTID, b.Basebackup.Flavor, err)
+		}
+		if target.IsSubsetOf(b.Basebackup.GTIDExecuted) {
+			return nil, badRequest("target_gtid %s is outside the restorable window of backup %s: the full backup already contains it (it is at %s)",
+				target, b.StreamID, b.Basebackup.GTIDExecuted)
+		}
+		c.mu.Lock()
+		site := c.sites[r.Site]
+		c.mu.Unlock()
+		if site == nil {
+			return nil, errNotReady
+		}
+		chain, err := restore.ListChain(ctx, site, b.Basebackup)
+		if err != nil && !errors.Is(err, restore.ErrGap) {
+			return nil, err
+		}
+		end := b.Basebackup.GTIDExecuted
+		for _, bl := range chain {
+			end = end.Union(bl.End())
+		}
+		if !target.IsSubsetOf(end) {
+			return nil, badRequest("target_gtid %s is outside the restorable window of backup %s: the binlogs in storage end at %s",
+				target, b.StreamID, end)
+		}
+		req.TargetGTID = &target
+	}
+	if err := dataDirEmpty(cfg.MySQL.DataDirectory); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// restorableUntil is the end of a backup's point-in-time window: binlogs
+// continue through later streams of the same site, so it is the close of
+// the last one (open: still growing).
+func (c *Controller) restorableUntil(b *backup.BackupInfo) (time.Time, bool) {
+	var until time.Time
+	for _, o := range c.Backups() {
+		if o.Site != b.Site || o.StreamID < b.StreamID || o.Basebackup == nil {
+			continue
+		}
+		if o.ClosedAt == nil {
+			return time.Time{}, true
+		}
+		if o.ClosedAt.After(until) {
+			until = *o.ClosedAt
+		}
+	}
+	return until, false
+}
+
+func dataDirEmpty(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return badRequest("cannot read the data directory %s: %v", dir, err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.Name() != "lost+found" {
+			names = append(names, e.Name())
+		}
+	}
+	if len(names) > 0 {
+		if len(names) > 3 {
+			names = append(names[:3], "...")
+		}
+		return badRequest("the data directory %s is not empty (%s): a restore needs an empty one", dir, strings.Join(names, ", "))
+	}
+	return nil
+}
+
+// serverControl is how this node starts and stops its database server.
+func serverControl(cfg *config.Config) mysql.ServerControl {
+	ready := mysql.PingReady(ConnParams(cfg))
+	if len(cfg.StartCommand) > 0 {
+		return &mysql.CommandControl{Argv: cfg.StartCommand, LogFile: filepath.Join(cfg.StateDirectory, "mysqld.log"), Ready: ready}
+	}
+	service := ""
+	if cfg.SystemdService != nil {
+		service = *cfg.SystemdService
+	}
+	return &mysql.SystemdControl{Systemctl: cfg.SystemctlCommand, Service: service, EnvUpdate: cfg.SystemdEnvUpdateCommand, Ready: ready}
+}
+
+// restoreOptionsLocked are the coordinator's options (c.mu held); site may
+// be nil when only the state file is written.
+func (c *Controller) restoreOptionsLocked(site *storage.Site) restore.Options {
+	cfg := c.cfg
+	tmp := cfg.TemporaryDirectory
+	if tmp == "" {
+		tmp = filepath.Dir(filepath.Clean(cfg.MySQL.DataDirectory))
+	}
+	return restore.Options{
+		StatePath: c.restoreStatePath(), Site: site, Keys: c.keys, Server: serverControl(cfg), Conn: ConnParams(cfg),
+		DataDir: cfg.MySQL.DataDirectory, TempDir: tmp, RelayPrefix: cfg.MySQL.RelayLogPrefix, RelayIndex: cfg.MySQL.RelayLogIndexFile,
+		MaxBinlogBytes: cfg.RestoreMaxBinlogBytes, FreeMemoryPercent: cfg.RestoreFreeMemoryPercentage, ServerID: uint32(cfg.ServerID),
+		Log: c.log.With("component", "restore"), Metrics: c.metrics,
+	}
+}
+
+// restoreTick keeps the coordinator running and acts on its end: observe
+// after completion, fallback to an older backup after failed_basebackup.
+func (c *Controller) restoreTick(ctx context.Context) error {
+	c.mu.Lock()
+	job := c.restoreJob
+	c.mu.Unlock()
+	if job == nil {
+		return c.startRestore(ctx)
+	}
+	select {
+	case phase := <-job.done:
+		c.mu.Lock()
+		c.restoreJob = nil
+		c.mu.Unlock()
+		return c.restoreEnded(ctx, job, phase)
+	default:
+		return nil
+	}
+}
+
+func (c *Controller) startRestore(ctx context.Context) error {
+	var st restore.State
+	if ok, err := statefile.Load(c.restoreStatePath(), &st); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("restore mode without restore state %s", c.restoreStatePath())
+	}
+	if st.Phase == restore.PhaseFailed {
+		return nil // parked until a new restore is requested
+	}
+	c.mu.Lock()
+	site := c.sites[st.Request.Site]
+	if site == nil {
+		c.mu.Unlock()
+		return fmt.Errorf("restore: site %q is not configured", st.Request.Site)
+	}
+	coord, err := restore.New(c.restoreOptionsLocked(site), nil)
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	job := &restoreJob{coord: coord, cancel: cancel, done: make(chan restore.Phase, 1)}
+	c.restoreJob = job
+	c.mu.Unlock()
+	go func() {
+		phase, err := coord.Run(rctx)
+		if err != nil && rctx.Err() == nil {
+			c.log.Error("restore stopped", "phase", phase, "error", err)
+		}
+		job.done <- phase
+		c.poke()
+	}()
+	return nil
+}
+
+func (c *Controller) restoreEnded(ctx context.Context, job *restoreJob, phase restore.Phase) error {
+	st := job.coord.State()
+	switch phase {
+	case restore.PhaseCompleted:
+		c.log.Info("restore completed", "backup", st.BackupStreamID, "binlogs", st.BinlogsRestored)
+		c.mu.Lock()
+		c.state.Mode = ModeObserve
+		err := c.saveLocked()
+		if err == nil {
+			c.mode.Store(ModeObserve)
+			c.listedAt = time.Time{}
+			_ = os.Rename(c.restoreStatePath(), c.restoreStatePath()+".completed")
+		}
+		c.mu.Unlock()
+		return err
+	case restore.PhaseFailedBasebackup:
+		return c.fallBack(ctx, job, st)
+	}
+	return nil // failed (terminal) or stopped: the state says where it was
+}
+
+// fallBack marks a backup that failed to restore broken (when configured)
+// and restores the newest older backup with all later binlogs instead.
+func (c *Controller) fallBack(ctx context.Context, job *restoreJob, st restore.State) error {
+	cfg := c.Config()
+	c.mu.Lock()
+	site := c.sites[st.Request.Site]
+	c.mu.Unlock()
+	if cfg.RestoreAutoMarkBackupsBroken && site != nil && !cfg.BackupSites[st.Request.Site].RecoveryOnly {
+		err := backup.WriteMarker(ctx, site, st.BackupStreamID, storage.MarkerBroken, storage.MarkerRecord{At: time.Now().UTC(), NodeID: cfg.Cluster.NodeID})
+		if err != nil {
+			return fmt.Errorf("mark backup %s broken: %w", st.BackupStreamID, err)
+		}
+		c.log.Warn("backup marked broken after failing to restore", "backup", st.BackupStreamID, "error", st.LastError)
+	}
+	if err := c.refreshBackups(ctx, true); err != nil {
+		return err
+	}
+	var older *backup.BackupInfo
+	for _, b := range c.Backups() {
+		if b.Site == st.Request.Site && b.StreamID < st.BackupStreamID && b.CompletedAt != nil && b.BrokenAt == nil && b.Basebackup != nil &&
+			(older == nil || b.StreamID > older.StreamID) {
+			older = &b
+		}
+	}
+	if older == nil {
+		return job.coord.Fail(fmt.Sprintf("%s; no older backup to fall back to", st.LastError))
+	}
+	c.log.Warn("restoring an older backup instead", "failed", st.BackupStreamID, "instead", older.StreamID)
+	return job.coord.SwitchBackup(older.StreamID)
+}
+
+// RestoreStatus is GET /status/restore.
+func (c *Controller) RestoreStatus() (any, error) {
+	if Mode(c.Mode()) != ModeRestore {
+		return nil, badRequest("mode is %s, not restore: no restore status", c.Mode())
+	}
+	c.mu.Lock()
+	job := c.restoreJob
+	c.mu.Unlock()
+	if job != nil {
+		return job.coord.Status(), nil
+	}
+	var st restore.State
+	if _, err := statefile.Load(c.restoreStatePath(), &st); err != nil {
+		return nil, err
+	}
+	return restore.Status{Phase: st.Phase, CurrentBackupName: st.BackupStreamID, RequestedBackupName: st.Request.StreamID,
+		BinlogsRestored: st.BinlogsRestored, LastError: st.LastError, BasebackupErrors: st.BasebackupErrors, StartedAt: st.StartedAt}, nil
+}
+
+// stopRestoreLocked stops a running coordinator (c.mu held).
+func (c *Controller) stopRestoreLocked() {
+	if job := c.restoreJob; job != nil {
+		job.cancel()
+		c.mu.Unlock()
+		<-job.done
+		c.mu.Lock()
+		c.restoreJob = nil
+	}
+}
