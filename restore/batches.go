@@ -41,8 +41,9 @@ type FromStorageOptions struct {
 	Parallel int
 	// Progress reports binlogs applied and still pending.
 	Progress func(applied, pending int)
-	// Batch, when set, hears about each batch handed to the SQL thread.
-	Batch func(files int)
+	// Batch, when set, hears about each batch handed to the SQL thread
+	// and how many binlogs wait after it.
+	Batch func(files, pending int)
 	// StopGTID or StopTime make it a point-in-time restore: stop right
 	// after the transaction that completes StopGTID, or after the last
 	// one that committed before StopTime (with Approximate: apply the
@@ -174,7 +175,7 @@ func applyChain(ctx context.Context, chain []StoredBinlog, o FromStorageOptions,
 				os.Remove(f)
 			}
 			if o.Batch != nil {
-				o.Batch(len(opts.Files))
+				o.Batch(len(opts.Files), len(chain)-i-n)
 			}
 			log.Info("applying binlogs", "first", batch[0].Manifest.LocalName, "files", len(opts.Files), "start", start,
 				"target", opts.Target, "until_pos", opts.UntilPos)

@@ -190,13 +190,15 @@ func (c *Coordinator) update(f func(*State)) error {
 		c.st = prev
 		return err
 	}
+	if c.st.Phase != prev.Phase {
+		c.log.Info("restore phase", "phase", c.st.Phase, "backup", c.st.BackupStreamID)
+	}
 	c.status.Phase, c.status.BinlogsRestored, c.status.LastError = c.st.Phase, c.st.BinlogsRestored, c.st.LastError
 	c.status.BasebackupErrors, c.status.CurrentBackupName = c.st.BasebackupErrors, c.st.BackupStreamID
 	return nil
 }
 
 func (c *Coordinator) setPhase(p Phase) error {
-	c.log.Info("restore phase", "phase", p, "backup", c.st.BackupStreamID)
 	return c.update(func(s *State) { s.Phase = p })
 }
 
@@ -652,7 +654,13 @@ func (c *Coordinator) startServer(ctx context.Context) error {
 		}
 	}
 	st := c.State()
-	if !st.GTIDStateSet {
+	if st.GTIDStateSet {
+		// a restarted daemon: the SQL thread may still be applying the
+		// last batch; stop it so that its state is final
+		if _, err := db.ExecContext(ctx, "STOP SLAVE"); err != nil {
+			return fmt.Errorf("stop the SQL thread: %w", err)
+		}
+	} else {
 		if err := InitGTIDState(ctx, db, m.GTIDExecuted); err != nil {
 			return err
 		}
@@ -684,9 +692,9 @@ func (c *Coordinator) applyBinlogs(ctx context.Context) error {
 		return c.setPhase(PhaseRefreshingBinlogs)
 	}
 	base := c.State().BinlogsRestored
-	o.Batch = func(files int) {
+	o.Batch = func(files, pending int) {
 		c.mu.Lock()
-		c.status.BinlogsBeingRestored = files
+		c.status.BinlogsBeingRestored, c.status.BinlogsPending = files, pending
 		c.status.Phase = PhaseWaitingForApply
 		c.mu.Unlock()
 	}

@@ -1,0 +1,421 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/myhoard/myhoard/e2e/harness"
+	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/storage"
+)
+
+// restoreSource is a primary backed up by a daemon into two streams while
+// a load ran, with checkpoints along the way.
+type restoreSource struct {
+	backups      string // storage directory
+	b1, b2       string // the two backups, oldest first
+	inStream1    harness.Checkpoint
+	acrossStream harness.Checkpoint
+	forGTID      harness.Checkpoint
+	final        harness.Checkpoint
+	biggest      int64 // the biggest binlog
+	binlogs      int
+}
+
+func newRestoreSource(t *testing.T) *restoreSource {
+	t.Helper()
+	s := newActiveSetup(t)
+	db := harness.OpenDB(t, s.in)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	load, err := harness.NewLoadGen(ctx, db, 21)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := load.WriteTransactions(ctx, 2000); err != nil { // a basebackup with some data in it
+		t.Fatal(err)
+	}
+	d := startDaemon(t, "--config", s.cfgPath)
+	waitStatus(t, d, s.port)
+	doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"})
+	errc := make(chan error, 1)
+	go func() { errc <- load.Run(ctx, time.Millisecond, 0.006) }()
+	src := &restoreSource{backups: s.backups}
+	src.b1 = waitCompletedBackup(t, s.url)["stream_id"].(string)
+	time.Sleep(3 * time.Second) // some binlogs in the first stream
+	if src.inStream1, err = load.Checkpoint(ctx, "inside the first stream"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if code, body := doJSON(t, "POST", s.url+"/backup", map[string]any{"backup_type": "basebackup"}); code != 200 {
+		t.Fatalf("request backup: %d %v", code, body)
+	}
+	waitFor(t, "the second backup completed and the first stream closed", 120*time.Second, func() (bool, string) {
+		list := listBackups(t, s.url)
+		return len(list) == 2 && list[1]["completed_at"] != nil && list[0]["closed_at"] != nil, fmt.Sprint(list)
+	})
+	src.b2 = listBackups(t, s.url)[1]["stream_id"].(string)
+	time.Sleep(2 * time.Second)
+	if src.acrossStream, err = load.Checkpoint(ctx, "after the first stream closed"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if src.forGTID, err = load.Checkpoint(ctx, "GTID target"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if src.final, err = load.Checkpoint(context.Background(), "final"); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := doJSON(t, "POST", s.url+"/backup", map[string]any{"backup_type": "binlog", "wait_for_upload": 30}); code != 200 {
+		t.Fatalf("final rotation: %d %v", code, body)
+	}
+	streams, _ := s.stored(t)
+	for _, ms := range streams {
+		for _, m := range ms {
+			src.biggest = max(src.biggest, m.Size)
+			src.binlogs++
+		}
+	}
+	d.cmd.Process.Kill()
+	_, _ = d.wait(t, 10*time.Second)
+	t.Logf("source: %d transactions, backups %s and %s, %d binlogs stored (biggest %d bytes)", load.Written(), src.b1, src.b2, src.binlogs, src.biggest)
+	return src
+}
+
+// restoreNode is an empty server with a daemon that can restore into it.
+type restoreNode struct {
+	in      *harness.Instance
+	dir     string
+	url     string
+	cfgPath string
+	d       *daemonProc
+	argv    []string
+}
+
+func newRestoreNode(t *testing.T, backups string, extra map[string]any) *restoreNode {
+	t.Helper()
+	tools, err := harness.FindTools()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := harness.NewInstance(context.Background(), harness.Options{Dir: filepath.Join(harness.ShortTempDir(t), "r"), ServerID: 301, NoInit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &restoreNode{in: in, dir: dir, url: fmt.Sprintf("http://127.0.0.1:%d", port), cfgPath: filepath.Join(dir, "myhoard.json"),
+		argv: []string{tools.Mariadbd, "--defaults-file=" + in.ConfigFile}}
+	cfg := daemonConfig(t, dir, port, in)
+	cfg["server_id"] = 301
+	cfg["start_command"] = n.argv
+	cfg["backup_sites"] = map[string]any{
+		"default": map[string]any{"object_storage": map[string]any{"storage_type": "local", "directory": backups}},
+	}
+	cfg["binlog_purge_settings"] = map[string]any{"enabled": true, "min_binlog_age_before_purge": 1, "purge_interval": 1}
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	writeJSON(t, n.cfgPath, cfg)
+	t.Cleanup(func() {
+		_ = (&mysql.CommandControl{Argv: n.argv, StopTimeout: time.Minute}).Stop(context.Background())
+	})
+	n.start(t)
+	return n
+}
+
+func (n *restoreNode) start(t *testing.T) {
+	t.Helper()
+	n.d = startDaemon(t, "--config", n.cfgPath)
+	waitFor(t, "the restore node's API", 20*time.Second, func() (bool, string) {
+		code, _, err := getJSON(n.url + "/status")
+		return err == nil && code == 200, fmt.Sprint(err)
+	})
+}
+
+func (n *restoreNode) kill(t *testing.T) {
+	t.Helper()
+	_ = n.d.cmd.Process.Kill()
+	_, _ = n.d.wait(t, 10*time.Second)
+}
+
+func (n *restoreNode) restoreStatus(t *testing.T) map[string]any {
+	t.Helper()
+	_, body, _ := getJSON(n.url + "/status/restore")
+	return body
+}
+
+// waitObserve waits until the restore completed and the node observes.
+func (n *restoreNode) waitObserve(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, "the restore to complete (mode observe)", timeout, func() (bool, string) {
+		_, body, err := getJSON(n.url + "/status")
+		if err != nil {
+			return false, err.Error()
+		}
+		if body["mode"] == "observe" {
+			return true, ""
+		}
+		st := n.restoreStatus(t)
+		if st["phase"] == "failed" {
+			t.Fatalf("restore failed: %v\n%s", st, n.d.out)
+		}
+		return false, fmt.Sprint(body, st)
+	})
+}
+
+// assertRestored compares the restored server with a source checkpoint.
+func (n *restoreNode) assertRestored(t *testing.T, cp harness.Checkpoint) {
+	t.Helper()
+	db, err := n.in.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	sums, rows, err := harness.TableChecksums(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tbl := range harness.LoadTables {
+		if sums[tbl] != cp.Checksums[tbl] || rows[tbl] != cp.Rows[tbl] {
+			t.Errorf("%s: restored checksum %d (%d rows), source %d (%d rows) at %q", tbl, sums[tbl], rows[tbl], cp.Checksums[tbl], cp.Rows[tbl], cp.Label)
+		}
+	}
+	if pos := harness.QueryString(t, db, "SELECT @@gtid_binlog_pos"); pos != cp.GTID {
+		t.Errorf("restored server at GTID %s, source at %s (%q)", pos, cp.GTID, cp.Label)
+	}
+	// The server runs as configured again: its own server_id, no replica
+	// configuration left.
+	if id := harness.QueryString(t, db, "SELECT @@server_id"); id != "301" {
+		t.Errorf("restored server runs with server_id %s, want the configured 301", id)
+	}
+	rows2, err := db.Query("SHOW ALL SLAVES STATUS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows2.Close()
+	if rows2.Next() {
+		t.Errorf("the restored server still has a replica configuration")
+	}
+}
+
+func dirBytes(dir string) int64 {
+	var n int64
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && !e.IsDir() && (strings.HasPrefix(e.Name(), "relay.0") || strings.HasPrefix(e.Name(), ".myhoard-prefetch-")) {
+			n += info.Size()
+		}
+	}
+	return n
+}
+
+func TestRestore(t *testing.T) {
+	src := newRestoreSource(t)
+	if src.binlogs < 20 {
+		t.Fatalf("only %d binlogs stored; the test wants dozens", src.binlogs)
+	}
+	t.Run("latest within a binlog budget", func(t *testing.T) {
+		budget := max(1<<20, 2*src.biggest)
+		n := newRestoreNode(t, src.backups, map[string]any{"restore_max_binlog_bytes": budget})
+		var peak atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				if b := dirBytes(n.in.RelayDir); b > peak.Load() {
+					peak.Store(b)
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+			}
+		}()
+		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1, "target_time": nil}); code != 200 {
+			t.Fatalf("restore request: %d %v", code, body)
+		}
+		n.waitObserve(t, 5*time.Minute)
+		close(stop)
+		wg.Wait()
+		n.assertRestored(t, src.final)
+		if limit := budget + src.biggest; peak.Load() > limit {
+			t.Errorf("prefetched + relay binlogs peaked at %d bytes, over the budget %d plus one binlog (%d)", peak.Load(), budget, src.biggest)
+		}
+		t.Logf("binlog disk peak %d bytes with a budget of %d (biggest binlog %d)", peak.Load(), budget, src.biggest)
+		// Observing: the backup list is served.
+		if list := listBackups(t, n.url); len(list) != 2 {
+			t.Errorf("observe mode lists %d backups, want 2", len(list))
+		}
+	})
+	t.Run("to a time inside the first stream", func(t *testing.T) {
+		n := newRestoreNode(t, src.backups, nil)
+		body := map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1, "target_time": src.inStream1.Time.Format(time.RFC3339)}
+		if code, resp := doJSON(t, "PUT", n.url+"/status", body); code != 200 {
+			t.Fatalf("restore request: %d %v", code, resp)
+		}
+		n.waitObserve(t, 3*time.Minute)
+		n.assertRestored(t, src.inStream1)
+	})
+	t.Run("to a time across the stream boundary, epoch seconds", func(t *testing.T) {
+		n := newRestoreNode(t, src.backups, nil)
+		body := map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1, "target_time": src.acrossStream.Time.Unix()}
+		if code, resp := doJSON(t, "PUT", n.url+"/status", body); code != 200 {
+			t.Fatalf("restore request: %d %v", code, resp)
+		}
+		n.waitObserve(t, 3*time.Minute)
+		n.assertRestored(t, src.acrossStream)
+	})
+	t.Run("to a GTID with the CLI", func(t *testing.T) {
+		n := newRestoreNode(t, src.backups, nil)
+		code, stdout, stderr := runCLI(t, nil, "restore", "--url", n.url, "--stream", src.b1, "--gtid", src.forGTID.GTID, "--interval", "200ms")
+		if code != 0 {
+			t.Fatalf("myhoard restore: exit %d\n%s\n%s\n%s", code, stdout, stderr, n.d.out)
+		}
+		for _, want := range []string{"binlogs", "restore completed", "observe mode"} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("the CLI's progress lacks %q:\n%s", want, stdout)
+			}
+		}
+		n.assertRestored(t, src.forGTID)
+	})
+	t.Run("kill -9 in every phase", func(t *testing.T) {
+		n := newRestoreNode(t, src.backups, map[string]any{"restore_max_binlog_bytes": max(1<<20, 2*src.biggest)})
+		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1}); code != 200 {
+			t.Fatalf("restore request: %d %v", code, body)
+		}
+		// Kill as soon as each mark shows in the log (every new daemon
+		// logs the phase it resumes in, then the next ones).
+		var killedIn []string
+		marks := []string{"phase=restoring_basebackup", "phase=preparing_backup", "phase=refreshing_binlogs", "msg=\"applying binlogs\"",
+			"msg=\"applying binlogs\"", "phase=finalizing"}
+		for _, mark := range marks {
+			deadline := time.Now().Add(3 * time.Minute)
+			for !strings.Contains(n.d.out.String(), mark) && time.Now().Before(deadline) {
+				if _, body, _ := getJSON(n.url + "/status"); body["mode"] == "observe" {
+					break
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			if !strings.Contains(n.d.out.String(), mark) {
+				break // completed before this mark could be hit
+			}
+			n.kill(t)
+			state, _ := os.ReadFile(filepath.Join(n.dir, "state", "restore_coordinator_state.json"))
+			killedIn = append(killedIn, phaseOf(string(state)))
+			n.start(t)
+		}
+		n.waitObserve(t, 5*time.Minute)
+		n.assertRestored(t, src.final)
+		t.Logf("daemon killed with the restore state in phases %v", killedIn)
+		if len(killedIn) < 4 {
+			t.Errorf("only %d kills landed during the restore", len(killedIn))
+		}
+	})
+	t.Run("bad requests", func(t *testing.T) {
+		n := newRestoreNode(t, src.backups, nil)
+		before := src.inStream1.Time.Add(-time.Hour).Format(time.RFC3339)
+		tests := []struct {
+			body map[string]any
+			want string
+		}{
+			{map[string]any{"mode": "restore", "site": "default", "stream_id": "nope"}, `backup "nope" not found on site "default"`},
+			{map[string]any{"mode": "restore", "site": "elsewhere", "stream_id": src.b1}, `unknown site "elsewhere"`},
+			{map[string]any{"mode": "restore", "site": "default"}, "needs site and stream_id"},
+			{map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1, "target_time": before}, "outside the restorable window"},
+			{map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1, "target_time": "2099-01-01T00:00:00Z"}, "in the future"},
+			{map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1, "target_time": "yesterday"}, "not an ISO 8601 timestamp"},
+			{map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1, "target_time": src.final.Time.Format(time.RFC3339), "target_gtid": src.final.GTID}, "not both"},
+			{map[string]any{"mode": "restore", "site": "default", "stream_id": src.b2, "target_gtid": src.inStream1.GTID}, "already contains it"},
+			{map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1, "target_gtid": "0-101-99999999"}, "binlogs in storage end at"},
+			{map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1, "target_gtid": "x-y"}, "is not a mariadb GTID set"},
+			{map[string]any{"mode": "observe", "stream_id": src.b1}, "stream_id only apply to mode restore"},
+		}
+		for _, tc := range tests {
+			code, body := doJSON(t, "PUT", n.url+"/status", tc.body)
+			if msg, _ := body["message"].(string); code != 400 || !strings.Contains(msg, tc.want) {
+				t.Errorf("%v: %d %v, want 400 with %q", tc.body, code, body, tc.want)
+			}
+		}
+		// A data directory that is not empty.
+		if err := os.WriteFile(filepath.Join(n.in.DataDir, "ibdata1"), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1})
+		if msg, _ := body["message"].(string); code != 400 || !strings.Contains(msg, n.in.DataDir+" is not empty") {
+			t.Errorf("non-empty data directory: %d %v", code, body)
+		}
+		if _, st, _ := getJSON(n.url + "/status"); st["mode"] != "idle" {
+			t.Errorf("mode after bad requests: %v, want idle", st["mode"])
+		}
+		if code, body := doJSON(t, "GET", n.url+"/status/restore", nil); code != 400 || !strings.Contains(fmt.Sprint(body["message"]), "not restore") {
+			t.Errorf("GET /status/restore in idle mode: %d %v", code, body)
+		}
+	})
+	t.Run("corrupted newest backup falls back to the previous one", func(t *testing.T) {
+		copyDir := filepath.Join(t.TempDir(), "backups")
+		if out, err := exec.Command("cp", "-a", src.backups, copyDir).CombinedOutput(); err != nil {
+			t.Fatalf("copy storage: %v %s", err, out)
+		}
+		site := openFileSite(t, copyDir)
+		raw, err := site.GetBytes(context.Background(), storage.BasebackupManifestKey(src.b2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m storage.BasebackupManifest
+		if err := storage.UnmarshalManifest("basebackup.json", raw, &m); err != nil {
+			t.Fatal(err)
+		}
+		part := filepath.Join(copyDir, filepath.FromSlash(m.Parts[0].Key))
+		data, err := os.ReadFile(part)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[len(data)/2] ^= 0x40
+		if err := os.WriteFile(part, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n := newRestoreNode(t, copyDir, map[string]any{"restore_auto_mark_backups_broken": true})
+		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b2}); code != 200 {
+			t.Fatalf("restore request: %d %v", code, body)
+		}
+		n.waitObserve(t, 5*time.Minute)
+		n.assertRestored(t, src.final)
+		for _, b := range listBackups(t, n.url) {
+			if broken := b["broken_at"] != nil; broken != (b["stream_id"] == src.b2) {
+				t.Errorf("backup %s broken_at %v", b["stream_id"], b["broken_at"])
+			}
+		}
+		if !strings.Contains(n.d.out.String(), "restoring an older backup instead") {
+			t.Errorf("no fallback in the log:\n%s", n.d.out)
+		}
+	})
+}
+
+func phaseOf(state string) string {
+	i := strings.Index(state, `"phase": "`)
+	if i < 0 {
+		return "?"
+	}
+	rest := state[i+len(`"phase": "`):]
+	return rest[:strings.IndexByte(rest, '"')]
+}
