@@ -262,10 +262,31 @@ func TestRestore(t *testing.T) {
 			t.Errorf("prefetched + relay binlogs peaked at %d bytes, over the budget %d plus one binlog (%d)", peak.Load(), budget, src.biggest)
 		}
 		t.Logf("binlog disk peak %d bytes with a budget of %d (biggest binlog %d)", peak.Load(), budget, src.biggest)
-		// Observing: the backup list is served.
+		// Observing: the backup list is served, and the binlogs the
+		// restored server wrote while applying are purged, since storage
+		// holds their transactions (observe rules).
 		if list := listBackups(t, n.url); len(list) != 2 {
 			t.Errorf("observe mode lists %d backups, want 2", len(list))
 		}
+		db := harness.OpenDB(t, n.in)
+		harness.Exec(t, db, "FLUSH BINARY LOGS")
+		waitFor(t, "the restored server's binlogs purged in observe mode", 60*time.Second, func() (bool, string) {
+			rows, err := db.Query("SHOW BINARY LOGS")
+			if err != nil {
+				return false, err.Error()
+			}
+			defer rows.Close()
+			var names []string
+			for rows.Next() {
+				var name string
+				var size any
+				if err := rows.Scan(&name, &size); err != nil {
+					return false, err.Error()
+				}
+				names = append(names, name)
+			}
+			return len(names) == 1, fmt.Sprint(names)
+		})
 	})
 	t.Run("to a time inside the first stream", func(t *testing.T) {
 		n := newRestoreNode(t, src.backups, nil)
@@ -369,6 +390,36 @@ func TestRestore(t *testing.T) {
 		}
 		if code, body := doJSON(t, "GET", n.url+"/status/restore", nil); code != 400 || !strings.Contains(fmt.Sprint(body["message"]), "not restore") {
 			t.Errorf("GET /status/restore in idle mode: %d %v", code, body)
+		}
+	})
+	t.Run("full disk", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Fatal("the full-disk test mounts a small tmpfs and must run as root")
+		}
+		n := newRestoreNode(t, src.backups, nil)
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", n.in.DataDir).CombinedOutput(); err != nil {
+			t.Fatalf("mount a small tmpfs on %s: %v %s", n.in.DataDir, err, out)
+		}
+		t.Cleanup(func() { _ = exec.Command("umount", "-l", n.in.DataDir).Run() })
+		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1}); code != 200 {
+			t.Fatalf("restore request: %d %v", code, body)
+		}
+		var st map[string]any
+		waitFor(t, "the restore to fail", 2*time.Minute, func() (bool, string) {
+			st = n.restoreStatus(t)
+			return st["phase"] == "failed", fmt.Sprint(st)
+		})
+		if msg := fmt.Sprint(st["last_error"]); !strings.Contains(msg, n.in.DataDir) || !strings.Contains(msg, "no space left on device") {
+			t.Errorf("last_error %q does not name the full directory %s", msg, n.in.DataDir)
+		}
+		if entries, _ := os.ReadDir(n.in.DataDir); len(entries) != 0 {
+			t.Errorf("the data directory holds %d entries after the failed restore", len(entries))
+		}
+		if list := listBackups(t, n.url); len(list) != 2 || list[0]["broken_at"] != nil {
+			t.Errorf("a full disk marked the backup broken: %v", list)
+		}
+		if _, body, _ := getJSON(n.url + "/status"); body["mode"] != "restore" {
+			t.Errorf("mode %v after the failure, want restore (with phase failed)", body["mode"])
 		}
 	})
 	t.Run("corrupted newest backup falls back to the previous one", func(t *testing.T) {

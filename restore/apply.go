@@ -29,8 +29,13 @@ type ApplyOptions struct {
 	// crashes MariaDB) and the position of its first transaction to apply.
 	StartFile string
 	StartPos  int64
-	// Target is the MariaDB GTID position to reach.
+	// Target is the GTID position to reach (GTIDTarget formats it).
 	Target string
+	// UntilGTID (MySQL) stops right after this GTID (UNTIL
+	// SQL_AFTER_GTIDS); MariaDB uses UntilFile/UntilPos.
+	UntilGTID string
+	// Flavor picks the SQL dialect (default MariaDB).
+	Flavor mysql.Flavor
 	// UntilFile/UntilPos, when set, stop the SQL thread right after the
 	// transaction that ends there (point-in-time recovery); UntilFile is
 	// an index into Files.
@@ -60,7 +65,7 @@ func ApplyBinlogs(ctx context.Context, o ApplyOptions) error {
 	// Reset the replica first: it removes the relay logs of an earlier
 	// batch, and the new index must be written before the relay log is
 	// initialised again (the server reads it only then).
-	for _, q := range []string{"STOP SLAVE", "RESET SLAVE ALL"} {
+	for _, q := range resetStatements(o.Flavor) {
 		if _, err := o.DB.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("apply binlogs: %s: %w", q, err)
 		}
@@ -80,17 +85,7 @@ func ApplyBinlogs(ctx context.Context, o ApplyOptions) error {
 	if err := os.WriteFile(o.RelayIndex, []byte(index.String()), 0o640); err != nil {
 		return fmt.Errorf("apply binlogs: write %s: %w", o.RelayIndex, err)
 	}
-	first := filepath.Base(RelayName(o.RelayPrefix, 0))
-	stmts := []string{
-		fmt.Sprintf("SET GLOBAL slave_parallel_threads = %d", max(0, o.Parallel)),
-		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='dummy', MASTER_USE_GTID=no, MASTER_LOG_FILE='%s', MASTER_LOG_POS=%d, RELAY_LOG_FILE='%s', RELAY_LOG_POS=%d",
-			sqlEscape(o.StartFile), o.StartPos, sqlEscape(first), o.StartPos)}
-	start := "START SLAVE SQL_THREAD"
-	if o.UntilPos > 0 {
-		start += fmt.Sprintf(" UNTIL RELAY_LOG_FILE='%s', RELAY_LOG_POS=%d", sqlEscape(filepath.Base(RelayName(o.RelayPrefix, o.UntilFile))), o.UntilPos)
-	}
-	stmts = append(stmts, start)
-	for _, q := range stmts {
+	for _, q := range startStatements(o) {
 		if _, err := o.DB.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("apply binlogs: %s: %w", q, err)
 		}
@@ -98,14 +93,14 @@ func ApplyBinlogs(ctx context.Context, o ApplyOptions) error {
 	deadline := time.Now().Add(o.Timeout)
 wait:
 	for {
-		reached, err := gtidWait(ctx, o.DB, o.Target, 1)
+		reached, err := gtidWait(ctx, o.DB, o.Flavor, o.Target, 1)
 		if err != nil {
 			return err
 		}
 		if reached {
 			break wait
 		}
-		running, errno, msg, err := sqlThreadState(ctx, o.DB)
+		running, errno, msg, err := sqlThreadState(ctx, o.DB, o.Flavor)
 		switch {
 		case err != nil:
 			return err
@@ -113,7 +108,7 @@ wait:
 			return fmt.Errorf("apply binlogs: the SQL thread stopped with error %d: %s", errno, msg)
 		case !running:
 			// it may have stopped right after the wait timed out
-			if res, err := gtidWait(ctx, o.DB, o.Target, 0); err == nil && res {
+			if res, err := gtidWait(ctx, o.DB, o.Flavor, o.Target, 0); err == nil && res {
 				break wait
 			}
 			return fmt.Errorf("apply binlogs: the SQL thread stopped before reaching %s", o.Target)
@@ -125,7 +120,7 @@ wait:
 			return fmt.Errorf("apply binlogs: %s not reached within %v", o.Target, o.Timeout)
 		}
 	}
-	for _, q := range []string{"STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL slave_parallel_threads = 0"} {
+	for _, q := range append(resetStatements(o.Flavor), parallelStatement(o.Flavor, 0)) {
 		if _, err := o.DB.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("apply binlogs: %s: %w", q, err)
 		}
@@ -133,17 +128,75 @@ wait:
 	return nil
 }
 
-// InitGTIDState gives a restored MariaDB server the basebackup's GTID state
-// in both its replica position and its binlog state (reference
-// mariadb-notes section 5.5), so that strict mode rejects any replay.
-func InitGTIDState(ctx context.Context, db *sql.DB, gtid mysql.GTIDSet) error {
-	pos := sqlEscape(gtid.MariaDBPosition())
-	for _, q := range []string{"STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL gtid_slave_pos = '" + pos + "'", "RESET MASTER", "SET GLOBAL gtid_binlog_state = '" + pos + "'"} {
+// InitGTIDState gives a restored server the basebackup's GTID state, so
+// that strict GTID mode (MariaDB) or GTID auto-skip (MySQL) rejects any
+// replay. MariaDB: its replica position and binlog state (reference
+// mariadb-notes section 5.5). MySQL: RESET MASTER and gtid_purged, which
+// leaves mysql.gtid_executed exactly as the reference's row patching does
+// (the binlog stays on during apply here, so the server keeps it right).
+func InitGTIDState(ctx context.Context, db *sql.DB, flavor mysql.Flavor, gtid mysql.GTIDSet) error {
+	for _, q := range initGTIDStatements(flavor, gtid) {
 		if _, err := db.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("set the GTID state %s: %s: %w", pos, q, err)
+			return fmt.Errorf("set the GTID state %s: %s: %w", gtid, q, err)
 		}
 	}
 	return nil
+}
+
+func initGTIDStatements(flavor mysql.Flavor, gtid mysql.GTIDSet) []string {
+	if flavor == mysql.FlavorMySQL {
+		return append(resetStatements(flavor), "RESET MASTER", "SET GLOBAL gtid_purged = '"+sqlEscape(gtid.String())+"'")
+	}
+	pos := sqlEscape(gtid.MariaDBPosition())
+	return append(resetStatements(flavor), "SET GLOBAL gtid_slave_pos = '"+pos+"'", "RESET MASTER", "SET GLOBAL gtid_binlog_state = '"+pos+"'")
+}
+
+// GTIDTarget formats a GTID set for the flavor's wait function.
+func GTIDTarget(flavor mysql.Flavor, s mysql.GTIDSet) string {
+	if flavor == mysql.FlavorMySQL {
+		return s.String()
+	}
+	return s.MariaDBPosition()
+}
+
+func resetStatements(flavor mysql.Flavor) []string {
+	if flavor == mysql.FlavorMySQL {
+		return []string{"STOP REPLICA", "RESET REPLICA ALL"}
+	}
+	return []string{"STOP SLAVE", "RESET SLAVE ALL"}
+}
+
+func parallelStatement(flavor mysql.Flavor, n int) string {
+	if flavor == mysql.FlavorMySQL {
+		return fmt.Sprintf("SET GLOBAL replica_parallel_workers = %d", max(0, n))
+	}
+	return fmt.Sprintf("SET GLOBAL slave_parallel_threads = %d", max(0, n))
+}
+
+// startStatements point the SQL thread at the relay logs and start it.
+// MariaDB needs MASTER_USE_GTID=no and both MASTER_LOG_* and RELAY_LOG_*
+// (without MASTER_LOG_* its parallel workers crash); MySQL needs
+// SOURCE_AUTO_POSITION=0 and no privilege checks user.
+func startStatements(o ApplyOptions) []string {
+	first := filepath.Base(RelayName(o.RelayPrefix, 0))
+	if o.Flavor == mysql.FlavorMySQL {
+		start := "START REPLICA SQL_THREAD"
+		if o.UntilGTID != "" {
+			start += " UNTIL SQL_AFTER_GTIDS = '" + sqlEscape(o.UntilGTID) + "'"
+		}
+		return []string{parallelStatement(o.Flavor, o.Parallel),
+			fmt.Sprintf("CHANGE REPLICATION SOURCE TO SOURCE_AUTO_POSITION=0, SOURCE_HOST='dummy', RELAY_LOG_FILE='%s', RELAY_LOG_POS=%d, PRIVILEGE_CHECKS_USER=NULL",
+				sqlEscape(first), o.StartPos),
+			start}
+	}
+	start := "START SLAVE SQL_THREAD"
+	if o.UntilPos > 0 {
+		start += fmt.Sprintf(" UNTIL RELAY_LOG_FILE='%s', RELAY_LOG_POS=%d", sqlEscape(filepath.Base(RelayName(o.RelayPrefix, o.UntilFile))), o.UntilPos)
+	}
+	return []string{parallelStatement(o.Flavor, o.Parallel),
+		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='dummy', MASTER_USE_GTID=no, MASTER_LOG_FILE='%s', MASTER_LOG_POS=%d, RELAY_LOG_FILE='%s', RELAY_LOG_POS=%d",
+			sqlEscape(o.StartFile), o.StartPos, sqlEscape(first), o.StartPos),
+		start}
 }
 
 // ServerExecuted is the GTID set the server has executed (MariaDB: its
@@ -171,17 +224,26 @@ func ServerExecuted(ctx context.Context, db *sql.DB, flavor mysql.Flavor) (mysql
 	return a.Union(b), nil
 }
 
-func gtidWait(ctx context.Context, db *sql.DB, target string, seconds int) (bool, error) {
+func gtidWait(ctx context.Context, db *sql.DB, flavor mysql.Flavor, target string, seconds int) (bool, error) {
+	q := "SELECT MASTER_GTID_WAIT(?, ?)"
+	if flavor == mysql.FlavorMySQL {
+		q = "SELECT WAIT_FOR_EXECUTED_GTID_SET(?, ?)"
+	}
 	var res sql.NullInt64
-	if err := db.QueryRowContext(ctx, "SELECT MASTER_GTID_WAIT(?, ?)", target, seconds).Scan(&res); err != nil {
+	if err := db.QueryRowContext(ctx, q, target, seconds).Scan(&res); err != nil {
 		return false, fmt.Errorf("apply binlogs: wait for %s: %w", target, err)
 	}
 	return res.Valid && res.Int64 == 0, nil
 }
 
-// sqlThreadState reads Slave_SQL_Running, Last_SQL_Errno and Last_SQL_Error.
-func sqlThreadState(ctx context.Context, db *sql.DB) (running bool, errno int64, msg string, err error) {
-	rows, err := db.QueryContext(ctx, "SHOW SLAVE STATUS")
+// sqlThreadState reads Slave_SQL_Running (Replica_SQL_Running),
+// Last_SQL_Errno and Last_SQL_Error.
+func sqlThreadState(ctx context.Context, db *sql.DB, flavor mysql.Flavor) (running bool, errno int64, msg string, err error) {
+	q := "SHOW SLAVE STATUS"
+	if flavor == mysql.FlavorMySQL {
+		q = "SHOW REPLICA STATUS"
+	}
+	rows, err := db.QueryContext(ctx, q)
 	if err != nil {
 		return false, 0, "", fmt.Errorf("apply binlogs: SHOW SLAVE STATUS: %w", err)
 	}
@@ -203,7 +265,7 @@ func sqlThreadState(ctx context.Context, db *sql.DB) (running bool, errno int64,
 	}
 	for i, c := range cols {
 		switch c {
-		case "Slave_SQL_Running":
+		case "Slave_SQL_Running", "Replica_SQL_Running":
 			running = vals[i].String == "Yes"
 		case "Last_SQL_Errno":
 			fmt.Sscan(vals[i].String, &errno)

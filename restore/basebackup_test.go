@@ -159,7 +159,7 @@ func TestRestoreToLatestAndPointsInTimeOnMariaDB(t *testing.T) {
 				files = append(files, out.Name())
 			}
 			ddb := harness.OpenDB(t, dst)
-			if err := InitGTIDState(ctx, ddb, m.GTIDExecuted); err != nil {
+			if err := InitGTIDState(ctx, ddb, mysql.FlavorMariaDB, m.GTIDExecuted); err != nil {
 				t.Fatal(err)
 			}
 			opts := ApplyOptions{DB: ddb, RelayPrefix: dst.RelayLogPrefix(), RelayIndex: dst.RelayLogIndex(), Files: files,

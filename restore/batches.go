@@ -143,7 +143,7 @@ func applyChain(ctx context.Context, chain []StoredBinlog, o FromStorageOptions,
 		last := i+n == len(chain)
 		batch := chain[i+skip : i+n]
 		opts := ApplyOptions{DB: o.DB, RelayPrefix: o.RelayPrefix, RelayIndex: o.RelayIndex, Files: files[skip:],
-			Parallel: o.Parallel, Target: chain[i+n-1].End().MariaDBPosition()}
+			Parallel: o.Parallel, Target: GTIDTarget(o.Flavor, chain[i+n-1].End()), Flavor: o.Flavor}
 		if len(batch) > 0 {
 			opts.StartFile, opts.StartPos = batch[0].Manifest.LocalName, start
 		}
@@ -163,7 +163,10 @@ func applyChain(ctx context.Context, chain []StoredBinlog, o FromStorageOptions,
 			case sp.Reached.IsSubsetOf(executed):
 				opts.Files = nil // already there (a resumed restore)
 			default:
-				opts.UntilFile, opts.UntilPos, opts.Target, opts.Parallel = sp.File, sp.Pos, sp.Reached.MariaDBPosition(), 0
+				opts.UntilFile, opts.UntilPos, opts.Target, opts.Parallel = sp.File, sp.Pos, GTIDTarget(o.Flavor, sp.Reached), 0
+				if o.Flavor == mysql.FlavorMySQL {
+					opts.UntilGTID, opts.UntilPos = sp.GTID.String(), 0
+				}
 			}
 		}
 		if len(opts.Files) == 0 {

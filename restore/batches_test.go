@@ -62,7 +62,7 @@ func TestApplyInBoundedBatches(t *testing.T) {
 			}()
 			batches := 0
 			ddb := harness.OpenDB(t, dst)
-			if err := InitGTIDState(ctx, ddb, m.GTIDExecuted); err != nil {
+			if err := InitGTIDState(ctx, ddb, mysql.FlavorMariaDB, m.GTIDExecuted); err != nil {
 				t.Fatal(err)
 			}
 			opts := FromStorageOptions{Site: f.site, DB: ddb, RelayPrefix: dst.RelayLogPrefix(), RelayIndex: dst.RelayLogIndex(),

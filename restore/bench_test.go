@@ -167,7 +167,7 @@ func BenchmarkRestore(b *testing.B) {
 	a := restored()
 	t0 := time.Now()
 	adb := harness.OpenDB(b, a)
-	if err := InitGTIDState(ctx, adb, m.GTIDExecuted); err != nil {
+	if err := InitGTIDState(ctx, adb, mysql.FlavorMariaDB, m.GTIDExecuted); err != nil {
 		b.Fatal(err)
 	}
 	err = ApplyFromStorage(ctx, stored, FromStorageOptions{Site: site, Keys: storage.NewKeyring(key), DB: adb,
@@ -188,7 +188,7 @@ func BenchmarkRestore(b *testing.B) {
 	}
 	t0 = time.Now()
 	bdb := harness.OpenDB(b, bare)
-	if err := InitGTIDState(ctx, bdb, m.GTIDExecuted); err != nil {
+	if err := InitGTIDState(ctx, bdb, mysql.FlavorMariaDB, m.GTIDExecuted); err != nil {
 		b.Fatal(err)
 	}
 	if err := ApplyBinlogs(ctx, ApplyOptions{DB: bdb, RelayPrefix: bare.RelayLogPrefix(), RelayIndex: bare.RelayLogIndex(), Files: files,

@@ -657,11 +657,11 @@ func (c *Coordinator) startServer(ctx context.Context) error {
 	if st.GTIDStateSet {
 		// a restarted daemon: the SQL thread may still be applying the
 		// last batch; stop it so that its state is final
-		if _, err := db.ExecContext(ctx, "STOP SLAVE"); err != nil {
+		if _, err := db.ExecContext(ctx, resetStatements(m.Flavor)[0]); err != nil {
 			return fmt.Errorf("stop the SQL thread: %w", err)
 		}
 	} else {
-		if err := InitGTIDState(ctx, db, m.GTIDExecuted); err != nil {
+		if err := InitGTIDState(ctx, db, m.Flavor, m.GTIDExecuted); err != nil {
 			return err
 		}
 		if err := c.update(func(s *State) { s.GTIDStateSet = true }); err != nil {
@@ -737,9 +737,13 @@ func (c *Coordinator) applyBinlogs(ctx context.Context) error {
 // finalize drops the replica configuration and restarts the server as
 // its config file says.
 func (c *Coordinator) finalize(ctx context.Context) error {
+	m, err := c.backup(ctx)
+	if err != nil {
+		return err
+	}
 	db, err := c.conn(ctx)
 	if err == nil {
-		for _, q := range []string{"STOP SLAVE", "RESET SLAVE ALL"} {
+		for _, q := range resetStatements(m.Flavor) {
 			if _, err := db.ExecContext(ctx, q); err != nil {
 				return fmt.Errorf("finalize restore: %s: %w", q, err)
 			}
@@ -777,3 +781,5 @@ func (c *Coordinator) SwitchBackup(streamID string) error {
 			streamID, PhaseGettingBackupInfo, 0, false, 0, 0
 	})
 }
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
