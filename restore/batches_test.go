@@ -39,6 +39,7 @@ func TestApplyInBoundedBatches(t *testing.T) {
 		{"latest", f.final, func(o *FromStorageOptions) {}},
 		{"to a GTID", f.mid, func(o *FromStorageOptions) { o.StopGTID = &midGTID }},
 		{"to a time", f.mid, func(o *FromStorageOptions) { o.StopTime = &midTime }},
+		{"to a time, approximately", harness.Checkpoint{}, func(o *FromStorageOptions) { o.StopTime, o.Approximate = &midTime, true }},
 	}
 	for n, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,7 +81,26 @@ func TestApplyInBoundedBatches(t *testing.T) {
 			if limit := budget + f.biggest + 4096; peak.Load() > limit {
 				t.Errorf("relay directory peaked at %d bytes, over the budget %d plus one binlog", peak.Load(), budget)
 			}
-			assertAt(t, dst, tc.cp)
+			if tc.cp.Label == "" {
+				// approximate: the binlog holding the target is applied
+				// whole, and none that starts after it
+				var want string
+				for _, b := range f.stored {
+					if b.Manifest.FirstEventAt != nil && b.Manifest.FirstEventAt.Before(midTime) {
+						want = b.End().MariaDBPosition()
+					}
+				}
+				if got := harness.QueryString(t, harness.OpenDB(t, dst), "SELECT @@gtid_binlog_pos"); got != want {
+					t.Errorf("approximate restore ended at %s, want the end of the target's binlog %s", got, want)
+				}
+				mid, _ := mysql.ParseMariaDBGTIDSet(f.mid.GTID)
+				wantSet, _ := mysql.ParseMariaDBGTIDSet(want)
+				if !mid.IsSubsetOf(wantSet) {
+					t.Errorf("approximate restore ended at %s, before the target %s", want, f.mid.GTID)
+				}
+			} else {
+				assertAt(t, dst, tc.cp)
+			}
 			t.Logf("%d batches, budget %d bytes, relay directory peak %d bytes", batches, budget, peak.Load())
 		})
 	}
