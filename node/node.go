@@ -3,11 +3,14 @@
 // state_directory, the current config, and the scheduling of everything the
 // lower packages do.
 //
-// Implemented so far: idle (checks the database and sites, lists backups)
-// and active (binlog scanning and upload, full backups on schedule and on
-// request, stream completion and closing, forced rotation, retention and
-// local binlog purge). It must never serve HTTP itself (package api does)
-// and never be imported by the packages below it.
+// Implemented: idle (checks the sites, lists backups), restore (validated
+// requests, the restore coordinator's lifecycle, fallback to an older
+// backup when one fails), observe (follows the backups, purges local
+// binlogs whose transactions are in storage) and active (binlog scanning
+// and upload, full backups on schedule and on request, stream completion
+// and closing, forced rotation, retention and local binlog purge). Promote
+// comes with the cluster. It must never serve HTTP itself (package api
+// does) and never be imported by the packages below it.
 package node
 
 import (
@@ -27,6 +30,7 @@ import (
 	"github.com/myhoard/myhoard/config"
 	"github.com/myhoard/myhoard/metrics"
 	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/restore"
 	"github.com/myhoard/myhoard/statefile"
 	"github.com/myhoard/myhoard/storage"
 )
@@ -80,7 +84,8 @@ type Controller struct {
 	lastError string
 	metrics   *metrics.Metrics
 
-	restoreJob *restoreJob
+	restoreJob    *restoreJob
+	reloadPending bool
 }
 
 // SetMetrics sets where metrics and unexpected errors go.
@@ -277,9 +282,39 @@ func (c *Controller) sleep(ctx context.Context, d time.Duration) bool {
 	case <-time.After(d):
 	case <-c.wake:
 	case <-c.reload:
+		if c.restoringBasebackup() {
+			// as the original: a reload would restart the basebackup
+			// restore from scratch, so it waits for the phase to end
+			c.log.Info("config reload postponed until the basebackup is restored")
+			c.mu.Lock()
+			c.reloadPending = true
+			c.mu.Unlock()
+			return true
+		}
 		c.shutdown() // reopen sites and the database with the new config
 	}
+	c.mu.Lock()
+	pending := c.reloadPending
+	c.mu.Unlock()
+	if pending && !c.restoringBasebackup() {
+		c.mu.Lock()
+		c.reloadPending = false
+		c.mu.Unlock()
+		c.shutdown()
+	}
 	return true
+}
+
+// restoringBasebackup is true while a restore is in its basebackup phases.
+func (c *Controller) restoringBasebackup() bool {
+	c.mu.Lock()
+	job := c.restoreJob
+	c.mu.Unlock()
+	if job == nil {
+		return false
+	}
+	p := job.coord.State().Phase
+	return p == restore.PhaseRestoringBasebackup || p == restore.PhasePreparingBackup
 }
 
 func (c *Controller) isReady() bool {

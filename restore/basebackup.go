@@ -1,12 +1,24 @@
-// Package restore owns restoring backups onto a server: the basebackup
-// (streamed from storage, decoded, extracted, prepared and moved into the
-// data directory) and, in later steps, the binlog apply and point-in-time
-// recovery of DESIGN.md section 6.
+// Package restore owns restoring backups onto a server (DESIGN.md section
+// 6): the restore coordinator and its persisted phases, the basebackup
+// restore (streamed from storage, decoded, extracted, prepared and moved
+// into the data directory), the binlog chain across streams (fenced by
+// promotion records, with gap detection), the bounded prefetch, the
+// relay-log apply by the server's own SQL thread, point-in-time recovery
+// by time and GTID, and the GTID state of the restored server.
 //
-// It reads from storage and drives the backup tools; it must never write
-// to object storage, and never touch a data directory that is not empty.
-// So far it implements the basebackup restore; the restore coordinator,
-// binlog prefetch and relay-log apply are still to come (issue 5).
+// It reads from storage and drives the server and the backup tools; it
+// must never write to object storage (marking a backup broken is the
+// controller's call), and never touch a data directory that was not empty
+// when the restore was accepted.
+//
+// Deviations from the original, on purpose: the binlog stays on while
+// binlogs are applied (MariaDB's strict GTID mode then rejects any replay
+// instead of silently applying it twice, and MySQL needs no gtid_executed
+// row patching: RESET MASTER + gtid_purged gives the same state); the
+// restored server runs with relaxed durability and a server_id of its own
+// during the apply, and is restarted as configured at the end; a resumed
+// restore continues from the GTID state the server reached instead of
+// from saved batch bookkeeping.
 package restore
 
 import (

@@ -607,13 +607,25 @@ func (c *Coordinator) applyServerID() uint32 {
 // are applied: another server_id, no replica start, no events, relaxed
 // durability (a crash during apply is handled by resuming the restore).
 func (c *Coordinator) serverOptions() []string {
+	f := mysql.FlavorMariaDB
+	if c.manifest != nil {
+		f = c.manifest.Flavor
+	}
+	return ApplyServerOptions(f, c.applyServerID())
+}
+
+// ApplyServerOptions are the server's options while binlogs are applied.
+func ApplyServerOptions(f mysql.Flavor, serverID uint32) []string {
 	replica := "--skip-slave-start"
-	if c.manifest != nil && c.manifest.Flavor == mysql.FlavorMySQL {
+	if f == mysql.FlavorMySQL {
 		replica = "--skip-replica-start"
 	}
-	return []string{replica, "--event-scheduler=OFF", "--server-id=" + strconv.FormatUint(uint64(c.applyServerID()), 10),
+	return []string{replica, "--event-scheduler=OFF", "--server-id=" + strconv.FormatUint(uint64(serverID), 10),
 		"--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0"}
 }
+
+// DefaultParallel is the number of SQL worker threads by CPU count.
+func DefaultParallel() int { return min(4, max(2, runtime.NumCPU())) }
 
 func (c *Coordinator) conn(ctx context.Context) (*sql.DB, error) {
 	if c.db == nil {
@@ -683,7 +695,7 @@ func (c *Coordinator) applyBinlogs(ctx context.Context) error {
 	o := c.applyOptions(st)
 	o.DB = db
 	if o.Parallel == 0 {
-		o.Parallel = min(4, max(2, runtime.NumCPU()))
+		o.Parallel = DefaultParallel()
 	}
 	c.mu.Lock()
 	chain, pf := c.chain, c.pf
