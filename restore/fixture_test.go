@@ -115,17 +115,11 @@ func restoredTarget(t *testing.T, f *fixture, serverID uint32) *harness.Instance
 // assertAt checks that a restored server equals a checkpoint of the source.
 func assertAt(t *testing.T, dst *harness.Instance, cp harness.Checkpoint) {
 	t.Helper()
-	ddb := harness.OpenDB(t, dst)
-	sums, rows, err := harness.TableChecksums(context.Background(), ddb)
+	diffs, err := harness.Mismatches(context.Background(), harness.OpenDB(t, dst), cp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tbl := range harness.LoadTables {
-		if sums[tbl] != cp.Checksums[tbl] || rows[tbl] != cp.Rows[tbl] {
-			t.Errorf("%s: restored checksum %d (%d rows), source %d (%d rows) at %s", tbl, sums[tbl], rows[tbl], cp.Checksums[tbl], cp.Rows[tbl], cp.Label)
-		}
-	}
-	if pos := harness.QueryString(t, ddb, "SELECT @@gtid_binlog_pos"); pos != cp.GTID {
-		t.Errorf("restored server at %s, source at %s (%s)", pos, cp.GTID, cp.Label)
+	for _, d := range diffs {
+		t.Errorf("restored %s", d)
 	}
 }

@@ -228,3 +228,26 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 		return nil
 	}
 }
+
+// Mismatches compares the load tables and the GTID position of db with a
+// checkpoint and describes every difference (none: equal).
+func Mismatches(ctx context.Context, db *sql.DB, cp Checkpoint) ([]string, error) {
+	sums, rows, err := TableChecksums(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, tbl := range LoadTables {
+		if sums[tbl] != cp.Checksums[tbl] || rows[tbl] != cp.Rows[tbl] {
+			out = append(out, fmt.Sprintf("%s: checksum %d (%d rows), source %d (%d rows) at %q", tbl, sums[tbl], rows[tbl], cp.Checksums[tbl], cp.Rows[tbl], cp.Label))
+		}
+	}
+	var pos string
+	if err := db.QueryRowContext(ctx, "SELECT @@gtid_binlog_pos").Scan(&pos); err != nil {
+		return nil, fmt.Errorf("read gtid_binlog_pos: %w", err)
+	}
+	if pos != cp.GTID {
+		out = append(out, fmt.Sprintf("GTID position %s, source %s at %q", pos, cp.GTID, cp.Label))
+	}
+	return out, nil
+}
