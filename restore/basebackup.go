@@ -185,9 +185,51 @@ func RestoreBasebackup(ctx context.Context, site *storage.Site, m *storage.Baseb
 		return toolError(fmt.Sprintf("restore basebackup %s: %s --prepare in %s failed: %v", m.StreamID, filepath.Base(prepare), tmp, err), out, base)
 	}
 	log.Info("basebackup prepared", "stream", m.StreamID)
+	if o.Flavor == mysql.FlavorMySQL {
+		if err := cleanMySQLBackup(tmp); err != nil {
+			return fmt.Errorf("restore basebackup %s: %w", m.StreamID, err)
+		}
+	}
 	if err := moveContents(tmp, o.DataDir); err != nil {
 		_ = clearDir(o.DataDir) // never leave a half-moved data directory
 		return fmt.Errorf("restore basebackup %s: move into %s: %w", m.StreamID, o.DataDir, err)
+	}
+	return nil
+}
+
+// cleanMySQLBackup removes what must not reach a restored MySQL data
+// directory (reference 6.4, move-back): the binlog that xtrabackup 8.0.5+
+// includes with its index (the restored server starts a binlog of its
+// own), and auto.cnf, so that the server gets a new server_uuid.
+func cleanMySQLBackup(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".index") {
+			continue
+		}
+		index := filepath.Join(dir, e.Name())
+		data, err := os.ReadFile(index)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			name := filepath.Base(strings.TrimSpace(line))
+			if name == "." || name == "" || name == "/" {
+				continue
+			}
+			if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+		if err := os.Remove(index); err != nil {
+			return err
+		}
+	}
+	if err := os.Remove(filepath.Join(dir, "auto.cnf")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
 	return nil
 }

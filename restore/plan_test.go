@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -88,5 +89,28 @@ func TestApplyServerIDAvoidsBinlogServerIDs(t *testing.T) {
 				t.Errorf("persisted %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestCleanMySQLBackup(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"binlog.000012": "x", "binlog.index": "./binlog.000012\n", "auto.cnf": "[auto]\nserver-uuid=x\n",
+		"ibdata1": "data", "xtrabackup_checkpoints": "backup_type = full-prepared\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cleanMySQLBackup(dir); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if want := []string{"ibdata1", "xtrabackup_checkpoints"}; !reflect.DeepEqual(left, want) {
+		t.Fatalf("left %v, want %v", left, want)
 	}
 }
