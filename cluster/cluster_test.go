@@ -1,0 +1,241 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// testNode is a cluster node with a tiny API server for forwarding.
+type testNode struct {
+	*Node
+	id, dir, raftAddr, gossipAddr string
+	api                           *httptest.Server
+}
+
+func httpForward(ctx context.Context, apiAddr, path string, body []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, "POST", "http://"+apiAddr+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
+}
+
+func startNode(t *testing.T, tn *testNode, join []string, grace time.Duration) {
+	t.Helper()
+	if tn.api == nil {
+		tn.api = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			switch r.URL.Path {
+			case "/cluster/apply":
+				w.Write(tn.Node.HandleApply(body))
+			case "/cluster/verify":
+				w.Write(tn.Node.HandleVerify(body))
+			}
+		}))
+		t.Cleanup(tn.api.Close)
+	}
+	n, err := Open(context.Background(), Options{NodeID: tn.id, RaftAddr: tn.raftAddr, GossipAddr: tn.gossipAddr,
+		APIAddr: strings.TrimPrefix(tn.api.URL, "http://"), Join: join, DataDir: tn.dir, Forward: httpForward,
+		Timing: Timing{Local: true, Reconcile: 200 * time.Millisecond, StableFor: 500 * time.Millisecond, DeadGrace: grace}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.Node = n
+}
+
+func newTestNode(t *testing.T, id string) *testNode {
+	return &testNode{id: id, dir: filepath.Join(t.TempDir(), id), raftAddr: freeAddr(t), gossipAddr: freeAddr(t)}
+}
+
+func waitUntil(t *testing.T, what string, d time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, s := cond()
+		if ok {
+			return
+		}
+		last = s
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s (last: %s)", what, last)
+}
+
+func threeNodes(t *testing.T, grace time.Duration) []*testNode {
+	t.Helper()
+	nodes := []*testNode{newTestNode(t, "n1"), newTestNode(t, "n2"), newTestNode(t, "n3")}
+	startNode(t, nodes[0], nil, grace)
+	for _, n := range nodes[1:] {
+		startNode(t, n, []string{nodes[0].gossipAddr}, grace)
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			if n.Node != nil {
+				n.Close()
+			}
+		}
+	})
+	waitUntil(t, "three voters", 20*time.Second, func() (bool, string) {
+		voters, err := nodes[0].Servers()
+		if err != nil {
+			return false, err.Error()
+		}
+		count := 0
+		for _, v := range voters {
+			if v {
+				count++
+			}
+		}
+		return count == 3, fmt.Sprint(voters)
+	})
+	return nodes
+}
+
+func TestClusterFormsForwardsAndFences(t *testing.T) {
+	nodes := threeNodes(t, time.Hour)
+	ctx := context.Background()
+	leader := nodes[0].Leader()
+	var follower *testNode
+	for _, n := range nodes {
+		if n.id != leader {
+			follower = n
+			break
+		}
+	}
+	// A follower's write is forwarded and reaches every view.
+	if _, err := follower.Apply(ctx, CmdState, StateUpdate{NodeID: follower.id, GTIDs: "0-101-42", Mode: "observe", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		waitUntil(t, "the published GTIDs on "+n.id, 5*time.Second, func() (bool, string) {
+			v := n.View()
+			return v.GTIDs[follower.id] == "0-101-42" && len(v.Members) == 3, fmt.Sprint(v)
+		})
+	}
+	// Promotion is a compare-and-set on the epoch.
+	epoch, err := follower.Apply(ctx, CmdPromote, PromoteRequest{NodeID: follower.id, ExpectedEpoch: 0})
+	if err != nil || epoch != 1 {
+		t.Fatalf("promote: epoch %d, %v", epoch, err)
+	}
+	if _, err := nodes[0].Apply(ctx, CmdPromote, PromoteRequest{NodeID: "n1", ExpectedEpoch: 0}); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("a promotion with a stale epoch: %v, want ErrStaleEpoch", err)
+	}
+	// The writer gate: only the primary at its epoch passes, from any node.
+	for _, n := range nodes {
+		if err := n.VerifyPrimary(ctx, follower.id, 1); err != nil {
+			t.Errorf("verify from %s: %v", n.id, err)
+		}
+		if err := n.VerifyPrimary(ctx, "n1", 1); !errors.Is(err, ErrNotPrimary) {
+			t.Errorf("verify a non-primary from %s: %v", n.id, err)
+		}
+	}
+	if _, err := follower.Apply(ctx, CmdPromotion, Promotion{Epoch: 1, NodeID: follower.id, StreamID: "s", StartIndex: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if p := nodes[0].View().Promotions; len(p) != 1 || p[0].StartIndex != 7 {
+		waitUntil(t, "the promotion record", 5*time.Second, func() (bool, string) {
+			p := nodes[0].View().Promotions
+			return len(p) == 1 && p[0].StartIndex == 7, fmt.Sprint(p)
+		})
+	}
+}
+
+func TestClusterRestartLeaveAndDeadMembers(t *testing.T) {
+	nodes := threeNodes(t, 2*time.Second)
+	ctx := context.Background()
+	if _, err := nodes[1].Apply(ctx, CmdPromote, PromoteRequest{NodeID: "n2", ExpectedEpoch: 0}); err != nil {
+		t.Fatal(err)
+	}
+	// Every node restarts: the view survives, no second bootstrap.
+	for _, n := range nodes {
+		n.Close()
+	}
+	startNode(t, nodes[0], nil, 2*time.Second)
+	for _, n := range nodes[1:] {
+		startNode(t, n, []string{nodes[0].gossipAddr}, 2*time.Second)
+	}
+	waitUntil(t, "a leader after the restart", 20*time.Second, func() (bool, string) {
+		return nodes[0].Leader() != "", ""
+	})
+	for _, n := range nodes {
+		if v := n.View(); v.Epoch != 1 || v.Primary != "n2" {
+			waitUntil(t, "the view on "+n.id+" after the restart", 10*time.Second, func() (bool, string) {
+				v := n.View()
+				return v.Epoch == 1 && v.Primary == "n2", fmt.Sprint(v.Epoch, v.Primary)
+			})
+		}
+	}
+	voters, _ := nodes[0].Servers()
+	if len(voters) != 3 {
+		t.Fatalf("after the restart the configuration has %d servers: %v", len(voters), voters)
+	}
+	// A fourth node joins and becomes a voter; then it leaves and is removed.
+	n4 := newTestNode(t, "n4")
+	startNode(t, n4, []string{nodes[0].gossipAddr}, 2*time.Second)
+	waitUntil(t, "n4 a voter", 20*time.Second, func() (bool, string) {
+		voters, _ := nodes[0].Servers()
+		return voters["n4"], fmt.Sprint(voters)
+	})
+	if err := n4.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "n4 removed after leaving", 20*time.Second, func() (bool, string) {
+		voters, _ := leaderOf(nodes).Servers()
+		_, still := voters["n4"]
+		return !still, fmt.Sprint(voters)
+	})
+	// A dead follower is removed after the grace period.
+	var victim *testNode
+	for _, n := range nodes {
+		if n.id != leaderOf(nodes).id {
+			victim = n
+			break
+		}
+	}
+	victim.Close() // no leave: it looks dead
+	victim.Node = nil
+	waitUntil(t, victim.id+" removed after the grace period", 30*time.Second, func() (bool, string) {
+		l := leaderOf(nodes)
+		if l == nil {
+			return false, "no leader"
+		}
+		voters, _ := l.Servers()
+		_, still := voters[victim.id]
+		return !still, fmt.Sprint(voters)
+	})
+}
+
+func leaderOf(nodes []*testNode) *testNode {
+	for _, n := range nodes {
+		if n.Node != nil && n.Leader() == n.id {
+			return n
+		}
+	}
+	return nil
+}
