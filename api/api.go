@@ -48,6 +48,9 @@ func New(node Node, log *slog.Logger) *Server {
 	if bn, ok := node.(BackupNode); ok {
 		s.routeBackups(bn)
 	}
+	if cn, ok := node.(ClusterNode); ok {
+		s.routeCluster(cn)
+	}
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		WriteError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", req.Method, req.URL.Path))
 	})

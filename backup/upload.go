@@ -25,7 +25,14 @@ type BinlogUpload struct {
 	// another stream of the same site: the object is copied in storage
 	// instead of encoded again.
 	CopyFrom *storage.BinlogRef
+	// Gate, when set, must pass right before the manifest makes the
+	// binlog visible (the cluster's check that this node is still the
+	// primary for Ref.Epoch); its error stops the upload.
+	Gate func(ctx context.Context) error
 }
+
+// ErrGateClosed wraps the gate's error.
+var ErrGateClosed = errors.New("not allowed to upload")
 
 // UploadBinlog puts one binlog into a stream: the encoded data, then its
 // manifest, both write-once. It is idempotent after a crash at any point:
@@ -170,6 +177,11 @@ func writeManifest(ctx context.Context, site *storage.Site, u BinlogUpload, d up
 	body, err := storage.MarshalManifest(m)
 	if err != nil {
 		return nil, err
+	}
+	if u.Gate != nil {
+		if err := u.Gate(ctx); err != nil {
+			return nil, fmt.Errorf("upload binlog %s: %w: %v", u.Binlog.Name, ErrGateClosed, err)
+		}
 	}
 	err = site.PutBytes(ctx, ref.ManifestKey(), body, storage.PutOptions{IfNotExist: true, ContentType: "application/json"})
 	if errors.Is(err, storage.ErrExists) {

@@ -159,7 +159,20 @@ type Cluster struct {
 	GossipKey     string   `json:"gossip_key"`
 	AutoRestore   bool     `json:"auto_restore"`
 	DataDir       string   `json:"data_dir"`
+	// ReplicationUser and ReplicationPassword: a node provisioned by
+	// auto_restore replicates from the primary with them.
+	ReplicationUser     string `json:"replication_user"`
+	ReplicationPassword string `json:"replication_password"`
+	// DeadMemberGrace is how long (seconds) a dead member stays in the
+	// Raft configuration before the leader removes it.
+	DeadMemberGrace float64 `json:"dead_member_grace"`
+	// LocalTiming uses fast gossip and Raft timeouts (loopback, tests).
+	LocalTiming bool `json:"local_timing"`
 }
+
+// Enabled reports whether this node takes part in a cluster (it has a
+// Raft address).
+func (c Cluster) Enabled() bool { return c.RaftAddress != "" }
 
 // Default returns a config holding every default of the original MyHoard
 // (and myhoard's own), before a file is applied.

@@ -234,6 +234,14 @@ func TestInvalidConfigs(t *testing.T) {
 			{"cluster.gossip_key", "must decode to 16, 24 or 32 bytes"},
 			{"cluster.raft_address", "is not host:port"},
 			{"cluster.join[0]", "has a bad port"},
+			{"cluster.gossip_address", "is required with cluster.raft_address"},
+		}},
+		{"cluster settings without a raft address", func(m map[string]any) {
+			m["cluster"] = map[string]any{"auto_restore": true, "replication_user": "repl", "dead_member_grace": -1}
+		}, []Problem{
+			{"cluster.raft_address", "is required to take part in a cluster"},
+			{"cluster.replication_user", "and cluster.replication_password go together"},
+			{"cluster.dead_member_grace", "must not be negative"},
 		}},
 		{"workers alias disagrees", func(m map[string]any) {
 			m["restore_download_workers"] = 2

@@ -358,6 +358,18 @@ func (c *Config) validateCluster(e *Errors) {
 	if cl.DataDir != "" && !filepath.IsAbs(cl.DataDir) {
 		e.add("cluster.data_dir", "must be an absolute path, not %q", cl.DataDir)
 	}
+	if cl.RaftAddress != "" && cl.GossipAddress == "" {
+		e.add("cluster.gossip_address", "is required with cluster.raft_address")
+	}
+	if cl.RaftAddress == "" && (cl.GossipAddress != "" || len(cl.Join) > 0 || cl.AutoRestore) {
+		e.add("cluster.raft_address", "is required to take part in a cluster (gossip_address, join or auto_restore are set)")
+	}
+	if (cl.ReplicationUser == "") != (cl.ReplicationPassword == "") {
+		e.add("cluster.replication_user", "and cluster.replication_password go together")
+	}
+	if cl.DeadMemberGrace < 0 {
+		e.add("cluster.dead_member_grace", "must not be negative, not %v", cl.DeadMemberGrace)
+	}
 }
 
 func checkHostPort(s string) string {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
+	"github.com/myhoard/myhoard/cluster"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
 )
@@ -336,6 +337,7 @@ func (c *Controller) uploadBinlogs(ctx context.Context) error {
 	flavor, uuid := c.flavor, c.state.ServerUUID
 	serverID := uint32(c.cfg.ServerID)
 	c.mu.Unlock()
+	gates := map[int64]func(context.Context) error{}
 	for _, s := range streams {
 		if s.Phase != backup.PhaseCatchup && s.Phase != backup.PhaseBinlog {
 			continue
@@ -360,8 +362,13 @@ func (c *Controller) uploadBinlogs(ctx context.Context) error {
 				return fmt.Errorf("stream %s: binlog %d is needed next but the oldest local one is %s: the stream has a hole", s.ID, next, b.Name)
 			}
 			ref := storage.BinlogRef{StreamID: s.ID, RemoteIndex: remote, Epoch: s.Epoch, ServerID: serverID}
+			gate, ok := gates[s.Epoch]
+			if !ok {
+				gate = c.uploadGate(s.Epoch)
+				gates[s.Epoch] = gate
+			}
 			batch = append(batch, backup.BinlogUpload{Ref: ref, Binlog: b, Flavor: flavor, ServerUUID: uuid, Encode: enc,
-				CopyFrom: copySource(current, s, b.Index, serverID)})
+				CopyFrom: copySource(current, s, b.Index, serverID), Gate: gate})
 			next, remote = next+1, remote+1
 		}
 		if len(batch) == 0 {
@@ -624,20 +631,35 @@ func (c *Controller) ReplicationState() map[string]map[string][][2]uint64 {
 }
 
 // SetReplicationState stores PUT /replication_state.
+//
+// In a cluster it also goes into the Raft view (next to what the members
+// publish themselves), which is what the purge rules read there.
 func (c *Controller) SetReplicationState(rs map[string]map[string][][2]uint64) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	state := map[string]mysql.ReplicationState{}
+	texts := map[string]string{}
 	for k, v := range rs {
 		if c.flavor != "" {
-			if _, err := mysql.GTIDSetFromReplicationState(c.flavor, v); err != nil {
+			set, err := mysql.GTIDSetFromReplicationState(c.flavor, v)
+			if err != nil {
+				c.mu.Unlock()
 				return badRequest("server %q: %v", k, err)
 			}
+			texts[k] = set.String()
 		}
 		state[k] = v
 	}
 	c.state.ReplicationState = state
-	return c.saveLocked()
+	err := c.saveLocked()
+	cn := c.cluster
+	c.mu.Unlock()
+	if err != nil || cn == nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = cn.Apply(ctx, cluster.CmdExternal, texts)
+	return err
 }
 
 // Preserve writes or removes (until nil) a backup's preservation marker

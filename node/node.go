@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
+	"github.com/myhoard/myhoard/cluster"
 	"github.com/myhoard/myhoard/config"
 	"github.com/myhoard/myhoard/metrics"
 	"github.com/myhoard/myhoard/mysql"
@@ -86,6 +87,10 @@ type Controller struct {
 
 	restoreJob    *restoreJob
 	reloadPending bool
+
+	cluster     *cluster.Node
+	published   string
+	publishedAt time.Time
 }
 
 // SetMetrics sets where metrics and unexpected errors go.
@@ -241,6 +246,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		}
 		err := c.tick(ctx)
+		c.publishState(ctx)
 		c.m().Cumulative("myhoard.remote_read_errors", c.stats.ReadErrors.Load())
 		c.m().Cumulative("myhoard.remote_write_errors", c.stats.WriteErrors.Load())
 		if err != nil && ctx.Err() == nil {
@@ -370,6 +376,9 @@ func (c *Controller) connectDB(ctx context.Context) error {
 		c.state.ServerUUID = uuid
 	}
 	c.mu.Unlock()
+	if cn := c.clusterNode(); cn != nil {
+		cn.SetMeta(uint32(cfg.ServerID), uuid, string(f))
+	}
 	return nil
 }
 
@@ -441,6 +450,8 @@ func (c *Controller) tick(ctx context.Context) error {
 		return c.restoreTick(ctx)
 	case ModeObserve:
 		return c.observeTick(ctx)
+	case ModePromote:
+		return c.promoteTick(ctx)
 	default:
 		return c.refreshBackups(ctx, false)
 	}

@@ -55,6 +55,9 @@ func (c *Controller) RequestMode(ctx context.Context, r ModeRequest) (Mode, erro
 			sort.Strings(extra)
 			return Mode(c.Mode()), badRequest("%s only apply to mode restore", strings.Join(extra, ", "))
 		}
+		if (r.Mode == ModeActive || r.Mode == ModePromote) && c.clusterNode() != nil {
+			return c.promote(ctx, r.Force)
+		}
 		return c.SetMode(r.Mode)
 	}
 	from := Mode(c.Mode())

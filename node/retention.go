@@ -182,6 +182,7 @@ func (c *Controller) purgeBinlogs(ctx context.Context, now time.Time) error {
 // purgeBinlogsWith purges local binlogs by the active rules (backedUp nil)
 // or by the given backup safety rule.
 func (c *Controller) purgeBinlogsWith(ctx context.Context, now time.Time, backedUp func(backup.LocalBinlog) bool) error {
+	clusterRS := c.clusterReplicationState(c.Flavor())
 	c.mu.Lock()
 	ps := c.cfg.BinlogPurgeSettings
 	if !ps.Enabled || c.scanner == nil || c.db == nil || now.Sub(c.state.BinlogsPurgedAt) < time.Duration(ps.PurgeInterval*float64(time.Second)) {
@@ -196,12 +197,16 @@ func (c *Controller) purgeBinlogsWith(ctx context.Context, now time.Time, backed
 		maxBytes = *ps.MaxBytesPerCycle
 	}
 	minAge := time.Duration(ps.MinBinlogAgeBeforePurge * float64(time.Second))
+	rs := c.state.ReplicationState
+	if clusterRS != nil {
+		rs = clusterRS // the cluster view replaces PUT /replication_state
+	}
 	var victims []backup.LocalBinlog
 	var err error
 	if backedUp == nil {
-		victims, err = binlogsToPurge(c.scanner.Binlogs(), c.state.Streams, c.state.ReplicationState, c.flavor, minAge, maxFiles, maxBytes, now)
+		victims, err = binlogsToPurge(c.scanner.Binlogs(), c.state.Streams, rs, c.flavor, minAge, maxFiles, maxBytes, now)
 	} else {
-		victims, err = purgeCandidates(c.scanner.Binlogs(), backedUp, c.state.ReplicationState, c.flavor, minAge, maxFiles, maxBytes, now)
+		victims, err = purgeCandidates(c.scanner.Binlogs(), backedUp, rs, c.flavor, minAge, maxFiles, maxBytes, now)
 	}
 	db := c.db
 	c.state.BinlogsPurgedAt = now

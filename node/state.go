@@ -44,6 +44,7 @@ func badRequest(format string, args ...any) error {
 var transitions = map[Mode]map[Mode]bool{
 	ModeIdle:    {ModeActive: true, ModeObserve: true},
 	ModeObserve: {ModeObserve: true},
+	ModePromote: {ModePromote: true},
 	ModeActive:  {ModeActive: true},
 }
 

@@ -210,3 +210,76 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+// clusterCommand prints GET /cluster as a table.
+func clusterCommand(args []string, stdout, stderr io.Writer) int {
+	url, _, ok := clientFlags("cluster", args, stderr, nil)
+	if !ok {
+		return 2
+	}
+	var st struct {
+		Leader  string `json:"leader"`
+		Primary string `json:"primary"`
+		Epoch   int64  `json:"epoch"`
+		Members []struct {
+			ID       string    `json:"node_id"`
+			API      string    `json:"api_address"`
+			Mode     string    `json:"mode"`
+			Voter    bool      `json:"voter"`
+			Alive    bool      `json:"alive"`
+			LastSeen time.Time `json:"last_seen"`
+			GTIDs    string    `json:"gtid_executed"`
+			Behind   *uint64   `json:"transactions_behind_primary"`
+		} `json:"members"`
+	}
+	if err := call("GET", url+"/cluster", nil, &st); err != nil {
+		fmt.Fprintf(stderr, "myhoard cluster: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "leader: %s  primary: %s  epoch: %d\n", st.Leader, st.Primary, st.Epoch)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tAPI\tMODE\tROLE\tALIVE\tLAST SEEN\tBEHIND\tGTID EXECUTED")
+	for _, m := range st.Members {
+		role := "non-voter"
+		if m.Voter {
+			role = "voter"
+		}
+		if m.ID == st.Leader {
+			role += ",leader"
+		}
+		if m.ID == st.Primary {
+			role += ",primary"
+		}
+		behind := "-"
+		if m.Behind != nil {
+			behind = strconv.FormatUint(*m.Behind, 10)
+		}
+		seen := "-"
+		if !m.LastSeen.IsZero() {
+			seen = time.Since(m.LastSeen).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\n", m.ID, m.API, m.Mode, role, m.Alive, seen, behind, m.GTIDs)
+	}
+	tw.Flush()
+	return 0
+}
+
+// promoteCommand makes the local node the primary.
+func promoteCommand(args []string, stdout, stderr io.Writer) int {
+	var force *bool
+	url, _, ok := clientFlags("promote", args, stderr, func(fs *flag.FlagSet) {
+		force = fs.Bool("force", false, "take over even though another node is the primary")
+	})
+	if !ok {
+		return 2
+	}
+	var out struct {
+		Mode string `json:"mode"`
+	}
+	if err := call("PUT", url+"/status", map[string]any{"mode": "promote", "force": *force}, &out); err != nil {
+		fmt.Fprintf(stderr, "myhoard promote: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "mode: %s\n", out.Mode)
+	return 0
+}

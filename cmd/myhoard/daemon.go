@@ -58,6 +58,15 @@ func daemon(args []string, stderr io.Writer) int {
 		return 1
 	}
 	ctrl.SetMetrics(mx)
+	cn, err := openCluster(ctx, cfg, log)
+	if err != nil {
+		log.Error("cannot join the cluster", "error", err)
+		return 1
+	}
+	if cn != nil {
+		ctrl.SetCluster(cn)
+		defer cn.Close()
+	}
 	handler := api.New(nodeAPI{ctrl}, log)
 	handler.SetObserver(func(name string, d time.Duration) { ctrl.Metrics().Timing("myhoard.http."+name, d, nil) })
 	web, err := listenHTTP(cfg, handler, log)

@@ -44,6 +44,8 @@ const usage = `usage:
   myhoard restore --stream ID [--site S] [--time T | --gtid G] [--approximate] [--url URL | --config FILE]
                                                                          restore a backup, showing progress
   myhoard restore --status [--url URL | --config FILE]                   the restore's progress, once
+  myhoard cluster [--url URL | --config FILE]                            the cluster view: leader, primary, members
+  myhoard promote [--force] [--url URL | --config FILE]                  make the local node the primary
   myhoard mysql-env-update -f FILE [-o OPTIONS]                          set MYSQLD_OPTS in a systemd environment
                                                                          file (also run as myhoard_mysql_env_update)
 
@@ -66,6 +68,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return backupCommand(args[1:], stdout, stderr)
 		case "restore":
 			return restoreCommand(args[1:], stdout, stderr)
+		case "cluster":
+			return clusterCommand(args[1:], stdout, stderr)
+		case "promote":
+			return promoteCommand(args[1:], stdout, stderr)
 		case "mysql-env-update":
 			return envUpdateCommand(args[1:], stderr)
 		case "help":

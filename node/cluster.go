@@ -1,0 +1,209 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/myhoard/myhoard/cluster"
+	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/restore"
+)
+
+// SetCluster attaches this node's cluster membership (nil: a lone node).
+// With a cluster the primary and its epoch come from the Raft view, each
+// node publishes its executed GTIDs there, and uploads pass the writer
+// gate.
+func (c *Controller) SetCluster(cn *cluster.Node) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cluster = cn
+}
+
+func (c *Controller) clusterNode() *cluster.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cluster
+}
+
+func (c *Controller) nodeID() string { return c.Config().Cluster.NodeID }
+
+// publishState publishes this node's executed GTID set, mode and liveness
+// into the cluster view when it changed, and at least every 5 seconds.
+func (c *Controller) publishState(ctx context.Context) {
+	cn := c.clusterNode()
+	if cn == nil {
+		return
+	}
+	c.mu.Lock()
+	db, flavor, last, lastAt := c.db, c.flavor, c.published, c.publishedAt
+	c.mu.Unlock()
+	var gtids string
+	if db != nil && Mode(c.Mode()) != ModeRestore {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		set, err := restore.ServerExecuted(pctx, db, flavor)
+		cancel()
+		if err == nil {
+			gtids = set.String()
+		}
+	}
+	now := time.Now().UTC()
+	state := gtids + "|" + c.Mode()
+	if state == last && now.Sub(lastAt) < 5*time.Second {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := cn.Apply(actx, cluster.CmdState, cluster.StateUpdate{NodeID: c.nodeID(), GTIDs: gtids, Mode: c.Mode(), At: now}); err != nil {
+		c.log.Debug("publishing the node state failed", "error", err)
+		return
+	}
+	c.mu.Lock()
+	c.published, c.publishedAt = state, now
+	c.mu.Unlock()
+}
+
+// uploadGate is the writer gate: a linearizable check, through the Raft
+// leader, that this node is still the primary for epoch.
+func (c *Controller) uploadGate(epoch int64) func(context.Context) error {
+	cn := c.clusterNode()
+	if cn == nil {
+		return nil
+	}
+	id := c.nodeID()
+	return func(ctx context.Context) error {
+		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return cn.VerifyPrimary(gctx, id, epoch)
+	}
+}
+
+// claimPrimary makes this node the primary through Raft (compare-and-set
+// on the epoch it saw) and returns the new epoch. Without force it
+// refuses when another member is the primary.
+func (c *Controller) claimPrimary(ctx context.Context, force bool) (int64, error) {
+	cn := c.clusterNode()
+	view := cn.View()
+	self := c.nodeID()
+	if view.Primary == self {
+		return view.Epoch, nil
+	}
+	if view.Primary != "" && !force {
+		return 0, badRequest("node %s is the primary at epoch %d; promote this node with force to take over", view.Primary, view.Epoch)
+	}
+	epoch, err := cn.Apply(ctx, cluster.CmdPromote, cluster.PromoteRequest{NodeID: self, ExpectedEpoch: view.Epoch, At: time.Now().UTC()})
+	if err != nil {
+		return 0, fmt.Errorf("promote %s at epoch %d: %w", self, view.Epoch+1, err)
+	}
+	c.log.Info("this node is the primary", "epoch", epoch)
+	return epoch, nil
+}
+
+// ClusterMember is one row of GET /cluster.
+type ClusterMember struct {
+	ID         string    `json:"node_id"`
+	APIAddr    string    `json:"api_address"`
+	RaftAddr   string    `json:"raft_address"`
+	ServerID   uint32    `json:"server_id,omitempty"`
+	Mode       string    `json:"mode"`
+	Voter      bool      `json:"voter"`
+	InRaft     bool      `json:"in_raft"`
+	Alive      bool      `json:"alive"`
+	LastSeen   time.Time `json:"last_seen"`
+	GTIDs      string    `json:"gtid_executed"`
+	Behind     *uint64   `json:"transactions_behind_primary"`
+	IsPrimary  bool      `json:"primary"`
+	IsLeader   bool      `json:"leader"`
+	ServerUUID string    `json:"server_uuid,omitempty"`
+}
+
+// ClusterStatus is GET /cluster.
+type ClusterStatus struct {
+	NodeID     string              `json:"node_id"`
+	Leader     string              `json:"leader"`
+	Primary    string              `json:"primary"`
+	Epoch      int64               `json:"epoch"`
+	Members    []ClusterMember     `json:"members"`
+	Promotions []cluster.Promotion `json:"promotions"`
+	External   map[string]string   `json:"replication_state,omitempty"`
+}
+
+// ClusterStatus reports the cluster view as this node sees it.
+func (c *Controller) ClusterStatus() (any, error) {
+	cn := c.clusterNode()
+	if cn == nil {
+		return nil, badRequest("this node is not part of a cluster (cluster.raft_address is not set)")
+	}
+	view := cn.View()
+	voters, err := cn.Servers()
+	if err != nil {
+		return nil, err
+	}
+	alive := cn.Alive()
+	st := ClusterStatus{NodeID: c.nodeID(), Leader: cn.Leader(), Primary: view.Primary, Epoch: view.Epoch, Promotions: view.Promotions, External: view.External}
+	flavor := mysql.Flavor(view.Members[view.Primary].Flavor)
+	primarySet, perr := mysql.ParseGTIDSet(flavor, view.GTIDs[view.Primary])
+	for _, id := range view.MemberIDs() {
+		m := view.Members[id]
+		voter, inRaft := voters[id]
+		row := ClusterMember{ID: id, APIAddr: m.APIAddr, RaftAddr: m.RaftAddr, ServerID: m.ServerID, ServerUUID: m.ServerUUID, Mode: m.Mode,
+			Voter: voter, InRaft: inRaft, Alive: alive[id], LastSeen: m.LastSeen, GTIDs: view.GTIDs[id],
+			IsPrimary: id == view.Primary, IsLeader: id == st.Leader}
+		if view.Primary != "" && perr == nil && view.GTIDs[view.Primary] != "" {
+			if set, err := mysql.ParseGTIDSet(flavor, view.GTIDs[id]); err == nil {
+				n := primarySet.Subtract(set).Count()
+				row.Behind = &n
+			}
+		}
+		st.Members = append(st.Members, row)
+	}
+	sort.Slice(st.Members, func(i, j int) bool { return st.Members[i].ID < st.Members[j].ID })
+	return st, nil
+}
+
+// ClusterApply is the leader's side of a forwarded write.
+func (c *Controller) ClusterApply(body []byte) ([]byte, error) {
+	cn := c.clusterNode()
+	if cn == nil {
+		return nil, badRequest("this node is not part of a cluster")
+	}
+	return cn.HandleApply(body), nil
+}
+
+// ClusterVerify is the leader's side of a forwarded writer-gate check.
+func (c *Controller) ClusterVerify(body []byte) ([]byte, error) {
+	cn := c.clusterNode()
+	if cn == nil {
+		return nil, badRequest("this node is not part of a cluster")
+	}
+	return cn.HandleVerify(body), nil
+}
+
+// clusterReplicationState is the executed GTID sets of the other members
+// and of the servers reported through PUT /replication_state, in the
+// form the purge rules read.
+func (c *Controller) clusterReplicationState(flavor mysql.Flavor) map[string]mysql.ReplicationState {
+	cn := c.clusterNode()
+	if cn == nil {
+		return nil
+	}
+	view := cn.View()
+	out := map[string]mysql.ReplicationState{}
+	add := func(name, text string) {
+		set, err := mysql.ParseGTIDSet(flavor, text)
+		if err == nil {
+			out[name] = set.ReplicationState()
+		}
+	}
+	self := c.nodeID()
+	for id := range view.Members {
+		if id != self {
+			add(id, view.GTIDs[id]) // an unknown position blocks purging
+		}
+	}
+	for name, text := range view.External {
+		add(name, text)
+	}
+	return out
+}

@@ -1,0 +1,184 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/myhoard/myhoard/backup"
+	"github.com/myhoard/myhoard/cluster"
+	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/restore"
+	"github.com/myhoard/myhoard/storage"
+)
+
+// promote handles PUT /status active|promote on a cluster node: the node
+// becomes the primary through a Raft compare-and-set on the epoch; from
+// idle it is active at once (a new cluster's first primary), from observe
+// it goes through promote mode (catch up, promotion record, then active).
+func (c *Controller) promote(ctx context.Context, force bool) (Mode, error) {
+	from := Mode(c.Mode())
+	switch from {
+	case ModeActive, ModePromote:
+		return from, nil
+	case ModeRestore:
+		return from, badRequest("switch from restore to active mode is not allowed while the restore runs; it switches to observe when done")
+	}
+	epoch, err := c.claimPrimary(ctx, force)
+	if err != nil {
+		return from, err
+	}
+	to := ModePromote
+	if from == ModeIdle {
+		to = ModeActive
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev := c.state
+	c.state.Epoch, c.state.Mode = epoch, to
+	if err := c.saveLocked(); err != nil {
+		c.state = prev
+		return from, err
+	}
+	c.mode.Store(to)
+	c.log.Info("mode changed", "from", from, "to", to, "epoch", epoch)
+	c.poke()
+	return to, nil
+}
+
+// promoteTick takes over as the primary (reference 2.4, with Raft as the
+// fence): it applies the binlogs the old primary uploaded that this server
+// lacks, writes the promotion record of its epoch to storage and to Raft,
+// and continues the old primary's open stream in active mode.
+func (c *Controller) promoteTick(ctx context.Context) error {
+	c.mu.Lock()
+	db, scanner, cfg, flavor, epoch := c.db, c.scanner, c.cfg, c.flavor, c.state.Epoch
+	c.mu.Unlock()
+	if db == nil || scanner == nil {
+		return fmt.Errorf("promote: the database is not reachable yet")
+	}
+	if cn := c.clusterNode(); cn != nil {
+		if v := cn.View(); v.Primary != c.nodeID() || v.Epoch != epoch {
+			return fmt.Errorf("promote: the cluster says the primary is %q at epoch %d, not this node at %d", v.Primary, v.Epoch, epoch)
+		}
+	}
+	if err := c.refreshBackups(ctx, true); err != nil {
+		return err
+	}
+	// The stream to continue: the newest open one on a writable site.
+	var open *backup.BackupInfo
+	for _, b := range c.Backups() {
+		if b.ClosedAt == nil && b.CompletedAt != nil && b.Basebackup != nil && !b.RecoverySite && (open == nil || b.StreamID > open.StreamID) {
+			open = &b
+		}
+	}
+	if open == nil {
+		c.log.Info("promote: no open backup stream to continue; active mode starts a new one")
+		return c.finishPromotion(nil)
+	}
+	site := c.siteByName(open.Site)
+	list, err := restore.ListStreamBinlogs(ctx, site, open.StreamID)
+	if err != nil {
+		return fmt.Errorf("promote: list the binlogs of %s: %w", open.StreamID, err)
+	}
+	stored := open.Basebackup.GTIDExecuted
+	for _, b := range list {
+		stored = stored.Union(b.End())
+	}
+	executed, err := restore.ServerExecuted(ctx, db, flavor)
+	if err != nil {
+		return err
+	}
+	if missing := stored.Subtract(executed); !missing.IsEmpty() {
+		c.log.Info("promote: applying the binlogs the old primary uploaded that this server lacks", "missing", missing.String())
+		err := restore.ApplyFromStorage(ctx, list, restore.FromStorageOptions{Site: site, Keys: c.keys, DB: db,
+			RelayPrefix: cfg.MySQL.RelayLogPrefix, RelayIndex: cfg.MySQL.RelayLogIndexFile, MaxBytes: cfg.RestoreMaxBinlogBytes,
+			Parallel: restore.DefaultParallel(), Flavor: flavor, Log: c.log})
+		if err != nil {
+			return fmt.Errorf("promote: catch up: %w", err)
+		}
+		if executed, err = restore.ServerExecuted(ctx, db, flavor); err != nil {
+			return err
+		}
+	} else {
+		// stop replicating from the old primary
+		for _, q := range []string{"STOP SLAVE", "RESET SLAVE ALL"} {
+			if flavor == mysql.FlavorMySQL {
+				q = map[string]string{"STOP SLAVE": "STOP REPLICA", "RESET SLAVE ALL": "RESET REPLICA ALL"}[q]
+			}
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("promote: %s: %w", q, err)
+			}
+		}
+	}
+	start := int64(len(list) + 1)
+	rec := storage.PromotionRecord{Version: storage.ManifestVersion, StreamID: open.StreamID, Epoch: epoch, NodeID: c.nodeID(),
+		ServerID: uint32(cfg.ServerID), StartIndex: start, GTIDs: executed, PromotedAt: time.Now().UTC()}
+	body, err := storage.MarshalManifest(&rec)
+	if err != nil {
+		return err
+	}
+	key := storage.PromotionKey(open.StreamID, epoch)
+	if err := site.PutBytes(ctx, key, body, storage.PutOptions{IfNotExist: true, ContentType: "application/json"}); err != nil && !isExists(err) {
+		return fmt.Errorf("promote: write %s: %w", key, err)
+	}
+	if cn := c.clusterNode(); cn != nil {
+		if _, err := cn.Apply(ctx, cluster.CmdPromotion, cluster.Promotion{Epoch: epoch, NodeID: c.nodeID(), StreamID: open.StreamID,
+			StartIndex: start, GTIDs: executed.String(), At: rec.PromotedAt}); err != nil {
+			return fmt.Errorf("promote: record the promotion: %w", err)
+		}
+	}
+	// Continue the stream from the first local binlog with transactions
+	// that storage lacks (everything before it is there already).
+	if _, err := db.ExecContext(ctx, "FLUSH BINARY LOGS"); err != nil {
+		return fmt.Errorf("promote: FLUSH BINARY LOGS: %w", err)
+	}
+	for {
+		added, _, err := scanner.Scan(ctx)
+		if err != nil {
+			return err
+		}
+		if len(added) == 0 {
+			break
+		}
+	}
+	local := scanner.Binlogs()
+	sort.Slice(local, func(i, j int) bool { return local[i].Index < local[j].Index })
+	first := scanner.NextIndex()
+	for _, b := range local {
+		if !b.GTIDsAdded.IsSubsetOf(stored) {
+			first = b.Index
+			break
+		}
+	}
+	now := time.Now().UTC()
+	st := backup.StreamState{ID: open.StreamID, Site: open.Site, Phase: backup.PhaseBinlog, CreatedAt: now, Reason: "promotion", Epoch: epoch,
+		InitialNextIndex: first, FirstLocalIndex: first, LastUploadedLocal: first - 1, NextRemoteIndex: start, CompletedAt: open.CompletedAt}
+	c.log.Info("promote: continuing the backup stream", "stream", open.StreamID, "epoch", epoch, "start_index", start,
+		"first_local", filepath.Base(scanner.Path(first)))
+	return c.finishPromotion(&st)
+}
+
+func isExists(err error) bool { return errors.Is(err, storage.ErrExists) }
+
+// finishPromotion switches to active with the adopted stream (nil: none).
+func (c *Controller) finishPromotion(st *backup.StreamState) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev := c.state
+	if st != nil {
+		c.state.Streams = []backup.StreamState{*st}
+	}
+	c.state.Mode = ModeActive
+	c.state.LastRotation = time.Now().UTC()
+	if err := c.saveLocked(); err != nil {
+		c.state = prev
+		return err
+	}
+	c.mode.Store(ModeActive)
+	c.log.Info("mode changed", "from", ModePromote, "to", ModeActive, "epoch", c.state.Epoch)
+	return nil
+}
