@@ -106,8 +106,8 @@ type nodeMeta struct {
 
 // Errors.
 var (
-	ErrNotLeader = errors.New("not the raft leader")
-	ErrNoLeader  = errors.New("the cluster has no leader")
+	ErrNotLeader  = errors.New("not the raft leader")
+	ErrNoLeader   = errors.New("the cluster has no leader")
 	ErrNotPrimary = errors.New("not the primary")
 )
 

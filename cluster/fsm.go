@@ -79,13 +79,13 @@ func (v View) MemberIDs() []string {
 // type rejects the entry with an error (all nodes run the same version in
 // a rolling upgrade's window only briefly, and the entry is never lost).
 const (
-	CmdMember      = "member"       // upsert Member (the leader, from gossip)
-	CmdRemove      = "remove"       // remove member ID
-	CmdState       = "state"        // a node publishes its GTIDs, mode and liveness
-	CmdExternal    = "external"     // PUT /replication_state
-	CmdPromote     = "promote"      // compare-and-set the primary
-	CmdPromotion   = "promotion"    // record where an epoch began
-	CmdNoop        = "noop"         // a write to prove leadership in this term
+	CmdMember      = "member"    // upsert Member (the leader, from gossip)
+	CmdRemove      = "remove"    // remove member ID
+	CmdState       = "state"     // a node publishes its GTIDs, mode and liveness
+	CmdExternal    = "external"  // PUT /replication_state
+	CmdPromote     = "promote"   // compare-and-set the primary
+	CmdPromotion   = "promotion" // record where an epoch began
+	CmdNoop        = "noop"      // a write to prove leadership in this term
 	snapshotFormat = 1
 )
 
