@@ -115,7 +115,7 @@ func applyChain(ctx context.Context, chain []StoredBinlog, o FromStorageOptions,
 	}
 	applied := 0
 	for i := first; i < len(chain); {
-		files, n, err := pf.take(ctx, i)
+		files, n, err := pf.take(ctx, i, continuousRun(chain, i))
 		if err != nil {
 			return applied, err
 		}
@@ -195,6 +195,21 @@ func applyChain(ctx context.Context, chain []StoredBinlog, o FromStorageOptions,
 		}
 	}
 	return applied, nil
+}
+
+// continuousRun is how many binlogs from i on continue each other (each
+// starts where the previous ended). A binlog that starts earlier (the
+// same transactions uploaded again, as after a promotion) must begin a
+// batch of its own, so that its start point skips what was applied.
+func continuousRun(chain []StoredBinlog, i int) int {
+	n := 1
+	for k := i + 1; k < len(chain); k++ {
+		if !chain[k].Manifest.GTIDsBefore.Equal(chain[k-1].End()) {
+			break
+		}
+		n++
+	}
+	return n
 }
 
 // firstMissing is the offset of the first transaction of file that the
@@ -317,14 +332,14 @@ func (p *prefetcher) download(ctx context.Context, b StoredBinlog, path string) 
 }
 
 // take waits until item from is downloaded and returns the run of
-// downloaded items that starts there.
-func (p *prefetcher) take(ctx context.Context, from int) ([]string, int, error) {
+// downloaded items that starts there (at most limit).
+func (p *prefetcher) take(ctx context.Context, from, limit int) ([]string, int, error) {
 	for {
 		p.mu.Lock()
 		if f, ok := p.files[from]; ok {
 			files := []string{f}
 			delete(p.files, from)
-			for j := from + 1; ; j++ {
+			for j := from + 1; j < from+limit; j++ {
 				g, ok := p.files[j]
 				if !ok {
 					break

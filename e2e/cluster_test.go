@@ -1,0 +1,270 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/myhoard/myhoard/e2e/harness"
+	"github.com/myhoard/myhoard/storage"
+)
+
+// clusterNode is a MariaDB server with its daemon in a cluster.
+type clusterNode struct {
+	id      string
+	in      *harness.Instance
+	url     string
+	cfgPath string
+	gossip  string
+	d       *daemonProc
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	p, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", p)
+}
+
+func newClusterNodes(t *testing.T, ins []*harness.Instance, backups string) []*clusterNode {
+	t.Helper()
+	var nodes []*clusterNode
+	for i, in := range ins {
+		dir := t.TempDir()
+		port, err := harness.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := &clusterNode{id: fmt.Sprintf("n%d", i+1), in: in, url: fmt.Sprintf("http://127.0.0.1:%d", port),
+			cfgPath: filepath.Join(dir, "myhoard.json"), gossip: freeAddr(t)}
+		cfg := daemonConfig(t, dir, port, in)
+		cfg["server_id"] = 101 + i
+		cfg["backup_sites"] = map[string]any{
+			"default": map[string]any{"object_storage": map[string]any{"storage_type": "local", "directory": backups}},
+		}
+		cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 1}
+		cfg["binlog_purge_settings"] = map[string]any{"enabled": true, "min_binlog_age_before_purge": 1, "purge_interval": 1}
+		cl := map[string]any{"node_id": n.id, "raft_address": freeAddr(t), "gossip_address": n.gossip, "local_timing": true,
+			"dead_member_grace": 3, "data_dir": filepath.Join(dir, "cluster")}
+		if i > 0 {
+			cl["join"] = []string{nodes[0].gossip}
+		}
+		cfg["cluster"] = cl
+		writeJSON(t, n.cfgPath, cfg)
+		nodes = append(nodes, n)
+	}
+	return nodes
+}
+
+func (n *clusterNode) start(t *testing.T) {
+	t.Helper()
+	n.d = startDaemon(t, "--config", n.cfgPath)
+	waitFor(t, n.id+"'s API", 30*time.Second, func() (bool, string) {
+		code, _, err := getJSON(n.url + "/status")
+		return err == nil && code == 200, fmt.Sprint(err)
+	})
+}
+
+func (n *clusterNode) mode(t *testing.T) string {
+	_, body, _ := getJSON(n.url + "/status")
+	s, _ := body["mode"].(string)
+	return s
+}
+
+func (n *clusterNode) clusterView(t *testing.T) map[string]any {
+	t.Helper()
+	_, body, _ := getJSON(n.url + "/cluster")
+	return body
+}
+
+// memberGTIDs maps node ids to the GTID sets GET /cluster shows.
+func memberGTIDs(view map[string]any) map[string]string {
+	out := map[string]string{}
+	members, _ := view["members"].([]any)
+	for _, m := range members {
+		e, _ := m.(map[string]any)
+		id, _ := e["node_id"].(string)
+		g, _ := e["gtid_executed"].(string)
+		out[id] = g
+	}
+	return out
+}
+
+func TestThreeNodeFailoverAndRestore(t *testing.T) {
+	ins := harness.StartInstances(t, 3, harness.Options{})
+	ctx := context.Background()
+	for _, r := range ins[1:] {
+		if err := r.ReplicateFrom(ctx, ins[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backups := filepath.Join(t.TempDir(), "backups")
+	nodes := newClusterNodes(t, ins, backups)
+	for _, n := range nodes {
+		n.start(t)
+	}
+	// n1 becomes the first primary; the others observe.
+	if code, body := doJSON(t, "PUT", nodes[0].url+"/status", map[string]any{"mode": "active"}); code != 200 || body["mode"] != "active" {
+		t.Fatalf("n1 active: %d %v", code, body)
+	}
+	for _, n := range nodes[1:] {
+		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "observe"}); code != 200 {
+			t.Fatalf("%s observe: %d %v", n.id, code, body)
+		}
+	}
+	db1 := harness.OpenDB(t, ins[0])
+	load, err := harness.NewLoadGen(ctx, db1, 31)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, stopLoad := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- load.Run(lctx, 3*time.Millisecond, 0.01) }()
+	waitCompletedBackup(t, nodes[0].url)
+
+	// Without any PUT /replication_state, every node sees every node's
+	// GTID set, and the replicas' catch up with the primary's.
+	waitFor(t, "every member's GTIDs in every node's GET /cluster", 30*time.Second, func() (bool, string) {
+		for _, n := range nodes {
+			v := n.clusterView(t)
+			g := memberGTIDs(v)
+			if len(g) != 3 || g["n1"] == "" || g["n2"] == "" || g["n3"] == "" || v["primary"] != "n1" {
+				return false, fmt.Sprint(n.id, v)
+			}
+		}
+		return true, ""
+	})
+	time.Sleep(3 * time.Second) // some binlogs uploaded by n1
+	stopLoad()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	pos1 := harness.QueryString(t, db1, "SELECT @@gtid_binlog_pos")
+	for _, r := range ins[1:] {
+		if err := r.WaitForGTID(ctx, pos1); err != nil {
+			t.Fatal(err)
+		}
+		// replicas rotate only by size: give them complete binlogs
+		harness.Exec(t, harness.OpenDB(t, r), "FLUSH BINARY LOGS", "FLUSH BINARY LOGS")
+	}
+	// The primary's server and daemon go away.
+	_ = nodes[0].d.cmd.Process.Kill()
+	_, _ = nodes[0].d.wait(t, 10*time.Second)
+	if err := ins[0].Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// n2 is promoted through its own API; n3 follows it.
+	waitFor(t, "a cluster leader without n1", 30*time.Second, func() (bool, string) {
+		v := nodes[1].clusterView(t)
+		l, _ := v["leader"].(string)
+		return l != "" && l != "n1", fmt.Sprint(v)
+	})
+	start := time.Now()
+	if code, body := doJSON(t, "PUT", nodes[1].url+"/status", map[string]any{"mode": "promote", "force": true}); code != 200 {
+		t.Fatalf("promote n2: %d %v", code, body)
+	}
+	waitFor(t, "n2 active", 60*time.Second, func() (bool, string) {
+		return nodes[1].mode(t) == "active", nodes[1].d.out.String()
+	})
+	if err := ins[2].ReplicateFrom(ctx, ins[1]); err != nil {
+		t.Fatal(err)
+	}
+	db2 := harness.OpenDB(t, ins[1])
+	load2, err := harness.NewLoadGen(ctx, db2, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := load2.WriteTransactions(ctx, 300); err != nil {
+		t.Fatal(err)
+	}
+	harness.Exec(t, db2, "FLUSH BINARY LOGS")
+	// The first binlog of the new primary reaches storage under epoch 2.
+	waitFor(t, "a binlog uploaded by n2 under epoch 2", 60*time.Second, func() (bool, string) {
+		streams, _ := readManifests(t, openFileSite(t, backups))
+		for _, ms := range streams {
+			for _, m := range ms {
+				if m.Epoch == 2 {
+					return true, ""
+				}
+			}
+		}
+		return false, nodes[1].d.out.String()
+	})
+	t.Logf("promotion to the first binlog uploaded under the new epoch: %v", time.Since(start))
+	if v := nodes[2].clusterView(t); v["primary"] != "n2" || v["epoch"] != float64(2) {
+		t.Errorf("n3's view after the promotion: primary %v epoch %v", v["primary"], v["epoch"])
+	}
+	// The old primary comes back, writes on its own and tries to upload.
+	if err := ins[0].Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rogue, err := harness.NewLoadGen(ctx, db1, 33)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rogue.WriteTransactions(ctx, 50); err != nil {
+		t.Fatal(err)
+	}
+	harness.Exec(t, db1, "FLUSH BINARY LOGS")
+	rogueGTID := harness.QueryString(t, db1, "SELECT @@gtid_binlog_pos")
+	nodes[0].start(t)
+	waitFor(t, "the rogue primary's upload refused", 60*time.Second, func() (bool, string) {
+		out := nodes[0].d.out.String()
+		return strings.Contains(out, "not allowed to upload"), out
+	})
+	// More writes on the new primary, then everything settles.
+	if err := load2.WriteTransactions(ctx, 100); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := doJSON(t, "POST", nodes[1].url+"/backup", map[string]any{"backup_type": "binlog", "wait_for_upload": 30}); code != 200 {
+		t.Fatalf("final rotation on n2: %d %v", code, body)
+	}
+	pos2 := harness.QueryString(t, db2, "SELECT @@gtid_binlog_pos")
+	if err := ins[2].WaitForGTID(ctx, pos2); err != nil {
+		t.Fatal(err)
+	}
+	if got := harness.QueryString(t, harness.OpenDB(t, ins[2]), "SELECT @@gtid_binlog_pos"); got != pos2 {
+		t.Errorf("n3 at %s, the new primary at %s", got, pos2)
+	}
+	// No manifest of the deposed primary at or after the promotion.
+	streams, site := readManifests(t, openFileSite(t, backups))
+	for id, ms := range streams {
+		for _, m := range ms {
+			if m.Epoch == 1 && m.UploadedAt.After(start) {
+				t.Errorf("stream %s: binlog %d uploaded under epoch 1 after the promotion", id, m.RemoteIndex)
+			}
+		}
+	}
+	_ = site
+	// A restore to latest from storage equals the new primary and holds
+	// none of the rogue writes.
+	var first string
+	for _, b := range listBackups(t, nodes[1].url) {
+		if b["completed_at"] != nil && (first == "" || b["stream_id"].(string) < first) {
+			first = b["stream_id"].(string)
+		}
+	}
+	rn := newRestoreNode(t, backups, nil)
+	if code, body := doJSON(t, "PUT", rn.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": first}); code != 200 {
+		t.Fatalf("restore: %d %v", code, body)
+	}
+	rn.waitObserve(t, 5*time.Minute)
+	sums, rows, err := harness.TableChecksums(ctx, db2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rn.assertRestored(t, harness.Checkpoint{Label: "the new primary", GTID: pos2, Checksums: sums, Rows: rows})
+	if rogueGTID == pos2 {
+		t.Errorf("the rogue writes did not diverge (%s)", rogueGTID)
+	}
+	// The observing replica purged binlogs that were safe to purge.
+	waitFor(t, "n3 purged local binlogs", 60*time.Second, func() (bool, string) {
+		return strings.Contains(nodes[2].d.out.String(), "purged local binlogs"), nodes[2].d.out.String()
+	})
+	_ = storage.StreamsPrefix
+}
