@@ -621,9 +621,23 @@ func (n *Node) VerifyPrimary(ctx context.Context, nodeID string, epoch int64) er
 	if leaderID == "" {
 		return ErrNoLeader
 	}
+	// A follower that has not heard from the leader within a lease is
+	// cut off: it fails at once instead of waiting for a forward that
+	// cannot succeed.
+	if last := n.raft.LastContact(); time.Since(last) > n.lease() {
+		return fmt.Errorf("%w: no contact with leader %s for %v", ErrNoLeader, leaderID, time.Since(last).Round(time.Millisecond))
+	}
 	b, _ := json.Marshal(verifyRequest{NodeID: nodeID, Epoch: epoch})
 	_, err := n.forward(ctx, string(leaderID), "/cluster/verify", b)
 	return err
+}
+
+// lease is how long a follower trusts a leader it has not heard from.
+func (n *Node) lease() time.Duration {
+	if n.o.Timing.Local {
+		return time.Second
+	}
+	return 2 * time.Second
 }
 
 func (n *Node) verifyLocal(nodeID string, epoch int64) error {

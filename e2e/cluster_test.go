@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -240,7 +241,36 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 			}
 		}
 	}
-	_ = site
+	// A deposed primary without the gate (an old version, a clock-stuck
+	// process) that still got a binlog in under epoch 1 at the new
+	// epoch's start index: readers must ignore it.
+	for id, ms := range streams {
+		var lastOld, firstNew *storage.BinlogManifest
+		for i := range ms {
+			if ms[i].Epoch == 1 {
+				lastOld = &ms[i]
+			} else if firstNew == nil {
+				firstNew = &ms[i]
+			}
+		}
+		if lastOld == nil || firstNew == nil {
+			continue
+		}
+		fake := *lastOld
+		fake.RemoteIndex = firstNew.RemoteIndex
+		ref := fake.Ref()
+		if err := site.Copy(ctx, ref.DataKey(), lastOld.Ref().DataKey()); err != nil {
+			t.Fatal(err)
+		}
+		body, err := storage.MarshalManifest(&fake)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := site.PutBytes(ctx, ref.ManifestKey(), body, storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("stream %s: planted an epoch-1 binlog at index %d, where epoch 2 begins", id, fake.RemoteIndex)
+	}
 	// A restore to latest from storage equals the new primary and holds
 	// none of the rogue writes.
 	var first string
@@ -266,5 +296,76 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 	waitFor(t, "n3 purged local binlogs", 60*time.Second, func() (bool, string) {
 		return strings.Contains(nodes[2].d.out.String(), "purged local binlogs"), nodes[2].d.out.String()
 	})
-	_ = storage.StreamsPrefix
+}
+
+// TestPrimaryCutOffStopsUploading freezes the two other daemons (the
+// primary's daemon then has no quorum and no leader to ask): its uploads
+// stop within a lease, and go on once the others are back.
+func TestPrimaryCutOffStopsUploading(t *testing.T) {
+	ins := harness.StartInstances(t, 3, harness.Options{})
+	ctx := context.Background()
+	backups := filepath.Join(t.TempDir(), "backups")
+	nodes := newClusterNodes(t, ins, backups)
+	for _, n := range nodes {
+		n.start(t)
+	}
+	if code, body := doJSON(t, "PUT", nodes[0].url+"/status", map[string]any{"mode": "active"}); code != 200 {
+		t.Fatalf("n1 active: %d %v", code, body)
+	}
+	waitFor(t, "three voters", 30*time.Second, func() (bool, string) {
+		v := nodes[0].clusterView(t)
+		members, _ := v["members"].([]any)
+		voters := 0
+		for _, m := range members {
+			if e, _ := m.(map[string]any); e["voter"] == true {
+				voters++
+			}
+		}
+		return voters == 3, fmt.Sprint(v)
+	})
+	db1 := harness.OpenDB(t, ins[0])
+	load, err := harness.NewLoadGen(ctx, db1, 41)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	go func() { _ = load.Run(lctx, 5*time.Millisecond, 0.05) }()
+	waitCompletedBackup(t, nodes[0].url)
+	uploads := func() (n int, last time.Time) {
+		streams, _ := readManifests(t, openFileSite(t, backups))
+		for _, ms := range streams {
+			for _, m := range ms {
+				n++
+				if m.UploadedAt.After(last) {
+					last = m.UploadedAt
+				}
+			}
+		}
+		return n, last
+	}
+	waitFor(t, "binlogs flowing", 30*time.Second, func() (bool, string) { n, _ := uploads(); return n >= 3, fmt.Sprint(n) })
+	for _, n := range nodes[1:] {
+		if err := n.d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cut := time.Now()
+	waitFor(t, "the primary refusing to upload", 30*time.Second, func() (bool, string) {
+		out := nodes[0].d.out.String()
+		return strings.Contains(out, "not allowed to upload"), ""
+	})
+	time.Sleep(3 * time.Second) // binlogs keep coming on the server meanwhile
+	count, last := uploads()
+	if lag := last.Sub(cut); lag > 2*time.Second {
+		t.Errorf("the cut-off primary uploaded until %v after the cut (last manifest %v)", lag, last)
+	}
+	t.Logf("cut off: last manifest %v after the cut", last.Sub(cut).Round(time.Millisecond))
+	for _, n := range nodes[1:] {
+		_ = n.d.cmd.Process.Signal(syscall.SIGCONT)
+	}
+	waitFor(t, "uploads resuming after the others are back", 60*time.Second, func() (bool, string) {
+		n, _ := uploads()
+		return n > count, fmt.Sprint(n, " ", count)
+	})
 }

@@ -2,9 +2,12 @@ package restore
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -316,9 +319,14 @@ func (p *prefetcher) download(ctx context.Context, b StoredBinlog, path string) 
 		if err != nil {
 			return fmt.Errorf("prefetch binlog %s into %s: %w", b.Manifest.LocalName, p.dir, err)
 		}
-		err = p.site.GetDecoded(ctx, b.Ref.DataKey(), p.keys, f)
+		h := sha256.New()
+		cw := &countingWriter{w: io.MultiWriter(f, h)}
+		err = p.site.GetDecoded(ctx, b.Ref.DataKey(), p.keys, cw)
 		if cerr := f.Close(); err == nil {
 			err = cerr
+		}
+		if err == nil {
+			err = checkContent(b, cw.n, hex.EncodeToString(h.Sum(nil)))
 		}
 		if err == nil {
 			return nil
@@ -329,6 +337,30 @@ func (p *prefetcher) download(ctx context.Context, b StoredBinlog, path string) 
 		}
 	}
 	return fmt.Errorf("prefetch binlog %s (%s) into %s: %w", b.Manifest.LocalName, b.Ref.DataKey(), p.dir, err)
+}
+
+// checkContent compares a downloaded binlog with its manifest: the data
+// object must be the very file the manifest describes (an intact object
+// of another binlog under this key is as wrong as a damaged one).
+func checkContent(b StoredBinlog, size int64, sum string) error {
+	if b.Manifest.Size != 0 && size != b.Manifest.Size {
+		return fmt.Errorf("%s holds %d bytes, its manifest says %d: %w", b.Ref.DataKey(), size, b.Manifest.Size, storage.ErrCorrupt)
+	}
+	if b.Manifest.SHA256 != "" && sum != b.Manifest.SHA256 {
+		return fmt.Errorf("%s has SHA-256 %s, its manifest says %s: %w", b.Ref.DataKey(), sum, b.Manifest.SHA256, storage.ErrCorrupt)
+	}
+	return nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // take waits until item from is downloaded and returns the run of

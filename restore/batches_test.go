@@ -2,7 +2,9 @@ package restore
 
 import (
 	"context"
+	"errors"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -104,4 +106,21 @@ func TestApplyInBoundedBatches(t *testing.T) {
 			t.Logf("%d batches, budget %d bytes, relay directory peak %d bytes", batches, budget, peak.Load())
 		})
 	}
+	t.Run("a binlog object swapped for another", func(t *testing.T) {
+		// An intact object of another binlog under a binlog's key (as a
+		// deposed primary's upload could leave) is refused, never applied.
+		if err := f.site.Copy(ctx, f.stored[1].Ref.DataKey(), f.stored[2].Ref.DataKey()); err != nil {
+			t.Fatal(err)
+		}
+		dst := restoredTarget(t, f, 219)
+		ddb := harness.OpenDB(t, dst)
+		if err := InitGTIDState(ctx, ddb, mysql.FlavorMariaDB, m.GTIDExecuted); err != nil {
+			t.Fatal(err)
+		}
+		err := ApplyFromStorage(ctx, f.stored, FromStorageOptions{Site: f.site, DB: ddb, RelayPrefix: dst.RelayLogPrefix(),
+			RelayIndex: dst.RelayLogIndex(), MaxBytes: budget, Flavor: mysql.FlavorMariaDB})
+		if !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), f.stored[1].Ref.DataKey()) {
+			t.Fatalf("got %v, want ErrCorrupt naming %s", err, f.stored[1].Ref.DataKey())
+		}
+	})
 }
