@@ -67,6 +67,8 @@ type Options struct {
 	ServerID   uint32
 	ServerUUID string
 	Flavor     string
+	// MySQLAddr is where other members reach this node's server.
+	MySQLAddr string
 	// Forward sends a request to another node's API; path is
 	// "/cluster/apply" or "/cluster/verify".
 	Forward func(ctx context.Context, apiAddr, path string, body []byte) ([]byte, error)
@@ -102,6 +104,7 @@ type nodeMeta struct {
 	ServerID   uint32 `json:"s,omitempty"`
 	ServerUUID string `json:"u,omitempty"`
 	Flavor     string `json:"f,omitempty"`
+	MySQLAddr  string `json:"m,omitempty"`
 }
 
 // Errors.
@@ -132,7 +135,7 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 	}
 	n := &Node{o: o, log: o.Log.With("component", "cluster"), fsm: newFSM(), deadSince: map[string]time.Time{}, leftAt: map[string]time.Time{},
 		aliveAt: map[string]time.Time{}, events: make(chan struct{}, 1), stop: make(chan struct{}),
-		meta: nodeMeta{ID: o.NodeID, APIAddr: o.APIAddr, RaftAddr: o.RaftAddr, ServerID: o.ServerID, ServerUUID: o.ServerUUID, Flavor: o.Flavor}}
+		meta: nodeMeta{ID: o.NodeID, APIAddr: o.APIAddr, RaftAddr: o.RaftAddr, ServerID: o.ServerID, ServerUUID: o.ServerUUID, Flavor: o.Flavor, MySQLAddr: o.MySQLAddr}}
 	if err := n.openRaft(); err != nil {
 		return nil, err
 	}
@@ -427,9 +430,9 @@ func (n *Node) reconcile() error {
 	for id, meta := range alive {
 		m, ok := view.Members[id]
 		if !ok || m.APIAddr != meta.APIAddr || m.RaftAddr != meta.RaftAddr || m.ServerID != meta.ServerID ||
-			m.ServerUUID != meta.ServerUUID || m.Flavor != meta.Flavor {
+			m.ServerUUID != meta.ServerUUID || m.Flavor != meta.Flavor || m.MySQLAddr != meta.MySQLAddr {
 			rec := Member{ID: id, APIAddr: meta.APIAddr, RaftAddr: meta.RaftAddr, ServerID: meta.ServerID, ServerUUID: meta.ServerUUID,
-				Flavor: meta.Flavor, Mode: m.Mode, LastSeen: now}
+				Flavor: meta.Flavor, MySQLAddr: meta.MySQLAddr, Mode: m.Mode, LastSeen: now}
 			if _, err := n.applyLocal(CmdMember, rec); err != nil {
 				return err
 			}

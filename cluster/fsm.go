@@ -22,6 +22,7 @@ type Member struct {
 	ServerID   uint32    `json:"server_id,omitempty"`
 	ServerUUID string    `json:"server_uuid,omitempty"`
 	Flavor     string    `json:"flavor,omitempty"`
+	MySQLAddr  string    `json:"mysql_address,omitempty"`
 	Mode       string    `json:"mode,omitempty"`
 	LastSeen   time.Time `json:"last_seen"`
 }

@@ -168,6 +168,9 @@ type Cluster struct {
 	DeadMemberGrace float64 `json:"dead_member_grace"`
 	// LocalTiming uses fast gossip and Raft timeouts (loopback, tests).
 	LocalTiming bool `json:"local_timing"`
+	// MySQLAddress is where other members' servers reach this node's
+	// server for replication (host:port; default: mysql.client_params).
+	MySQLAddress string `json:"mysql_address"`
 }
 
 // Enabled reports whether this node takes part in a cluster (it has a

@@ -237,10 +237,10 @@ func TestInvalidConfigs(t *testing.T) {
 			{"cluster.gossip_address", "is required with cluster.raft_address"},
 		}},
 		{"cluster settings without a raft address", func(m map[string]any) {
-			m["cluster"] = map[string]any{"auto_restore": true, "replication_user": "repl", "dead_member_grace": -1}
+			m["cluster"] = map[string]any{"auto_restore": true, "replication_password": "secret", "dead_member_grace": -1}
 		}, []Problem{
 			{"cluster.raft_address", "is required to take part in a cluster"},
-			{"cluster.replication_user", "and cluster.replication_password go together"},
+			{"cluster.replication_user", "is required with cluster.replication_password"},
 			{"cluster.dead_member_grace", "must not be negative"},
 		}},
 		{"workers alias disagrees", func(m map[string]any) {

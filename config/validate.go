@@ -364,8 +364,13 @@ func (c *Config) validateCluster(e *Errors) {
 	if cl.RaftAddress == "" && (cl.GossipAddress != "" || len(cl.Join) > 0 || cl.AutoRestore) {
 		e.add("cluster.raft_address", "is required to take part in a cluster (gossip_address, join or auto_restore are set)")
 	}
-	if (cl.ReplicationUser == "") != (cl.ReplicationPassword == "") {
-		e.add("cluster.replication_user", "and cluster.replication_password go together")
+	if cl.ReplicationUser == "" && cl.ReplicationPassword != "" {
+		e.add("cluster.replication_user", "is required with cluster.replication_password")
+	}
+	if cl.MySQLAddress != "" {
+		if msg := checkHostPort(cl.MySQLAddress); msg != "" {
+			e.add("cluster.mysql_address", "%s", msg)
+		}
 	}
 	if cl.DeadMemberGrace < 0 {
 		e.add("cluster.dead_member_grace", "must not be negative, not %v", cl.DeadMemberGrace)

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/e2e/harness"
+	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
 )
 
@@ -36,30 +39,43 @@ func newClusterNodes(t *testing.T, ins []*harness.Instance, backups string) []*c
 	t.Helper()
 	var nodes []*clusterNode
 	for i, in := range ins {
-		dir := t.TempDir()
-		port, err := harness.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := &clusterNode{id: fmt.Sprintf("n%d", i+1), in: in, url: fmt.Sprintf("http://127.0.0.1:%d", port),
-			cfgPath: filepath.Join(dir, "myhoard.json"), gossip: freeAddr(t)}
-		cfg := daemonConfig(t, dir, port, in)
-		cfg["server_id"] = 101 + i
-		cfg["backup_sites"] = map[string]any{
-			"default": map[string]any{"object_storage": map[string]any{"storage_type": "local", "directory": backups}},
-		}
-		cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 1}
-		cfg["binlog_purge_settings"] = map[string]any{"enabled": true, "min_binlog_age_before_purge": 1, "purge_interval": 1}
-		cl := map[string]any{"node_id": n.id, "raft_address": freeAddr(t), "gossip_address": n.gossip, "local_timing": true,
-			"dead_member_grace": 3, "data_dir": filepath.Join(dir, "cluster")}
+		var join []string
 		if i > 0 {
-			cl["join"] = []string{nodes[0].gossip}
+			join = []string{nodes[0].gossip}
 		}
-		cfg["cluster"] = cl
-		writeJSON(t, n.cfgPath, cfg)
-		nodes = append(nodes, n)
+		nodes = append(nodes, newClusterNode(t, fmt.Sprintf("n%d", i+1), 101+i, in, backups, join, nil))
 	}
 	return nodes
+}
+
+// newClusterNode writes the config of one cluster node.
+func newClusterNode(t *testing.T, id string, serverID int, in *harness.Instance, backups string, join []string, extra map[string]any) *clusterNode {
+	t.Helper()
+	dir := t.TempDir()
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &clusterNode{id: id, in: in, url: fmt.Sprintf("http://127.0.0.1:%d", port),
+		cfgPath: filepath.Join(dir, "myhoard.json"), gossip: freeAddr(t)}
+	cfg := daemonConfig(t, dir, port, in)
+	cfg["server_id"] = serverID
+	cfg["backup_sites"] = map[string]any{
+		"default": map[string]any{"object_storage": map[string]any{"storage_type": "local", "directory": backups}},
+	}
+	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 1}
+	cfg["binlog_purge_settings"] = map[string]any{"enabled": true, "min_binlog_age_before_purge": 1, "purge_interval": 1}
+	cl := map[string]any{"node_id": id, "raft_address": freeAddr(t), "gossip_address": n.gossip, "local_timing": true,
+		"dead_member_grace": 3, "data_dir": filepath.Join(dir, "cluster"), "gossip_key": "bXlob2FyZC10ZXN0a2V5IQ=="}
+	if len(join) > 0 {
+		cl["join"] = join
+	}
+	for k, v := range extra {
+		cl[k] = v
+	}
+	cfg["cluster"] = cl
+	writeJSON(t, n.cfgPath, cfg)
+	return n
 }
 
 func (n *clusterNode) start(t *testing.T) {
@@ -292,6 +308,78 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 	if rogueGTID == pos2 {
 		t.Errorf("the rogue writes did not diverge (%s)", rogueGTID)
 	}
+	// A fourth node joins with auto_restore and an empty data directory:
+	// it restores the newest backup by itself and replicates from the
+	// new primary.
+	tools, err := harness.FindTools()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in4, err := harness.NewInstance(ctx, harness.Options{Dir: filepath.Join(harness.ShortTempDir(t), "m4"), ServerID: 104, NoInit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv := []string{tools.Mariadbd, "--defaults-file=" + in4.ConfigFile}
+	t.Cleanup(func() { _ = (&mysql.CommandControl{Argv: argv, StopTimeout: time.Minute}).Stop(context.Background()) })
+	n4 := newClusterNode(t, "n4", 104, in4, backups, []string{nodes[1].gossip},
+		map[string]any{"auto_restore": true, "replication_user": "root"})
+	raw, _ := os.ReadFile(n4.cfgPath)
+	var cfg4 map[string]any
+	_ = json.Unmarshal(raw, &cfg4)
+	cfg4["start_command"] = argv
+	writeJSON(t, n4.cfgPath, cfg4)
+	n4.start(t)
+	waitFor(t, "n4 restored, observing and replicating", 3*time.Minute, func() (bool, string) {
+		if n4.mode(t) != "observe" {
+			_, st, _ := getJSON(n4.url + "/status/restore")
+			return false, fmt.Sprint(st)
+		}
+		db4, err := in4.Open()
+		if err != nil {
+			return false, err.Error()
+		}
+		defer db4.Close()
+		var pos string
+		_ = db4.QueryRow("SELECT @@gtid_slave_pos").Scan(&pos)
+		return pos == pos2, pos + " vs " + pos2
+	})
+	if err := load2.WriteTransactions(ctx, 20); err != nil {
+		t.Fatal(err)
+	}
+	pos3 := harness.QueryString(t, db2, "SELECT @@gtid_binlog_pos")
+	for _, in := range []*harness.Instance{ins[2], in4} {
+		if err := in.WaitForGTID(ctx, pos3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sums3, rows3, err := harness.TableChecksums(ctx, db2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []*harness.Instance{ins[2], in4} {
+		db, _ := in.Open()
+		diffs, err := harness.Mismatches(ctx, db, harness.Checkpoint{Label: "the new primary", GTID: pos3, Checksums: sums3, Rows: rows3})
+		db.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range diffs {
+			t.Errorf("%s: %s", in.Dir, d)
+		}
+	}
+	waitFor(t, "n4 in every node's GET /cluster", 30*time.Second, func() (bool, string) {
+		for _, n := range []*clusterNode{nodes[1], nodes[2], n4} {
+			if g := memberGTIDs(n.clusterView(t)); g["n4"] == "" {
+				return false, fmt.Sprint(n.id, g)
+			}
+		}
+		return true, ""
+	})
+	code, out, errOut := runCLI(t, nil, "cluster", "--url", nodes[1].url)
+	if code != 0 || !strings.Contains(out, "primary: n2  epoch: 2") || !strings.Contains(out, "n4") {
+		t.Errorf("myhoard cluster: exit %d\n%s%s", code, out, errOut)
+	}
+	t.Logf("myhoard cluster:\n%s", out)
 	// The observing replica purged binlogs that were safe to purge.
 	waitFor(t, "n3 purged local binlogs", 60*time.Second, func() (bool, string) {
 		return strings.Contains(nodes[2].d.out.String(), "purged local binlogs"), nodes[2].d.out.String()

@@ -3,9 +3,12 @@ package node
 import (
 	"context"
 	"fmt"
+	"net"
 	"sort"
+	"strings"
 	"time"
 
+	"github.com/myhoard/myhoard/backup"
 	"github.com/myhoard/myhoard/cluster"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/restore"
@@ -206,4 +209,78 @@ func (c *Controller) clusterReplicationState(flavor mysql.Flavor) map[string]mys
 		add(name, text)
 	}
 	return out
+}
+
+// autoRestore starts a restore of the newest backup on a cluster node
+// with cluster.auto_restore and an empty data directory (a new replica
+// provisioning itself).
+func (c *Controller) autoRestore(ctx context.Context) error {
+	cfg := c.Config()
+	c.mu.Lock()
+	done := c.state.AutoRestored
+	c.mu.Unlock()
+	if c.clusterNode() == nil || !cfg.Cluster.AutoRestore || done || dataDirEmpty(cfg.MySQL.DataDirectory) != nil {
+		return nil
+	}
+	var newest *backup.BackupInfo
+	for _, b := range c.Backups() {
+		if b.CompletedAt != nil && b.BrokenAt == nil && b.Basebackup != nil && (newest == nil || b.StreamID > newest.StreamID) {
+			newest = &b
+		}
+	}
+	if newest == nil {
+		return nil // nothing to restore yet
+	}
+	c.log.Info("auto_restore: restoring the newest backup", "stream", newest.StreamID, "site", newest.Site)
+	if _, err := c.RequestMode(ctx, ModeRequest{Mode: ModeRestore, Site: newest.Site, StreamID: newest.StreamID}); err != nil {
+		return fmt.Errorf("auto_restore of %s: %w", newest.StreamID, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state.AutoRestored = true
+	return c.saveLocked()
+}
+
+// startReplication points a node provisioned by auto_restore at the
+// current primary with GTID auto-position (once, when
+// cluster.replication_user is set).
+func (c *Controller) startReplication(ctx context.Context) error {
+	cfg := c.Config()
+	cn := c.clusterNode()
+	c.mu.Lock()
+	db, flavor, pending := c.db, c.flavor, c.state.AutoRestored && !c.state.ReplicationStarted
+	c.mu.Unlock()
+	if cn == nil || !pending || cfg.Cluster.ReplicationUser == "" || db == nil {
+		return nil
+	}
+	view := cn.View()
+	primary, ok := view.Members[view.Primary]
+	if !ok || primary.MySQLAddr == "" || view.Primary == c.nodeID() {
+		return nil // no primary known yet
+	}
+	host, port, err := net.SplitHostPort(primary.MySQLAddr)
+	if err != nil {
+		return fmt.Errorf("primary %s advertises a bad MySQL address %q", view.Primary, primary.MySQLAddr)
+	}
+	user, pass := sqlQuote(cfg.Cluster.ReplicationUser), sqlQuote(cfg.Cluster.ReplicationPassword)
+	stmts := []string{"STOP SLAVE", fmt.Sprintf("CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER=%s, MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=5",
+		sqlQuote(host), port, user, pass), "START SLAVE"}
+	if flavor == mysql.FlavorMySQL {
+		stmts = []string{"STOP REPLICA", fmt.Sprintf("CHANGE REPLICATION SOURCE TO SOURCE_HOST=%s, SOURCE_PORT=%s, SOURCE_USER=%s, SOURCE_PASSWORD=%s, SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=5",
+			sqlQuote(host), port, user, pass), "START REPLICA"}
+	}
+	for _, q := range stmts {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("replicate from the primary %s: %s: %w", view.Primary, strings.SplitN(q, " MASTER_PASSWORD", 2)[0], err)
+		}
+	}
+	c.log.Info("replicating from the primary", "primary", view.Primary, "address", primary.MySQLAddr)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state.ReplicationStarted = true
+	return c.saveLocked()
+}
+
+func sqlQuote(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }

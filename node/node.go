@@ -449,11 +449,17 @@ func (c *Controller) tick(ctx context.Context) error {
 	case ModeRestore:
 		return c.restoreTick(ctx)
 	case ModeObserve:
+		if err := c.startReplication(ctx); err != nil {
+			return err
+		}
 		return c.observeTick(ctx)
 	case ModePromote:
 		return c.promoteTick(ctx)
 	default:
-		return c.refreshBackups(ctx, false)
+		if err := c.refreshBackups(ctx, false); err != nil {
+			return err
+		}
+		return c.autoRestore(ctx)
 	}
 }
 

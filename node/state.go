@@ -20,6 +20,10 @@ type controllerState struct {
 	ReplicationState map[string]mysql.ReplicationState `json:"replication_state"`
 	Epoch            int64                             `json:"epoch"`
 	ServerUUID       string                            `json:"server_uuid,omitempty"`
+	// AutoRestored: this node restored itself (cluster.auto_restore);
+	// ReplicationStarted: it then replicates from the primary.
+	AutoRestored       bool `json:"auto_restored,omitempty"`
+	ReplicationStarted bool `json:"replication_started,omitempty"`
 }
 
 type backupRequest struct {

@@ -60,9 +60,13 @@ func openCluster(ctx context.Context, cfg *config.Config, log *slog.Logger) (*cl
 		}
 		return out, nil
 	}
+	mysqlAddr := cl.MySQLAddress
+	if mysqlAddr == "" && cfg.MySQL.ClientParams.Host != "" {
+		mysqlAddr = net.JoinHostPort(cfg.MySQL.ClientParams.Host, strconv.Itoa(cfg.MySQL.ClientParams.Port))
+	}
 	return cluster.Open(ctx, cluster.Options{
 		NodeID: cl.NodeID, RaftAddr: cl.RaftAddress, GossipAddr: cl.GossipAddress,
 		APIAddr: net.JoinHostPort(host, strconv.Itoa(cfg.HTTPPort)), Join: cl.Join, GossipKey: key, DataDir: cl.DataDir,
-		ServerID: uint32(cfg.ServerID), Flavor: cfg.MySQL.Flavor, Forward: forward, Timing: t, Log: log,
+		ServerID: uint32(cfg.ServerID), Flavor: cfg.MySQL.Flavor, MySQLAddr: mysqlAddr, Forward: forward, Timing: t, Log: log,
 	})
 }
