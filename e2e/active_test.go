@@ -90,7 +90,7 @@ func (s *activeSetup) stored(t *testing.T) (map[string][]storage.BinlogManifest,
 	return readManifests(t, openFileSite(t, s.backups))
 }
 
-func readManifests(t *testing.T, site *storage.Site) (map[string][]storage.BinlogManifest, *storage.Site) {
+func readManifests(t testing.TB, site *storage.Site) (map[string][]storage.BinlogManifest, *storage.Site) {
 	t.Helper()
 	out := map[string][]storage.BinlogManifest{}
 	err := site.List(context.Background(), storage.StreamsPrefix, func(o storage.ObjectInfo) error {
@@ -118,7 +118,7 @@ func readManifests(t *testing.T, site *storage.Site) (map[string][]storage.Binlo
 	return out, site
 }
 
-func waitCompletedBackup(t *testing.T, url string) map[string]any {
+func waitCompletedBackup(t testing.TB, url string) map[string]any {
 	t.Helper()
 	var found map[string]any
 	waitFor(t, "a completed backup in GET /backup", 90*time.Second, func() (bool, string) {

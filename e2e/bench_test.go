@@ -285,3 +285,89 @@ func vmHWM(pid int) int64 {
 	v, _ := strconv.ParseInt(string(m[1]), 10, 64)
 	return v
 }
+
+// BenchmarkCluster measures, on loopback with three nodes, how fast a GTID
+// change on the primary shows in every node's GET /cluster (target <= 2 s)
+// and how long a promotion takes until the new primary's first binlog is
+// in storage (target <= 5 s).
+func BenchmarkCluster(b *testing.B) {
+	ins := harness.StartInstances(b, 3, harness.Options{})
+	ctx := context.Background()
+	for _, r := range ins[1:] {
+		if err := r.ReplicateFrom(ctx, ins[0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	backups := filepath.Join(b.TempDir(), "backups")
+	nodes := newClusterNodes(b, ins, backups)
+	for _, n := range nodes {
+		n.start(b)
+	}
+	if code, body := doJSON(b, "PUT", nodes[0].url+"/status", map[string]any{"mode": "active"}); code != 200 {
+		b.Fatalf("n1 active: %d %v", code, body)
+	}
+	for _, n := range nodes[1:] {
+		doJSON(b, "PUT", n.url+"/status", map[string]any{"mode": "observe"})
+	}
+	waitCompletedBackup(b, nodes[0].url)
+	db1 := harness.OpenDB(b, ins[0])
+	load, err := harness.NewLoadGen(ctx, db1, 51)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var spread []time.Duration
+	for i := 0; i < 7; i++ {
+		if err := load.WriteTransactions(ctx, 1); err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		pos := harness.QueryString(b, db1, "SELECT @@gtid_binlog_pos")
+		waitFor(b, "the GTID change in every GET /cluster", 30*time.Second, func() (bool, string) {
+			for _, n := range nodes {
+				if memberGTIDs(n.clusterView(b))["n1"] != pos {
+					return false, pos
+				}
+			}
+			return true, ""
+		})
+		spread = append(spread, time.Since(t0))
+	}
+	pos1 := harness.QueryString(b, db1, "SELECT @@gtid_binlog_pos")
+	for _, r := range ins[1:] {
+		if err := r.WaitForGTID(ctx, pos1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	_ = nodes[0].d.cmd.Process.Kill()
+	_, _ = nodes[0].d.wait(b, 10*time.Second)
+	if err := ins[0].Stop(ctx); err != nil {
+		b.Fatal(err)
+	}
+	waitFor(b, "a leader without n1", 30*time.Second, func() (bool, string) {
+		l, _ := nodes[1].clusterView(b)["leader"].(string)
+		return l != "" && l != "n1", l
+	})
+	t0 := time.Now()
+	if code, body := doJSON(b, "PUT", nodes[1].url+"/status", map[string]any{"mode": "promote", "force": true}); code != 200 {
+		b.Fatalf("promote: %d %v", code, body)
+	}
+	waitFor(b, "the new primary's first binlog in storage", 60*time.Second, func() (bool, string) {
+		streams, _ := readManifests(b, openFileSite(b, backups))
+		for _, ms := range streams {
+			for _, m := range ms {
+				if m.Epoch == 2 {
+					return true, ""
+				}
+			}
+		}
+		return false, ""
+	})
+	promote := time.Since(t0)
+	slices.Sort(spread)
+	fmt.Printf("\ncluster benchmark (3 nodes on loopback): GTID change to every GET /cluster: median %v, max %v (target <= 2s); promote request to the first binlog uploaded by the new primary: %v (target <= 5s)\n",
+		spread[len(spread)/2].Round(time.Millisecond), spread[len(spread)-1].Round(time.Millisecond), promote.Round(time.Millisecond))
+	b.ReportMetric(spread[len(spread)/2].Seconds(), "gtid_spread_s")
+	b.ReportMetric(promote.Seconds(), "promote_s")
+	for b.Loop() {
+	}
+}

@@ -26,7 +26,7 @@ type clusterNode struct {
 	d       *daemonProc
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	p, err := harness.FreePort()
 	if err != nil {
@@ -35,7 +35,7 @@ func freeAddr(t *testing.T) string {
 	return fmt.Sprintf("127.0.0.1:%d", p)
 }
 
-func newClusterNodes(t *testing.T, ins []*harness.Instance, backups string) []*clusterNode {
+func newClusterNodes(t testing.TB, ins []*harness.Instance, backups string) []*clusterNode {
 	t.Helper()
 	var nodes []*clusterNode
 	for i, in := range ins {
@@ -49,7 +49,7 @@ func newClusterNodes(t *testing.T, ins []*harness.Instance, backups string) []*c
 }
 
 // newClusterNode writes the config of one cluster node.
-func newClusterNode(t *testing.T, id string, serverID int, in *harness.Instance, backups string, join []string, extra map[string]any) *clusterNode {
+func newClusterNode(t testing.TB, id string, serverID int, in *harness.Instance, backups string, join []string, extra map[string]any) *clusterNode {
 	t.Helper()
 	dir := t.TempDir()
 	port, err := harness.FreePort()
@@ -78,7 +78,7 @@ func newClusterNode(t *testing.T, id string, serverID int, in *harness.Instance,
 	return n
 }
 
-func (n *clusterNode) start(t *testing.T) {
+func (n *clusterNode) start(t testing.TB) {
 	t.Helper()
 	n.d = startDaemon(t, "--config", n.cfgPath)
 	waitFor(t, n.id+"'s API", 30*time.Second, func() (bool, string) {
@@ -87,13 +87,13 @@ func (n *clusterNode) start(t *testing.T) {
 	})
 }
 
-func (n *clusterNode) mode(t *testing.T) string {
+func (n *clusterNode) mode(t testing.TB) string {
 	_, body, _ := getJSON(n.url + "/status")
 	s, _ := body["mode"].(string)
 	return s
 }
 
-func (n *clusterNode) clusterView(t *testing.T) map[string]any {
+func (n *clusterNode) clusterView(t testing.TB) map[string]any {
 	t.Helper()
 	_, body, _ := getJSON(n.url + "/cluster")
 	return body
