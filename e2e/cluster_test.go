@@ -457,3 +457,89 @@ func TestPrimaryCutOffStopsUploading(t *testing.T) {
 		return n > count, fmt.Sprint(n, " ", count)
 	})
 }
+
+// TestClusterRestartAndConcurrentPromotions restarts every daemon (the
+// view survives, nobody bootstraps again) and promotes two nodes at once:
+// the epoch compare-and-set lets exactly one win.
+func TestClusterRestartAndConcurrentPromotions(t *testing.T) {
+	ins := harness.StartInstances(t, 3, harness.Options{})
+	backups := filepath.Join(t.TempDir(), "backups")
+	nodes := newClusterNodes(t, ins, backups)
+	for _, n := range nodes {
+		n.start(t)
+	}
+	if code, body := doJSON(t, "PUT", nodes[0].url+"/status", map[string]any{"mode": "active"}); code != 200 {
+		t.Fatalf("n1 active: %d %v", code, body)
+	}
+	for _, n := range nodes[1:] {
+		doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "observe"})
+	}
+	waitFor(t, "every node sees n1 as the primary", 30*time.Second, func() (bool, string) {
+		for _, n := range nodes {
+			if v := n.clusterView(t); v["primary"] != "n1" || v["epoch"] != float64(1) {
+				return false, fmt.Sprint(n.id, v)
+			}
+		}
+		return true, ""
+	})
+	// Every daemon restarts.
+	for _, n := range nodes {
+		_ = n.d.cmd.Process.Kill()
+		_, _ = n.d.wait(t, 10*time.Second)
+	}
+	for _, n := range nodes {
+		n.start(t)
+	}
+	waitFor(t, "the view back on every node", 30*time.Second, func() (bool, string) {
+		for _, n := range nodes {
+			v := n.clusterView(t)
+			if v["primary"] != "n1" || v["epoch"] != float64(1) || v["leader"] == "" {
+				return false, fmt.Sprint(n.id, v)
+			}
+		}
+		return true, ""
+	})
+	for _, n := range nodes {
+		if strings.Contains(n.d.out.String(), "bootstrapping a new cluster") {
+			t.Errorf("%s bootstrapped again after a restart", n.id)
+		}
+	}
+	// Without force, a second primary is refused.
+	if code, body := doJSON(t, "PUT", nodes[1].url+"/status", map[string]any{"mode": "promote"}); code != 400 || !strings.Contains(fmt.Sprint(body["message"]), "n1 is the primary") {
+		t.Errorf("promote without force: %d %v", code, body)
+	}
+	// Two forced promotions at once: one wins, the other is told why.
+	type result struct {
+		code int
+		body map[string]any
+	}
+	res := make(chan result, 2)
+	for _, n := range nodes[1:] {
+		go func() {
+			code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "promote", "force": true})
+			res <- result{code, body}
+		}()
+	}
+	a, b := <-res, <-res
+	won := 0
+	for _, r := range []result{a, b} {
+		switch {
+		case r.code == 200:
+			won++
+		case r.code == 400 && (strings.Contains(fmt.Sprint(r.body["message"]), "promoted meanwhile") || strings.Contains(fmt.Sprint(r.body["message"]), "is the primary at epoch 2")):
+		default:
+			t.Errorf("concurrent promotion: %d %v", r.code, r.body)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d of two concurrent promotions won", won)
+	}
+	waitFor(t, "epoch 2 everywhere", 30*time.Second, func() (bool, string) {
+		for _, n := range nodes {
+			if v := n.clusterView(t); v["epoch"] != float64(2) {
+				return false, fmt.Sprint(n.id, v["epoch"])
+			}
+		}
+		return true, ""
+	})
+}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sort"
@@ -96,6 +97,9 @@ func (c *Controller) claimPrimary(ctx context.Context, force bool) (int64, error
 		return 0, badRequest("node %s is the primary at epoch %d; promote this node with force to take over", view.Primary, view.Epoch)
 	}
 	epoch, err := cn.Apply(ctx, cluster.CmdPromote, cluster.PromoteRequest{NodeID: self, ExpectedEpoch: view.Epoch, At: time.Now().UTC()})
+	if errors.Is(err, cluster.ErrStaleEpoch) {
+		return 0, badRequest("another node was promoted meanwhile (%v); see GET /cluster", err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("promote %s at epoch %d: %w", self, view.Epoch+1, err)
 	}
