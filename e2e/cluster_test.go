@@ -543,3 +543,5 @@ func TestClusterRestartAndConcurrentPromotions(t *testing.T) {
 		return true, ""
 	})
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

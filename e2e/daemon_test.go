@@ -141,8 +141,15 @@ func startDaemon(t testing.TB, args ...string) *daemonProc {
 // startDaemonEnv starts the daemon with extra environment variables.
 func startDaemonEnv(t testing.TB, env []string, args ...string) *daemonProc {
 	t.Helper()
+	return startProcess(t, env, append([]string{binary}, args...))
+}
+
+// startProcess runs argv (the daemon, possibly behind a wrapper such as
+// ip netns exec) and collects its output.
+func startProcess(t testing.TB, env []string, argv []string) *daemonProc {
+	t.Helper()
 	d := &daemonProc{out: &syncBuffer{}, done: make(chan error, 1)}
-	d.cmd = exec.Command(binary, args...)
+	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	if err := d.cmd.Start(); err != nil {

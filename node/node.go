@@ -91,6 +91,7 @@ type Controller struct {
 	cluster     *cluster.Node
 	published   string
 	publishedAt time.Time
+	publishing  atomic.Bool
 }
 
 // SetMetrics sets where metrics and unexpected errors go.
@@ -246,7 +247,13 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		}
 		err := c.tick(ctx)
-		c.publishState(ctx)
+		// publishing waits for the Raft leader: never on the loop
+		if c.publishing.CompareAndSwap(false, true) {
+			go func() {
+				defer c.publishing.Store(false)
+				c.publishState(ctx)
+			}()
+		}
 		c.m().Cumulative("myhoard.remote_read_errors", c.stats.ReadErrors.Load())
 		c.m().Cumulative("myhoard.remote_write_errors", c.stats.WriteErrors.Load())
 		if err != nil && ctx.Err() == nil {

@@ -154,8 +154,12 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 			break
 		}
 	}
-	now := time.Now().UTC()
-	st := backup.StreamState{ID: open.StreamID, Site: open.Site, Phase: backup.PhaseBinlog, CreatedAt: now, Reason: "promotion", Epoch: epoch,
+	// The stream keeps its place in the backup schedule: no new full
+	// backup just because the primary changed.
+	bs := cfg.BackupSettings
+	started := open.Basebackup.StartedAt
+	st := backup.StreamState{ID: open.StreamID, Site: open.Site, Phase: backup.PhaseBinlog, CreatedAt: started, Reason: "scheduled", Epoch: epoch,
+		NormalizedTime:   normalizedBackupTime(started, bs.BackupHour, bs.BackupMinute, bs.BackupIntervalMinutes, time.Time{}),
 		InitialNextIndex: first, FirstLocalIndex: first, LastUploadedLocal: first - 1, NextRemoteIndex: start, CompletedAt: open.CompletedAt}
 	c.log.Info("promote: continuing the backup stream", "stream", open.StreamID, "epoch", epoch, "start_index", start,
 		"first_local", filepath.Base(scanner.Path(first)))
