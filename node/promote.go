@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -64,6 +65,12 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 		if v := cn.View(); v.Primary != c.nodeID() || v.Epoch != epoch {
 			return fmt.Errorf("promote: the cluster says the primary is %q at epoch %d, not this node at %d", v.Primary, v.Epoch, epoch)
 		}
+	}
+	// What the server received from the old primary but has not applied
+	// yet is applied before anything else (the relay logs are dropped
+	// when replication is reset below).
+	if err := drainRelayLog(ctx, db, flavor); err != nil {
+		return fmt.Errorf("promote: %w", err)
 	}
 	if err := c.refreshBackups(ctx, true); err != nil {
 		return err
@@ -164,6 +171,64 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 	c.log.Info("promote: continuing the backup stream", "stream", open.StreamID, "epoch", epoch, "start_index", start,
 		"first_local", filepath.Base(scanner.Path(first)))
 	return c.finishPromotion(&st)
+}
+
+// drainRelayLog stops receiving from the old primary and waits until the
+// SQL thread applied everything already received (reference 2.3: the
+// original required this state before a promotion; here it is reached).
+func drainRelayLog(ctx context.Context, db *sql.DB, flavor mysql.Flavor) error {
+	stopIO, status, posCol, wait := "STOP SLAVE IO_THREAD", "SHOW SLAVE STATUS", "Gtid_IO_Pos", "SELECT MASTER_GTID_WAIT(?, ?)"
+	if flavor == mysql.FlavorMySQL {
+		stopIO, status, posCol, wait = "STOP REPLICA IO_THREAD", "SHOW REPLICA STATUS", "Retrieved_Gtid_Set", "SELECT WAIT_FOR_EXECUTED_GTID_SET(?, ?)"
+	}
+	rows, err := db.QueryContext(ctx, status)
+	if err != nil {
+		return fmt.Errorf("%s: %w", status, err)
+	}
+	cols, _ := rows.Columns()
+	var received, sqlRunning, sqlError string
+	if rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			rows.Close()
+			return err
+		}
+		for i, c := range cols {
+			switch c {
+			case posCol:
+				received = vals[i].String
+			case "Slave_SQL_Running", "Replica_SQL_Running":
+				sqlRunning = vals[i].String
+			case "Last_SQL_Error":
+				sqlError = vals[i].String
+			}
+		}
+	}
+	rows.Close()
+	if len(cols) == 0 || received == "" {
+		return nil // not a replica
+	}
+	if _, err := db.ExecContext(ctx, stopIO); err != nil {
+		return fmt.Errorf("%s: %w", stopIO, err)
+	}
+	if sqlRunning != "Yes" {
+		if sqlError != "" {
+			return fmt.Errorf("the SQL thread stopped with %q; fix replication before promoting", sqlError)
+		}
+		return nil
+	}
+	var res sql.NullInt64
+	if err := db.QueryRowContext(ctx, wait, received, 300).Scan(&res); err != nil {
+		return fmt.Errorf("wait for the relay log (%s) to be applied: %w", received, err)
+	}
+	if !res.Valid || res.Int64 != 0 {
+		return fmt.Errorf("the relay log (up to %s) was not applied within 300 s", received)
+	}
+	return nil
 }
 
 func isExists(err error) bool { return errors.Is(err, storage.ErrExists) }
