@@ -236,7 +236,7 @@ func encodeFile(path string, opts storage.EncodeOptions, encoded *int64, sum *st
 	pr, pw := io.Pipe()
 	go func() {
 		defer f.Close()
-		cw := &countWriter{w: pw}
+		cw := &storage.CountingWriter{W: pw}
 		h := sha256.New()
 		enc, err := storage.NewEncoder(cw, opts)
 		var n int64
@@ -246,21 +246,10 @@ func encodeFile(path string, opts storage.EncodeOptions, encoded *int64, sum *st
 				err = cerr
 			}
 		}
-		*encoded, *sum, *size = cw.n, hex.EncodeToString(h.Sum(nil)), n
+		*encoded, *sum, *size = cw.N, hex.EncodeToString(h.Sum(nil)), n
 		pw.CloseWithError(err)
 	}()
 	return pr, nil
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // verifyRemote decodes an object and checks its SHA-256; it returns the

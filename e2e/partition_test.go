@@ -194,23 +194,7 @@ func TestPartitionedPrimary(t *testing.T) {
 		t.Errorf("an epoch-1 manifest was written at %v, after the cut at %v", last, cut)
 	}
 	// A restore to latest equals the new primary.
-	pos2 := harness.QueryString(t, db2, "SELECT @@gtid_binlog_pos")
-	sums, rows, err := harness.TableChecksums(ctx, db2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var first string
-	for _, b := range listBackups(t, nodes[1].url) {
-		if b["completed_at"] != nil && (first == "" || b["stream_id"].(string) < first) {
-			first = b["stream_id"].(string)
-		}
-	}
-	rn := newRestoreNode(t, backups, nil)
-	if code, body := doJSON(t, "PUT", rn.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": first}); code != 200 {
-		t.Fatalf("restore: %d %v", code, body)
-	}
-	rn.waitObserve(t, 5*time.Minute)
-	rn.assertRestored(t, harness.Checkpoint{Label: "the new primary", GTID: pos2, Checksums: sums, Rows: rows})
+	restoreOldestEquals(t, backups, nodes[1].url, db2)
 }
 
 func waitForAPI(t *testing.T, n *clusterNode) {

@@ -320,13 +320,13 @@ func (p *prefetcher) download(ctx context.Context, b StoredBinlog, path string) 
 			return fmt.Errorf("prefetch binlog %s into %s: %w", b.Manifest.LocalName, p.dir, err)
 		}
 		h := sha256.New()
-		cw := &countingWriter{w: io.MultiWriter(f, h)}
+		cw := &storage.CountingWriter{W: io.MultiWriter(f, h)}
 		err = p.site.GetDecoded(ctx, b.Ref.DataKey(), p.keys, cw)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 		if err == nil {
-			err = checkContent(b, cw.n, hex.EncodeToString(h.Sum(nil)))
+			err = checkContent(b, cw.N, hex.EncodeToString(h.Sum(nil)))
 		}
 		if err == nil {
 			return nil
@@ -350,17 +350,6 @@ func checkContent(b StoredBinlog, size int64, sum string) error {
 		return fmt.Errorf("%s has SHA-256 %s, its manifest says %s: %w", b.Ref.DataKey(), sum, b.Manifest.SHA256, storage.ErrCorrupt)
 	}
 	return nil
-}
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // take waits until item from is downloaded and returns the run of

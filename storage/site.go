@@ -712,3 +712,15 @@ func (s *Site) GetDecoded(ctx context.Context, key string, keys Keyring, w io.Wr
 	}
 	return nil
 }
+
+// CountingWriter counts the bytes written through it.
+type CountingWriter struct {
+	W io.Writer
+	N int64
+}
+
+func (c *CountingWriter) Write(p []byte) (int, error) {
+	n, err := c.W.Write(p)
+	c.N += int64(n)
+	return n, err
+}
