@@ -157,16 +157,28 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 		}
 		return true, ""
 	})
-	time.Sleep(3 * time.Second) // some binlogs uploaded by n1
+	time.Sleep(2 * time.Second) // some binlogs uploaded by n1
+	// n2's server falls behind: what it lacks is only in storage, and the
+	// promotion must apply it.
+	db2 := harness.OpenDB(t, ins[1])
+	harness.Exec(t, db2, "STOP SLAVE")
+	time.Sleep(2 * time.Second)
 	stopLoad()
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
+	if code, body := doJSON(t, "POST", nodes[0].url+"/backup", map[string]any{"backup_type": "binlog", "wait_for_upload": 30}); code != 200 {
+		t.Fatalf("rotation on n1: %d %v", code, body)
+	}
 	pos1 := harness.QueryString(t, db1, "SELECT @@gtid_binlog_pos")
+	if err := ins[2].WaitForGTID(ctx, pos1); err != nil {
+		t.Fatal(err)
+	}
+	behind := harness.QueryString(t, db2, "SELECT @@gtid_binlog_pos")
+	if behind == pos1 {
+		t.Fatalf("n2's server is not behind (%s)", behind)
+	}
 	for _, r := range ins[1:] {
-		if err := r.WaitForGTID(ctx, pos1); err != nil {
-			t.Fatal(err)
-		}
 		// replicas rotate only by size: give them complete binlogs
 		harness.Exec(t, harness.OpenDB(t, r), "FLUSH BINARY LOGS", "FLUSH BINARY LOGS")
 	}
@@ -189,10 +201,15 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 	waitFor(t, "n2 active", 60*time.Second, func() (bool, string) {
 		return nodes[1].mode(t) == "active", nodes[1].d.out.String()
 	})
+	if !strings.Contains(nodes[1].d.out.String(), "applying the binlogs the old primary uploaded") {
+		t.Errorf("n2 was behind (%s of %s) but did not catch up from storage", behind, pos1)
+	}
+	if got := harness.QueryString(t, db2, "SELECT @@gtid_binlog_pos"); got != pos1 {
+		t.Errorf("n2 promoted at %s, the old primary ended at %s", got, pos1)
+	}
 	if err := ins[2].ReplicateFrom(ctx, ins[1]); err != nil {
 		t.Fatal(err)
 	}
-	db2 := harness.OpenDB(t, ins[1])
 	load2, err := harness.NewLoadGen(ctx, db2, 32)
 	if err != nil {
 		t.Fatal(err)

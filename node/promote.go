@@ -28,6 +28,26 @@ func (c *Controller) promote(ctx context.Context, force bool) (Mode, error) {
 	case ModeRestore:
 		return from, badRequest("switch from restore to active mode is not allowed while the restore runs; it switches to observe when done")
 	}
+	if !force && from == ModeObserve {
+		// The spec's precondition: a replica about to be promoted is
+		// read-only (nothing but replication writes to it).
+		if view := c.clusterNode().View(); view.Primary != "" && view.Primary != c.nodeID() {
+			return from, badRequest("node %s is the primary at epoch %d; promote this node with force to take over", view.Primary, view.Epoch)
+		}
+		c.mu.Lock()
+		db := c.db
+		c.mu.Unlock()
+		if db == nil {
+			return from, badRequest("the database is not reachable: a promotion needs it")
+		}
+		var ro int
+		if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.read_only").Scan(&ro); err != nil {
+			return from, fmt.Errorf("promote: read read_only: %w", err)
+		}
+		if ro == 0 {
+			return from, badRequest("the server is not read_only: a replica about to be promoted must be read-only (or promote with force)")
+		}
+	}
 	epoch, err := c.claimPrimary(ctx, force)
 	if err != nil {
 		return from, err
