@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
 	"strconv"
 	"sync"
 	"syscall"
@@ -115,6 +116,9 @@ func daemon(args []string, stderr io.Writer) int {
 			ctrl.SetMetrics(nm)
 			mx.Close()
 			mx = nm
+		}
+		if !reflect.DeepEqual(newCfg.Cluster, ctrl.Config().Cluster) {
+			log.Warn("config reload: cluster settings take effect at the next start of the daemon")
 		}
 		ctrl.Reload(newCfg)
 		log.Info("config reloaded", "config", f.config, "http", web.addr)
