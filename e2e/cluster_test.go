@@ -182,6 +182,7 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 		// replicas rotate only by size: give them complete binlogs
 		harness.Exec(t, harness.OpenDB(t, r), "FLUSH BINARY LOGS", "FLUSH BINARY LOGS")
 	}
+	waitVoters(t, nodes[0], 3)
 	// The primary's server and daemon go away.
 	_ = nodes[0].d.cmd.Process.Kill()
 	_, _ = nodes[0].d.wait(t, 10*time.Second)
@@ -403,17 +404,7 @@ func TestPrimaryCutOffStopsUploading(t *testing.T) {
 	if code, body := doJSON(t, "PUT", nodes[0].url+"/status", map[string]any{"mode": "active"}); code != 200 {
 		t.Fatalf("n1 active: %d %v", code, body)
 	}
-	waitFor(t, "three voters", 30*time.Second, func() (bool, string) {
-		v := nodes[0].clusterView(t)
-		members, _ := v["members"].([]any)
-		voters := 0
-		for _, m := range members {
-			if e, _ := m.(map[string]any); e["voter"] == true {
-				voters++
-			}
-		}
-		return voters == 3, fmt.Sprint(v)
-	})
+	waitVoters(t, nodes[0], 3)
 	db1 := harness.OpenDB(t, ins[0])
 	load, err := harness.NewLoadGen(ctx, db1, 41)
 	if err != nil {
@@ -477,6 +468,7 @@ func TestClusterRestartAndConcurrentPromotions(t *testing.T) {
 	for _, n := range nodes[1:] {
 		doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "observe"})
 	}
+	waitVoters(t, nodes[0], 3)
 	waitFor(t, "every node sees n1 as the primary", 30*time.Second, func() (bool, string) {
 		for _, n := range nodes {
 			if v := n.clusterView(t); v["primary"] != "n1" || v["epoch"] != float64(1) {
@@ -507,6 +499,7 @@ func TestClusterRestartAndConcurrentPromotions(t *testing.T) {
 			t.Errorf("%s bootstrapped again after a restart", n.id)
 		}
 	}
+	waitVoters(t, nodes[1], 3)
 	// Without force, a second primary is refused.
 	if code, body := doJSON(t, "PUT", nodes[1].url+"/status", map[string]any{"mode": "promote"}); code != 400 || !strings.Contains(fmt.Sprint(body["message"]), "n1 is the primary") {
 		t.Errorf("promote without force: %d %v", code, body)
@@ -545,6 +538,16 @@ func TestClusterRestartAndConcurrentPromotions(t *testing.T) {
 		}
 		return true, ""
 	})
+	// A daemon that dies is removed from the cluster after the grace
+	// period (3 s here); the other two keep a quorum.
+	_ = nodes[0].d.cmd.Process.Kill()
+	_, _ = nodes[0].d.wait(t, 10*time.Second)
+	waitFor(t, "the dead n1 removed", 60*time.Second, func() (bool, string) {
+		v := nodes[1].clusterView(t)
+		ids := memberGTIDs(v)
+		_, still := ids["n1"]
+		return !still && len(ids) == 2 && v["leader"] != "", fmt.Sprint(v)
+	})
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
@@ -571,4 +574,20 @@ func restoreOldestEquals(t *testing.T, backups, listURL string, db *sql.DB) {
 	}
 	rn.waitObserve(t, 5*time.Minute)
 	rn.assertRestored(t, harness.Checkpoint{Label: "the new primary", GTID: pos, Checksums: sums, Rows: rows})
+}
+
+// waitVoters waits until n's GET /cluster shows want voters.
+func waitVoters(t testing.TB, n *clusterNode, want int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d voters", want), 30*time.Second, func() (bool, string) {
+		v := n.clusterView(t)
+		members, _ := v["members"].([]any)
+		voters := 0
+		for _, m := range members {
+			if e, _ := m.(map[string]any); e["voter"] == true {
+				voters++
+			}
+		}
+		return voters == want, fmt.Sprint(v)
+	})
 }

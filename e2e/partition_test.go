@@ -151,6 +151,7 @@ func TestPartitionedPrimary(t *testing.T) {
 	}
 	waitFor(t, "binlogs flowing", 30*time.Second, func() (bool, string) { n, _ := uploads(1); return n >= 3, fmt.Sprint(n) })
 
+	waitVoters(t, nodes[1], 3)
 	ns.cut(t)
 	cut := time.Now()
 	time.Sleep(3 * time.Second) // the primary keeps writing binlogs meanwhile
