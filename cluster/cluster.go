@@ -90,6 +90,9 @@ type Node struct {
 	deadSince map[string]time.Time
 	leftAt    map[string]time.Time
 	aliveAt   map[string]time.Time
+	// metas are the live members' metadata, copied in the event
+	// callbacks (memberlist's Members() shares structs it keeps writing).
+	metas map[string]nodeMeta
 	events    chan struct{}
 	stop      chan struct{}
 	done      sync.WaitGroup
@@ -134,7 +137,7 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		return nil, fmt.Errorf("cluster data dir: %w", err)
 	}
 	n := &Node{o: o, log: o.Log.With("component", "cluster"), fsm: newFSM(), deadSince: map[string]time.Time{}, leftAt: map[string]time.Time{},
-		aliveAt: map[string]time.Time{}, events: make(chan struct{}, 1), stop: make(chan struct{}),
+		aliveAt: map[string]time.Time{}, metas: map[string]nodeMeta{}, events: make(chan struct{}, 1), stop: make(chan struct{}),
 		meta: nodeMeta{ID: o.NodeID, APIAddr: o.APIAddr, RaftAddr: o.RaftAddr, ServerID: o.ServerID, ServerUUID: o.ServerUUID, Flavor: o.Flavor, MySQLAddr: o.MySQLAddr}}
 	if err := n.openRaft(); err != nil {
 		return nil, err
@@ -309,8 +312,17 @@ func (n *Node) NotifyJoin(m *memberlist.Node) {
 	delete(n.deadSince, m.Name)
 	delete(n.leftAt, m.Name)
 	n.aliveAt[m.Name] = time.Now()
+	n.recordMetaLocked(m)
 	n.mu.Unlock()
 	n.wake()
+}
+
+// recordMetaLocked keeps a copy of a member's metadata (n.mu held).
+func (n *Node) recordMetaLocked(m *memberlist.Node) {
+	var meta nodeMeta
+	if err := json.Unmarshal(m.Meta, &meta); err == nil && meta.ID != "" {
+		n.metas[m.Name] = meta
+	}
 }
 
 // NotifyLeave records a member that left (graceful) or died.
@@ -322,12 +334,18 @@ func (n *Node) NotifyLeave(m *memberlist.Node) {
 		n.deadSince[m.Name] = time.Now()
 	}
 	delete(n.aliveAt, m.Name)
+	delete(n.metas, m.Name)
 	n.mu.Unlock()
 	n.wake()
 }
 
 // NotifyUpdate is a metadata change.
-func (n *Node) NotifyUpdate(*memberlist.Node) { n.wake() }
+func (n *Node) NotifyUpdate(m *memberlist.Node) {
+	n.mu.Lock()
+	n.recordMetaLocked(m)
+	n.mu.Unlock()
+	n.wake()
+}
 
 func (n *Node) wake() {
 	select {
@@ -403,15 +421,11 @@ func (n *Node) reconcile() error {
 	}
 	view := n.fsm.snapshotView()
 	alive := map[string]nodeMeta{}
-	for _, m := range n.ml.Members() {
-		var meta nodeMeta
-		if err := json.Unmarshal(m.Meta, &meta); err != nil || meta.ID == "" {
-			continue
-		}
-		alive[meta.ID] = meta
-	}
 	now := time.Now()
 	n.mu.Lock()
+	for _, meta := range n.metas {
+		alive[meta.ID] = meta
+	}
 	aliveAt := make(map[string]time.Time, len(n.aliveAt))
 	for k, v := range n.aliveAt {
 		aliveAt[k] = v
@@ -700,9 +714,11 @@ func (n *Node) Servers() (voters map[string]bool, err error) {
 
 // Alive are the ids of the members gossip sees alive.
 func (n *Node) Alive() map[string]bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	out := map[string]bool{}
-	for _, m := range n.ml.Members() {
-		out[m.Name] = true
+	for name := range n.metas {
+		out[name] = true
 	}
 	return out
 }

@@ -34,6 +34,9 @@ func TestMain(m *testing.M) {
 	args := []string{"build", "-o", binary}
 	if os.Getenv("MYHOARD_E2E_RACE") != "" {
 		args = append(args, "-race") // the daemon under the race detector
+		if os.Getenv("GORACE") == "" {
+			os.Setenv("GORACE", "halt_on_error=1") // a race fails the test that hit it
+		}
 	}
 	build := exec.Command("go", append(args, "github.com/myhoard/myhoard/cmd/myhoard")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
