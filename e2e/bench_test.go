@@ -352,15 +352,8 @@ func BenchmarkCluster(b *testing.B) {
 		b.Fatalf("promote: %d %v", code, body)
 	}
 	waitFor(b, "the new primary's first binlog in storage", 60*time.Second, func() (bool, string) {
-		streams, _ := readManifests(b, openFileSite(b, backups))
-		for _, ms := range streams {
-			for _, m := range ms {
-				if m.Epoch == 2 {
-					return true, ""
-				}
-			}
-		}
-		return false, ""
+		n, _ := epochUploads(b, backups, 2)
+		return n > 0, ""
 	})
 	promote := time.Since(t0)
 	slices.Sort(spread)

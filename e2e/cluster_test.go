@@ -221,15 +221,8 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 	harness.Exec(t, db2, "FLUSH BINARY LOGS")
 	// The first binlog of the new primary reaches storage under epoch 2.
 	waitFor(t, "a binlog uploaded by n2 under epoch 2", 60*time.Second, func() (bool, string) {
-		streams, _ := readManifests(t, openFileSite(t, backups))
-		for _, ms := range streams {
-			for _, m := range ms {
-				if m.Epoch == 2 {
-					return true, ""
-				}
-			}
-		}
-		return false, nodes[1].d.out.String()
+		n, _ := epochUploads(t, backups, 2)
+		return n > 0, nodes[1].d.out.String()
 	})
 	t.Logf("promotion to the first binlog uploaded under the new epoch: %v", time.Since(start))
 	if v := nodes[2].clusterView(t); v["primary"] != "n2" || v["epoch"] != float64(2) {
@@ -414,18 +407,7 @@ func TestPrimaryCutOffStopsUploading(t *testing.T) {
 	defer stopLoad()
 	go func() { _ = load.Run(lctx, 5*time.Millisecond, 0.05) }()
 	waitCompletedBackup(t, nodes[0].url)
-	uploads := func() (n int, last time.Time) {
-		streams, _ := readManifests(t, openFileSite(t, backups))
-		for _, ms := range streams {
-			for _, m := range ms {
-				n++
-				if m.UploadedAt.After(last) {
-					last = m.UploadedAt
-				}
-			}
-		}
-		return n, last
-	}
+	uploads := func() (int, time.Time) { return epochUploads(t, backups, 1) }
 	waitFor(t, "binlogs flowing", 30*time.Second, func() (bool, string) { n, _ := uploads(); return n >= 3, fmt.Sprint(n) })
 	for _, n := range nodes[1:] {
 		if err := n.d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
@@ -590,4 +572,22 @@ func waitVoters(t testing.TB, n *clusterNode, want int) {
 		}
 		return voters == want, fmt.Sprint(v)
 	})
+}
+
+// epochUploads counts the binlog manifests uploaded under epoch and
+// returns when the newest was written.
+func epochUploads(t testing.TB, backups string, epoch int64) (n int, last time.Time) {
+	t.Helper()
+	streams, _ := readManifests(t, openFileSite(t, backups))
+	for _, ms := range streams {
+		for _, m := range ms {
+			if m.Epoch == epoch {
+				n++
+				if m.UploadedAt.After(last) {
+					last = m.UploadedAt
+				}
+			}
+		}
+	}
+	return n, last
 }

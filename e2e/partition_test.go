@@ -135,20 +135,7 @@ func TestPartitionedPrimary(t *testing.T) {
 	defer stopLoad()
 	go func() { _ = load.Run(lctx, 5*time.Millisecond, 0.05) }()
 	waitCompletedBackup(t, nodes[0].url)
-	uploads := func(epoch int64) (n int, last time.Time) {
-		streams, _ := readManifests(t, openFileSite(t, backups))
-		for _, ms := range streams {
-			for _, m := range ms {
-				if m.Epoch == epoch {
-					n++
-					if m.UploadedAt.After(last) {
-						last = m.UploadedAt
-					}
-				}
-			}
-		}
-		return n, last
-	}
+	uploads := func(epoch int64) (int, time.Time) { return epochUploads(t, backups, epoch) }
 	waitFor(t, "binlogs flowing", 30*time.Second, func() (bool, string) { n, _ := uploads(1); return n >= 3, fmt.Sprint(n) })
 
 	waitVoters(t, nodes[1], 3)
