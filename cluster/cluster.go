@@ -92,11 +92,11 @@ type Node struct {
 	aliveAt   map[string]time.Time
 	// metas are the live members' metadata, copied in the event
 	// callbacks (memberlist's Members() shares structs it keeps writing).
-	metas map[string]nodeMeta
-	events    chan struct{}
-	stop      chan struct{}
-	done      sync.WaitGroup
-	closed    bool
+	metas  map[string]nodeMeta
+	events chan struct{}
+	stop   chan struct{}
+	done   sync.WaitGroup
+	closed bool
 }
 
 // nodeMeta is the gossip metadata (memberlist limits it to 512 bytes).
