@@ -455,6 +455,39 @@ func TestRestore(t *testing.T) {
 			t.Errorf("no fallback in the log:\n%s", n.d.out)
 		}
 	})
+	t.Run("promote after a restore, then restore what the new primary wrote", func(t *testing.T) {
+		copyDir := filepath.Join(t.TempDir(), "backups")
+		if out, err := exec.Command("cp", "-a", src.backups, copyDir).CombinedOutput(); err != nil {
+			t.Fatalf("copy storage: %v %s", err, out)
+		}
+		n := newRestoreNode(t, copyDir, nil)
+		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1}); code != 200 {
+			t.Fatalf("restore request: %d %v", code, body)
+		}
+		n.waitObserve(t, 5*time.Minute)
+		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "promote"}); code != 200 {
+			t.Fatalf("promote: %d %v", code, body)
+		}
+		waitFor(t, "the restored node active", 60*time.Second, func() (bool, string) {
+			_, body, _ := getJSON(n.url + "/status")
+			return body["mode"] == "active", n.d.out.String()
+		})
+		db := harness.OpenDB(t, n.in)
+		load, err := harness.NewLoadGen(context.Background(), db, 77)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := load.WriteTransactions(context.Background(), 100); err != nil {
+			t.Fatal(err)
+		}
+		if code, body := doJSON(t, "POST", n.url+"/backup", map[string]any{"backup_type": "binlog", "wait_for_upload": 30}); code != 200 {
+			t.Fatalf("rotation: %d %v", code, body)
+		}
+		if up, _ := epochUploads(t, copyDir, 2); up == 0 {
+			t.Fatalf("nothing uploaded under epoch 2 after the promotion\n%s", n.d.out)
+		}
+		restoreOldestEquals(t, copyDir, n.url, db)
+	})
 }
 
 func phaseOf(state string) string {

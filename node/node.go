@@ -3,14 +3,17 @@
 // state_directory, the current config, and the scheduling of everything the
 // lower packages do.
 //
-// Implemented: idle (checks the sites, lists backups), restore (validated
-// requests, the restore coordinator's lifecycle, fallback to an older
-// backup when one fails), observe (follows the backups, purges local
-// binlogs whose transactions are in storage) and active (binlog scanning
-// and upload, full backups on schedule and on request, stream completion
-// and closing, forced rotation, retention and local binlog purge). Promote
-// comes with the cluster. It must never serve HTTP itself (package api
-// does) and never be imported by the packages below it.
+// Modes: idle (checks the sites, lists backups; auto_restore in a
+// cluster), restore (validated requests, the restore coordinator's
+// lifecycle, fallback to an older backup when one fails), observe (follows
+// the backups, purges local binlogs whose transactions are in storage),
+// promote (catch up from storage, promotion record, continue the stream;
+// in a cluster after a Raft compare-and-set on the epoch) and active
+// (binlog scanning and upload behind the cluster's writer gate, full
+// backups on schedule and on request, stream completion and closing,
+// forced rotation, retention and local binlog purge). It also publishes
+// this node's state into the cluster view. It must never serve HTTP itself
+// (package api does) and never be imported by the packages below it.
 package node
 
 import (
@@ -506,6 +509,22 @@ func (c *Controller) Backups() []backup.BackupInfo {
 		return nil
 	}
 	return append([]backup.BackupInfo{}, c.backups...)
+}
+
+// setModeUnchecked persists a mode change the caller already checked.
+func (c *Controller) setModeUnchecked(to Mode) (Mode, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev := c.state.Mode
+	c.state.Mode = to
+	if err := c.saveLocked(); err != nil {
+		c.state.Mode = prev
+		return prev, err
+	}
+	c.mode.Store(to)
+	c.log.Info("mode changed", "from", prev, "to", to)
+	c.poke()
+	return to, nil
 }
 
 // SetMode handles PUT /status: a table-driven transition check, then the

@@ -28,10 +28,19 @@ func (c *Controller) promote(ctx context.Context, force bool) (Mode, error) {
 	case ModeRestore:
 		return from, badRequest("switch from restore to active mode is not allowed while the restore runs; it switches to observe when done")
 	}
+	cn := c.clusterNode()
+	if cn == nil {
+		// A lone node (the original's flow): observe -> promote -> active;
+		// the epoch is taken from storage in promote mode.
+		if from != ModeObserve {
+			return from, badRequest("switch from %s to promote mode is not allowed: promote an observing node (after a restore)", from)
+		}
+		return c.setModeUnchecked(ModePromote)
+	}
 	if !force && from == ModeObserve {
 		// The spec's precondition: a replica about to be promoted is
 		// read-only (nothing but replication writes to it).
-		if view := c.clusterNode().View(); view.Primary != "" && view.Primary != c.nodeID() {
+		if view := cn.View(); view.Primary != "" && view.Primary != c.nodeID() {
 			return from, badRequest("node %s is the primary at epoch %d; promote this node with force to take over", view.Primary, view.Epoch)
 		}
 		c.mu.Lock()
@@ -81,6 +90,7 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 	if db == nil || scanner == nil {
 		return fmt.Errorf("promote: the database is not reachable yet")
 	}
+	lone := c.clusterNode() == nil
 	if cn := c.clusterNode(); cn != nil {
 		if v := cn.View(); v.Primary != c.nodeID() || v.Epoch != epoch {
 			return fmt.Errorf("promote: the cluster says the primary is %q at epoch %d, not this node at %d", v.Primary, v.Epoch, epoch)
@@ -114,6 +124,22 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 	stored := open.Basebackup.GTIDExecuted
 	for _, b := range list {
 		stored = stored.Union(b.End())
+	}
+	if lone {
+		// Without Raft the new epoch is one above every epoch the stream
+		// has seen (its binlogs and promotion records).
+		top, err := streamEpoch(ctx, site, open.StreamID)
+		if err != nil {
+			return err
+		}
+		epoch = max(epoch, top+1, open.Basebackup.Epoch+1)
+		c.mu.Lock()
+		c.state.Epoch = epoch
+		err = c.saveLocked()
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 	executed, err := restore.ServerExecuted(ctx, db, flavor)
 	if err != nil {
@@ -249,6 +275,25 @@ func drainRelayLog(ctx context.Context, db *sql.DB, flavor mysql.Flavor) error {
 		return fmt.Errorf("the relay log (up to %s) was not applied within 300 s", received)
 	}
 	return nil
+}
+
+// streamEpoch is the highest epoch of a stream's binlog keys and
+// promotion records.
+func streamEpoch(ctx context.Context, site *storage.Site, streamID string) (int64, error) {
+	var top int64
+	err := site.List(ctx, storage.StreamPrefix(streamID), func(o storage.ObjectInfo) error {
+		if ref, _, err := storage.ParseBinlogKey(o.Key); err == nil && ref.Epoch > top {
+			top = ref.Epoch
+		}
+		if _, e, err := storage.ParsePromotionKey(o.Key); err == nil && e > top {
+			top = e
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("promote: list %s: %w", streamID, err)
+	}
+	return top, nil
 }
 
 func isExists(err error) bool { return errors.Is(err, storage.ErrExists) }

@@ -55,7 +55,7 @@ func (c *Controller) RequestMode(ctx context.Context, r ModeRequest) (Mode, erro
 			sort.Strings(extra)
 			return Mode(c.Mode()), badRequest("%s only apply to mode restore", strings.Join(extra, ", "))
 		}
-		if (r.Mode == ModeActive || r.Mode == ModePromote) && c.clusterNode() != nil {
+		if r.Mode == ModePromote || (r.Mode == ModeActive && (c.clusterNode() != nil || Mode(c.Mode()) == ModeObserve)) {
 			return c.promote(ctx, r.Force)
 		}
 		return c.SetMode(r.Mode)
