@@ -455,18 +455,39 @@ func TestRestore(t *testing.T) {
 			t.Errorf("no fallback in the log:\n%s", n.d.out)
 		}
 	})
-	t.Run("promote after a restore, then restore what the new primary wrote", func(t *testing.T) {
+	promoted := func(t *testing.T, forced bool) {
 		copyDir := filepath.Join(t.TempDir(), "backups")
 		if out, err := exec.Command("cp", "-a", src.backups, copyDir).CombinedOutput(); err != nil {
 			t.Fatalf("copy storage: %v %s", err, out)
 		}
-		n := newRestoreNode(t, copyDir, nil)
+		n := newRestoreNode(t, copyDir, map[string]any{"restore_max_binlog_bytes": max(1<<20, 2*src.biggest)})
 		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1}); code != 200 {
 			t.Fatalf("restore request: %d %v", code, body)
 		}
-		n.waitObserve(t, 5*time.Minute)
-		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "promote"}); code != 200 {
-			t.Fatalf("promote: %d %v", code, body)
+		if forced {
+			// Forced while binlogs are applied: the restore finalizes with
+			// what it has and the promotion catches up from storage.
+			deadline := time.Now().Add(2 * time.Minute)
+			for {
+				if time.Now().After(deadline) {
+					t.Fatal("the restore never reached a binlog phase")
+				}
+				if ph := n.restoreStatus(t)["phase"]; ph == "applying_binlogs" || ph == "waiting_for_apply_to_finish" {
+					break
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "active", "force": true}); code != 200 {
+				t.Fatalf("forced promotion during the restore: %d %v", code, body)
+			}
+			if !strings.Contains(n.d.out.String(), "restore forced to complete") {
+				t.Errorf("the forced promotion did not end the restore early")
+			}
+		} else {
+			n.waitObserve(t, 5*time.Minute)
+			if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "promote"}); code != 200 {
+				t.Fatalf("promote: %d %v", code, body)
+			}
 		}
 		waitFor(t, "the restored node active", 60*time.Second, func() (bool, string) {
 			_, body, _ := getJSON(n.url + "/status")
@@ -487,7 +508,9 @@ func TestRestore(t *testing.T) {
 			t.Fatalf("nothing uploaded under epoch 2 after the promotion\n%s", n.d.out)
 		}
 		restoreOldestEquals(t, copyDir, n.url, db)
-	})
+	}
+	t.Run("promote after a restore, then restore what the new primary wrote", func(t *testing.T) { promoted(t, false) })
+	t.Run("promotion forced during the restore", func(t *testing.T) { promoted(t, true) })
 }
 
 func phaseOf(state string) string {

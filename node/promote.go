@@ -26,7 +26,25 @@ func (c *Controller) promote(ctx context.Context, force bool) (Mode, error) {
 	case ModeActive, ModePromote:
 		return from, nil
 	case ModeRestore:
-		return from, badRequest("switch from restore to active mode is not allowed while the restore runs; it switches to observe when done")
+		if !force {
+			return from, badRequest("the restore is still running: wait for observe mode, or force the promotion while binlogs are being applied")
+		}
+		c.mu.Lock()
+		job := c.restoreJob
+		c.mu.Unlock()
+		if job == nil {
+			return from, badRequest("no restore is running")
+		}
+		if err := job.coord.ForceComplete(); err != nil {
+			if errors.Is(err, restore.ErrCannotForce) {
+				return from, badRequest("can only force promotion while waiting for binlogs to be applied (%v)", err)
+			}
+			return from, err
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.state.PromoteAfterRestore = true
+		return from, c.saveLocked()
 	}
 	cn := c.clusterNode()
 	if cn == nil {
@@ -147,7 +165,23 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 	}
 	if missing := stored.Subtract(executed); !missing.IsEmpty() {
 		c.log.Info("promote: applying the binlogs the old primary uploaded that this server lacks", "missing", missing.String())
-		err := restore.ApplyFromStorage(ctx, list, restore.FromStorageOptions{Site: site, Keys: c.keys, DB: db,
+		// The chain from the newest backup this server is already past:
+		// a server far behind needs older streams' binlogs too.
+		var from *backup.BackupInfo
+		for _, b := range c.Backups() {
+			if b.Site == open.Site && b.CompletedAt != nil && b.Basebackup != nil && b.Basebackup.GTIDExecuted.IsSubsetOf(executed) &&
+				b.StreamID <= open.StreamID && (from == nil || b.StreamID > from.StreamID) {
+				from = &b
+			}
+		}
+		if from == nil {
+			return fmt.Errorf("promote: this server (%s) is older than every backup on site %s; it cannot catch up from storage", executed, open.Site)
+		}
+		chain, err := restore.ListChain(ctx, site, from.Basebackup)
+		if err != nil {
+			return fmt.Errorf("promote: list the binlogs since backup %s: %w", from.StreamID, err)
+		}
+		err = restore.ApplyFromStorage(ctx, chain, restore.FromStorageOptions{Site: site, Keys: c.keys, DB: db,
 			RelayPrefix: cfg.MySQL.RelayLogPrefix, RelayIndex: cfg.MySQL.RelayLogIndexFile, MaxBytes: cfg.RestoreMaxBinlogBytes,
 			Parallel: restore.DefaultParallel(), Flavor: flavor, Log: c.log})
 		if err != nil {

@@ -55,7 +55,7 @@ func (c *Controller) RequestMode(ctx context.Context, r ModeRequest) (Mode, erro
 			sort.Strings(extra)
 			return Mode(c.Mode()), badRequest("%s only apply to mode restore", strings.Join(extra, ", "))
 		}
-		if r.Mode == ModePromote || (r.Mode == ModeActive && (c.clusterNode() != nil || Mode(c.Mode()) == ModeObserve)) {
+		if cur := Mode(c.Mode()); r.Mode == ModePromote || (r.Mode == ModeActive && (c.clusterNode() != nil || cur == ModeObserve || cur == ModeRestore)) {
 			return c.promote(ctx, r.Force)
 		}
 		return c.SetMode(r.Mode)
@@ -338,6 +338,8 @@ func (c *Controller) restoreEnded(ctx context.Context, job *restoreJob, phase re
 		c.log.Info("restore completed", "backup", st.BackupStreamID, "binlogs", st.BinlogsRestored)
 		c.mu.Lock()
 		c.state.Mode = ModeObserve
+		promote := c.state.PromoteAfterRestore
+		c.state.PromoteAfterRestore = false
 		err := c.saveLocked()
 		if err == nil {
 			c.mode.Store(ModeObserve)
@@ -345,6 +347,10 @@ func (c *Controller) restoreEnded(ctx context.Context, job *restoreJob, phase re
 			_ = os.Rename(c.restoreStatePath(), c.restoreStatePath()+".completed")
 		}
 		c.mu.Unlock()
+		if err != nil || !promote {
+			return err
+		}
+		_, err = c.promote(ctx, true) // the forced promotion requested during the restore
 		return err
 	case restore.PhaseFailedBasebackup:
 		return c.fallBack(ctx, job, st)

@@ -22,8 +22,10 @@ type controllerState struct {
 	ServerUUID       string                            `json:"server_uuid,omitempty"`
 	// AutoRestored: this node restored itself (cluster.auto_restore);
 	// ReplicationStarted: it then replicates from the primary.
-	AutoRestored       bool `json:"auto_restored,omitempty"`
-	ReplicationStarted bool `json:"replication_started,omitempty"`
+	AutoRestored bool `json:"auto_restored,omitempty"`
+	// PromoteAfterRestore: a forced promotion arrived during the restore.
+	PromoteAfterRestore bool `json:"promote_after_restore,omitempty"`
+	ReplicationStarted  bool `json:"replication_started,omitempty"`
 }
 
 type backupRequest struct {

@@ -130,6 +130,16 @@ func applyChain(ctx context.Context, chain []StoredBinlog, o FromStorageOptions,
 		if err != nil {
 			return applied, err
 		}
+		// Never apply across a hole: the batch must begin within what the
+		// server has (strict GTID mode only rejects going back, not gaps).
+		if before := chain[i].Manifest.GTIDsBefore; !before.IsSubsetOf(executed) {
+			for _, f := range files {
+				os.Remove(f)
+			}
+			pf.release(size)
+			return applied, fmt.Errorf("binlog %s (%s) starts at %s, but the server has only %s: %w",
+				chain[i].Manifest.LocalName, chain[i].Ref.DataKey(), before, executed, ErrGap)
+		}
 		// Start at the first transaction the server lacks: the backup's
 		// consistency point in the first batch, the start of the file
 		// later, or inside it when resuming.

@@ -106,6 +106,25 @@ func TestApplyInBoundedBatches(t *testing.T) {
 			t.Logf("%d batches, budget %d bytes, relay directory peak %d bytes", batches, budget, peak.Load())
 		})
 	}
+	t.Run("a hole in the chain", func(t *testing.T) {
+		// Binlog 2 left out: the apply stops before binlog 3 instead of
+		// applying it on top of the hole.
+		dst := restoredTarget(t, f, 218)
+		ddb := harness.OpenDB(t, dst)
+		if err := InitGTIDState(ctx, ddb, mysql.FlavorMariaDB, m.GTIDExecuted); err != nil {
+			t.Fatal(err)
+		}
+		holed := append(append([]StoredBinlog{}, f.stored[:2]...), f.stored[3:]...)
+		err := ApplyFromStorage(ctx, holed, FromStorageOptions{Site: f.site, DB: ddb, RelayPrefix: dst.RelayLogPrefix(),
+			RelayIndex: dst.RelayLogIndex(), MaxBytes: budget, Flavor: mysql.FlavorMariaDB})
+		if !errors.Is(err, ErrGap) {
+			t.Fatalf("got %v, want ErrGap", err)
+		}
+		reached, _ := mysql.ParseMariaDBGTIDSet(harness.QueryString(t, ddb, "SELECT @@gtid_binlog_pos"))
+		if !reached.Equal(f.stored[1].End()) && !reached.IsSubsetOf(f.stored[1].End()) {
+			t.Errorf("the server went past the hole: at %s, binlog 2 ends at %s", reached, f.stored[1].End())
+		}
+	})
 	t.Run("a binlog object swapped for another", func(t *testing.T) {
 		// An intact object of another binlog under a binlog's key (as a
 		// deposed primary's upload could leave) is refused, never applied.

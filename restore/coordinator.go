@@ -71,6 +71,9 @@ type State struct {
 	BinlogsRestored int        `json:"binlogs_restored"`
 	StartedAt       time.Time  `json:"started_at"`
 	CompletedAt     *time.Time `json:"completed_at,omitempty"`
+	// ForceComplete ends the apply early (a forced promotion): the node
+	// finalizes with what it applied; the promotion catches up the rest.
+	ForceComplete bool `json:"force_complete,omitempty"`
 }
 
 // Status is GET /status/restore.
@@ -88,6 +91,7 @@ type Status struct {
 	BasebackupErrors          int       `json:"basebackup_errors"`
 	LastError                 string    `json:"last_error,omitempty"`
 	StartedAt                 time.Time `json:"started_at"`
+	ForceComplete             bool      `json:"force_complete,omitempty"`
 }
 
 // Options configure a coordinator.
@@ -130,6 +134,8 @@ type Coordinator struct {
 	pf       *prefetcher
 	pfStop   context.CancelFunc
 	db       *sql.DB
+	// applyCancel stops the apply in progress (ForceComplete).
+	applyCancel context.CancelFunc
 }
 
 // ErrDiskFull is wrapped when a disk filled up during the restore.
@@ -190,6 +196,7 @@ func (c *Coordinator) update(f func(*State)) error {
 		c.st = prev
 		return err
 	}
+	c.status.ForceComplete = c.st.ForceComplete
 	if c.st.Phase != prev.Phase {
 		c.log.Info("restore phase", "phase", c.st.Phase, "backup", c.st.BackupStreamID)
 	}
@@ -242,6 +249,13 @@ func (c *Coordinator) Run(ctx context.Context) (Phase, error) {
 		p := c.phase()
 		if p.Terminal() {
 			return p, nil
+		}
+		if c.State().ForceComplete && (p == PhaseRefreshingBinlogs || p == PhaseApplyingBinlogs || p == PhaseWaitingForApply) {
+			c.stopPrefetch()
+			if err := c.setPhase(PhaseFinalizing); err != nil {
+				return p, err
+			}
+			continue
 		}
 		err := c.step(ctx, p)
 		if err == nil {
@@ -719,7 +733,19 @@ func (c *Coordinator) applyBinlogs(ctx context.Context) error {
 		c.o.Metrics.Gauge("myhoard.restore.binlogs_restored", float64(base+applied), nil)
 		c.o.Metrics.Gauge("myhoard.restore.pending_binlogs", float64(pending), nil)
 	}
-	if _, err := applyChain(ctx, chain, o, pf, 0); err != nil {
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c.mu.Lock()
+	c.applyCancel = cancel
+	c.mu.Unlock()
+	_, err = applyChain(actx, chain, o, pf, 0)
+	c.mu.Lock()
+	c.applyCancel = nil
+	c.mu.Unlock()
+	if err != nil && c.State().ForceComplete {
+		return nil // the loop finalizes
+	}
+	if err != nil {
 		if errors.Is(err, ErrTargetNotFound) {
 			return &terminalError{PhaseFailed, err}
 		}
@@ -772,6 +798,29 @@ func (c *Coordinator) finalize(ctx context.Context) error {
 	}
 	now := time.Now().UTC()
 	return c.update(func(s *State) { s.Phase, s.CompletedAt, s.LastError = PhaseCompleted, &now, "" })
+}
+
+// ErrCannotForce is returned by ForceComplete outside the binlog phases.
+var ErrCannotForce = errors.New("a restore can only be forced to complete while binlogs are applied")
+
+// ForceComplete stops applying binlogs: the restore finalizes with what
+// the server has (a forced promotion catches up the rest from storage).
+func (c *Coordinator) ForceComplete() error {
+	switch p := c.phase(); p {
+	case PhaseRefreshingBinlogs, PhaseApplyingBinlogs, PhaseWaitingForApply:
+	default:
+		return fmt.Errorf("phase %s: %w", p, ErrCannotForce)
+	}
+	if err := c.update(func(s *State) { s.ForceComplete = true }); err != nil {
+		return err
+	}
+	c.log.Warn("restore forced to complete", "binlogs_restored", c.State().BinlogsRestored)
+	c.mu.Lock()
+	if c.applyCancel != nil {
+		c.applyCancel()
+	}
+	c.mu.Unlock()
+	return nil
 }
 
 // Fail ends the restore as failed with a message (the controller found no
