@@ -36,15 +36,21 @@ func runSysbench(b *testing.B, in *harness.Instance, rows int, args ...string) {
 	}
 }
 
-func median3(b *testing.B, f func() time.Duration) time.Duration {
-	var ds []time.Duration
-	for i := 0; i < 3; i++ {
+// interleaved runs f and g n times each, alternating (so that drift of
+// the machine hits both alike), and returns their medians.
+func interleaved(n int, f, g func() time.Duration) (time.Duration, time.Duration) {
+	var fs, gs []time.Duration
+	for i := 0; i < n; i++ {
 		_ = exec.Command("sync").Run()
-		ds = append(ds, f())
+		fs = append(fs, f())
+		_ = exec.Command("sync").Run()
+		gs = append(gs, g())
 	}
-	slices.Sort(ds)
-	return ds[1]
+	slices.Sort(fs)
+	slices.Sort(gs)
+	return fs[len(fs)/2], gs[len(gs)/2]
 }
+
 
 // BenchmarkRestore measures the basebackup restore and the binlog apply
 // against raw-tool baselines in the same run (MYHOARD_BENCH_ROWS: sysbench
@@ -97,15 +103,16 @@ func BenchmarkRestore(b *testing.B) {
 		}
 		return in
 	}
-	ours := median3(b, func() time.Duration {
+	ours, rawTime := interleaved(5, func() time.Duration {
 		in := newTarget()
 		t0 := time.Now()
 		if err := RestoreBasebackup(ctx, site, m, BasebackupOptions{Flavor: mysql.FlavorMariaDB, DataDir: in.DataDir, Keys: storage.NewKeyring(key)}); err != nil {
 			b.Fatal(err)
 		}
-		return time.Since(t0)
-	})
-	rawTime := median3(b, func() time.Duration {
+		d := time.Since(t0)
+		_ = os.RemoveAll(in.DataDir)
+		return d
+	}, func() time.Duration {
 		dir := filepath.Join(harness.ShortTempDir(b), "data")
 		_ = os.MkdirAll(dir, 0o755)
 		t0 := time.Now()
@@ -113,7 +120,9 @@ func BenchmarkRestore(b *testing.B) {
 		if out, err := exec.Command("bash", "-o", "pipefail", "-c", cmd).CombinedOutput(); err != nil {
 			b.Fatalf("raw restore: %v %s", err, out)
 		}
-		return time.Since(t0)
+		d := time.Since(t0)
+		_ = os.RemoveAll(dir)
+		return d
 	})
 
 	// Binlogs to apply: sysbench writes after the backup.
@@ -166,21 +175,25 @@ func BenchmarkRestore(b *testing.B) {
 	// myhoard: download, decode, apply in bounded batches, on a server
 	// started with the options the restore coordinator uses.
 	parallel := DefaultParallel()
-	a := restored(ApplyServerOptions(mysql.FlavorMariaDB, 999)...)
-	adb := harness.OpenDB(b, a)
-	if err := InitGTIDState(ctx, adb, mysql.FlavorMariaDB, m.GTIDExecuted); err != nil {
-		b.Fatal(err)
-	}
-	_ = exec.Command("sync").Run()
-	t0 := time.Now()
-	err = ApplyFromStorage(ctx, stored, FromStorageOptions{Site: site, Keys: storage.NewKeyring(key), DB: adb,
-		RelayPrefix: a.RelayLogPrefix(), RelayIndex: a.RelayLogIndex(), MaxBytes: 256 << 20, Parallel: parallel, Flavor: mysql.FlavorMariaDB})
-	if err != nil {
-		b.Fatal(err)
-	}
-	oursApply := time.Since(t0)
-	if got := harness.QueryString(b, adb, "SELECT @@gtid_binlog_pos"); got != target {
-		b.Fatalf("myhoard's apply ended at %s, want %s", got, target)
+	oursRun := func() time.Duration {
+		a := restored(ApplyServerOptions(mysql.FlavorMariaDB, 999)...)
+		defer a.Stop(context.Background())
+		adb := harness.OpenDB(b, a)
+		if err := InitGTIDState(ctx, adb, mysql.FlavorMariaDB, m.GTIDExecuted); err != nil {
+			b.Fatal(err)
+		}
+		_ = exec.Command("sync").Run()
+		t0 := time.Now()
+		err := ApplyFromStorage(ctx, stored, FromStorageOptions{Site: site, Keys: storage.NewKeyring(key), DB: adb,
+			RelayPrefix: a.RelayLogPrefix(), RelayIndex: a.RelayLogIndex(), MaxBytes: 256 << 20, Parallel: parallel, Flavor: mysql.FlavorMariaDB})
+		if err != nil {
+			b.Fatal(err)
+		}
+		d := time.Since(t0)
+		if got := harness.QueryString(b, adb, "SELECT @@gtid_binlog_pos"); got != target {
+			b.Fatalf("myhoard's apply ended at %s, want %s", got, target)
+		}
+		return d
 	}
 	// The bare SQL thread: the local files as one batch, no download, in
 	// two setups (serial with the config's durability; the coordinator's
@@ -209,14 +222,16 @@ func BenchmarkRestore(b *testing.B) {
 		return time.Since(t0)
 	}
 	bareSerial := bareRun(0, "--server-id=999")
-	bareRelaxed := bareRun(parallel, ApplyServerOptions(mysql.FlavorMariaDB, 999)...)
+	oursApply, bareRelaxed := interleaved(3, oursRun, func() time.Duration {
+		return bareRun(parallel, ApplyServerOptions(mysql.FlavorMariaDB, 999)...)
+	})
 	bareApply := min(bareSerial, bareRelaxed)
 	// mariadb-binlog | mariadb, on a server as configured.
 	pipeIn := restored()
 	pdb := harness.OpenDB(b, pipeIn)
 	harness.Exec(b, pdb, "SET GLOBAL gtid_slave_pos = '"+m.GTIDExecuted.String()+"'", "RESET MASTER", "SET GLOBAL gtid_binlog_state = '"+m.GTIDExecuted.String()+"'")
 	_ = exec.Command("sync").Run()
-	t0 = time.Now()
+	t0 := time.Now()
 	cmd := fmt.Sprintf("%s --start-position=%d %s | %s --defaults-file=%s", tools.Binlog, m.BinlogPosition, strings.Join(paths, " "), tools.Client, pipeIn.ConfigFile)
 	var out bytes.Buffer
 	c := exec.Command("bash", "-o", "pipefail", "-c", cmd)
@@ -230,7 +245,7 @@ func BenchmarkRestore(b *testing.B) {
 	}
 
 	tps := func(d time.Duration) float64 { return float64(txns) / d.Seconds() }
-	fmt.Printf("\nrestore benchmark: backup of %.0f MiB encoded (%.0f MiB xbstream), medians of 3\n", float64(m.EncodedSize)/(1<<20), float64(m.Size)/(1<<20))
+	fmt.Printf("\nrestore benchmark: backup of %.0f MiB encoded (%.0f MiB xbstream), medians of 5 interleaved runs\n", float64(m.EncodedSize)/(1<<20), float64(m.Size)/(1<<20))
 	fmt.Printf("basebackup restore: myhoard (decode zstd+age, mbstream -x, prepare, move) %v; zstd -d | mbstream -x && mariabackup --prepare %v (ratio %.2f)\n",
 		ours, rawTime, float64(ours)/float64(rawTime))
 	fmt.Printf("apply %d transactions (%d binlogs, %d workers): myhoard batched from storage %v (%.0f tx/s); bare SQL thread, one batch: serial %v (%.0f tx/s), coordinator options %v (%.0f tx/s); mariadb-binlog | mariadb %v (%.0f tx/s)\n",
