@@ -176,7 +176,7 @@ func TestPartitionedPrimary(t *testing.T) {
 	ns.heal(t)
 	waitFor(t, "n1 back in the cluster and refused", 60*time.Second, func() (bool, string) {
 		out := nodes[0].d.out.String()
-		return strings.Contains(out, `the primary is \"n2\" at epoch 2`), ""
+		return strings.Contains(out, `primary is \"n2\" at epoch 2`), ""
 	})
 	if _, last := uploads(1); last.After(cut.Add(time.Second)) {
 		t.Errorf("an epoch-1 manifest was written at %v, after the cut at %v", last, cut)

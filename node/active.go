@@ -342,6 +342,15 @@ func (c *Controller) uploadBinlogs(ctx context.Context) error {
 		if s.Phase != backup.PhaseCatchup && s.Phase != backup.PhaseBinlog {
 			continue
 		}
+		// A node the cluster view no longer names the primary of this
+		// epoch does not even upload data (the gate would refuse the
+		// manifest anyway); the writer gate stays the authority.
+		if cn := c.clusterNode(); cn != nil {
+			if v := cn.View(); v.Epoch > s.Epoch || (v.Epoch == s.Epoch && v.Primary != c.nodeID()) {
+				return fmt.Errorf("stream %s: %w: the cluster's primary is %q at epoch %d, this node uploads for epoch %d",
+					s.ID, backup.ErrGateClosed, v.Primary, v.Epoch, s.Epoch)
+			}
+		}
 		site := c.siteByName(s.Site)
 		c.mu.Lock()
 		enc := c.encodeOptions(s.Site)
