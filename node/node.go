@@ -515,6 +515,11 @@ func (c *Controller) Backups() []backup.BackupInfo {
 func (c *Controller) setModeUnchecked(to Mode) (Mode, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.setModeLocked(to)
+}
+
+// setModeLocked persists a mode change (c.mu held).
+func (c *Controller) setModeLocked(to Mode) (Mode, error) {
 	prev := c.state.Mode
 	c.state.Mode = to
 	if err := c.saveLocked(); err != nil {
@@ -538,14 +543,5 @@ func (c *Controller) SetMode(to Mode) (Mode, error) {
 	if c.state.Mode == to {
 		return to, nil
 	}
-	prev := c.state.Mode
-	c.state.Mode = to
-	if err := c.saveLocked(); err != nil {
-		c.state.Mode = prev
-		return prev, err
-	}
-	c.mode.Store(to)
-	c.log.Info("mode changed", "from", prev, "to", to)
-	c.poke()
-	return to, nil
+	return c.setModeLocked(to)
 }

@@ -51,7 +51,6 @@ func interleaved(n int, f, g func() time.Duration) (time.Duration, time.Duration
 	return fs[len(fs)/2], gs[len(gs)/2]
 }
 
-
 // BenchmarkRestore measures the basebackup restore and the binlog apply
 // against raw-tool baselines in the same run (MYHOARD_BENCH_ROWS: sysbench
 // table size, 8 tables; MYHOARD_BENCH_EVENTS: transactions to apply).
