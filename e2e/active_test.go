@@ -92,6 +92,27 @@ func (s *activeSetup) stored(t *testing.T) (map[string][]storage.BinlogManifest,
 
 func readManifests(t testing.TB, site *storage.Site) (map[string][]storage.BinlogManifest, *storage.Site) {
 	t.Helper()
+	var out map[string][]storage.BinlogManifest
+	var err error
+	// A file site's listing can meet an upload's temporary file that is
+	// renamed away meanwhile (NotFound): list again.
+	for attempt := 0; attempt < 5; attempt++ {
+		out, err = listManifests(site)
+		if err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ms := range out {
+		sort.Slice(ms, func(i, j int) bool { return ms[i].RemoteIndex < ms[j].RemoteIndex })
+	}
+	return out, site
+}
+
+func listManifests(site *storage.Site) (map[string][]storage.BinlogManifest, error) {
 	out := map[string][]storage.BinlogManifest{}
 	err := site.List(context.Background(), storage.StreamsPrefix, func(o storage.ObjectInfo) error {
 		ref, manifest, err := storage.ParseBinlogKey(o.Key)
@@ -109,13 +130,7 @@ func readManifests(t testing.TB, site *storage.Site) (map[string][]storage.Binlo
 		out[ref.StreamID] = append(out[ref.StreamID], m)
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ms := range out {
-		sort.Slice(ms, func(i, j int) bool { return ms[i].RemoteIndex < ms[j].RemoteIndex })
-	}
-	return out, site
+	return out, err
 }
 
 func waitCompletedBackup(t testing.TB, url string) map[string]any {

@@ -303,12 +303,7 @@ func BenchmarkCluster(b *testing.B) {
 	for _, n := range nodes {
 		n.start(b)
 	}
-	if code, body := doJSON(b, "PUT", nodes[0].url+"/status", map[string]any{"mode": "active"}); code != 200 {
-		b.Fatalf("n1 active: %d %v", code, body)
-	}
-	for _, n := range nodes[1:] {
-		doJSON(b, "PUT", n.url+"/status", map[string]any{"mode": "observe"})
-	}
+	setRoles(b, nodes)
 	waitCompletedBackup(b, nodes[0].url)
 	db1 := harness.OpenDB(b, ins[0])
 	load, err := harness.NewLoadGen(ctx, db1, 51)

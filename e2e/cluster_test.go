@@ -126,15 +126,7 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 	for _, n := range nodes {
 		n.start(t)
 	}
-	// n1 becomes the first primary; the others observe.
-	if code, body := doJSON(t, "PUT", nodes[0].url+"/status", map[string]any{"mode": "active"}); code != 200 || body["mode"] != "active" {
-		t.Fatalf("n1 active: %d %v", code, body)
-	}
-	for _, n := range nodes[1:] {
-		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "observe"}); code != 200 {
-			t.Fatalf("%s observe: %d %v", n.id, code, body)
-		}
-	}
+	setRoles(t, nodes)
 	db1 := harness.OpenDB(t, ins[0])
 	load, err := harness.NewLoadGen(ctx, db1, 31)
 	if err != nil {
@@ -394,9 +386,7 @@ func TestPrimaryCutOffStopsUploading(t *testing.T) {
 	for _, n := range nodes {
 		n.start(t)
 	}
-	if code, body := doJSON(t, "PUT", nodes[0].url+"/status", map[string]any{"mode": "active"}); code != 200 {
-		t.Fatalf("n1 active: %d %v", code, body)
-	}
+	setRoles(t, nodes)
 	waitVoters(t, nodes[0], 3)
 	db1 := harness.OpenDB(t, ins[0])
 	load, err := harness.NewLoadGen(ctx, db1, 41)
@@ -444,12 +434,7 @@ func TestClusterRestartAndConcurrentPromotions(t *testing.T) {
 	for _, n := range nodes {
 		n.start(t)
 	}
-	if code, body := doJSON(t, "PUT", nodes[0].url+"/status", map[string]any{"mode": "active"}); code != 200 {
-		t.Fatalf("n1 active: %d %v", code, body)
-	}
-	for _, n := range nodes[1:] {
-		doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "observe"})
-	}
+	setRoles(t, nodes)
 	waitVoters(t, nodes[0], 3)
 	waitFor(t, "every node sees n1 as the primary", 30*time.Second, func() (bool, string) {
 		for _, n := range nodes {
@@ -590,4 +575,18 @@ func epochUploads(t testing.TB, backups string, epoch int64) (n int, last time.T
 		}
 	}
 	return n, last
+}
+
+// setRoles makes nodes[0] the first primary (active) and the others
+// observers.
+func setRoles(t testing.TB, nodes []*clusterNode) {
+	t.Helper()
+	if code, body := doJSON(t, "PUT", nodes[0].url+"/status", map[string]any{"mode": "active"}); code != 200 || body["mode"] != "active" {
+		t.Fatalf("%s active: %d %v", nodes[0].id, code, body)
+	}
+	for _, n := range nodes[1:] {
+		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "observe"}); code != 200 {
+			t.Fatalf("%s observe: %d %v", n.id, code, body)
+		}
+	}
 }

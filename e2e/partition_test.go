@@ -120,12 +120,7 @@ func TestPartitionedPrimary(t *testing.T) {
 	for _, n := range nodes[1:] {
 		n.start(t)
 	}
-	if code, body := doJSON(t, "PUT", nodes[0].url+"/status", map[string]any{"mode": "active"}); code != 200 {
-		t.Fatalf("n1 active: %d %v", code, body)
-	}
-	for _, n := range nodes[1:] {
-		doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "observe"})
-	}
+	setRoles(t, nodes)
 	db1 := harness.OpenDB(t, ins[0])
 	load, err := harness.NewLoadGen(ctx, db1, 61)
 	if err != nil {
