@@ -54,6 +54,10 @@ type CommandControl struct {
 	// recovery of a big restored server takes a while); StopTimeout the
 	// wait for the process to exit after SIGTERM (default 10 minutes).
 	StartTimeout, StopTimeout time.Duration
+	// KillAfter, when set, sends SIGKILL to a server that has not exited
+	// that long after SIGTERM (during a restore a crash is resumed from,
+	// while a half-started server may never stop).
+	KillAfter time.Duration
 }
 
 // FindProcesses returns the pids whose command line starts with argv.
@@ -119,8 +123,12 @@ func (c *CommandControl) Stop(ctx context.Context) error {
 		timeout = 10 * time.Minute
 	}
 	deadline := time.Now().Add(timeout)
+	killAt := time.Now().Add(c.KillAfter)
 	for _, pid := range pids {
 		for alive(pid) {
+			if c.KillAfter > 0 && time.Now().After(killAt) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
 			if time.Now().After(deadline) {
 				return fmt.Errorf("stop server: %s (pid %d) did not exit within %v of SIGTERM", c.Argv[0], pid, timeout)
 			}

@@ -250,7 +250,8 @@ func dataDirEmpty(dir string) error {
 func serverControl(cfg *config.Config) mysql.ServerControl {
 	ready := mysql.PingReady(ConnParams(cfg))
 	if len(cfg.StartCommand) > 0 {
-		return &mysql.CommandControl{Argv: cfg.StartCommand, LogFile: filepath.Join(cfg.StateDirectory, "mysqld.log"), Ready: ready}
+		return &mysql.CommandControl{Argv: cfg.StartCommand, LogFile: filepath.Join(cfg.StateDirectory, "mysqld.log"), Ready: ready,
+			KillAfter: 2 * time.Minute}
 	}
 	service := ""
 	if cfg.SystemdService != nil {
