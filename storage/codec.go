@@ -440,7 +440,8 @@ func NewDecoder(r io.Reader, keys Keyring) (io.ReadCloser, Header, error) {
 	case CompressionNone:
 		d.out = d.ahead
 	case CompressionZstd:
-		zr, err := zstd.NewReader(d.ahead, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxWindow(maxWindow), zstd.WithDecoderLowmem(true))
+		// independent frames on every core (see pzstdReader)
+		zr, err := newPzstdReader(d.ahead, runtime.GOMAXPROCS(0))
 		if err != nil {
 			d.ahead.close()
 			return nil, h, fmt.Errorf("decode: zstd: %w", err)
@@ -526,11 +527,69 @@ func (d *decoder) classify(err error) error {
 	return fmt.Errorf("%w: %v", ErrCorrupt, err)
 }
 
+// WriteTo writes the decoded bytes to w in the decompressor's own blocks
+// (a decoded zstd frame in one Write), so that io.Copy needs no buffer.
+// Errors of w are returned as they are.
+func (d *decoder) WriteTo(w io.Writer) (n int64, err error) {
+	if d.err != nil {
+		return 0, d.err
+	}
+	if d.done {
+		return 0, nil
+	}
+	wt, ok := d.out.(io.WriterTo)
+	if !ok {
+		return io.CopyBuffer(w, onlyReader{d}, make([]byte, 256<<10))
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: decompress: %v", ErrCorrupt, r)
+			d.err = err
+		}
+	}()
+	ew := &errWriter{w: w}
+	n, err = wt.WriteTo(ew)
+	if err != nil {
+		if ew.err != nil {
+			return n, err
+		}
+		d.err = d.classify(err)
+		return n, d.err
+	}
+	if ferr := d.ahead.finish(); ferr != nil {
+		d.err = d.classify(ferr)
+		return n, d.err
+	}
+	d.done = true
+	return n, nil
+}
+
+// onlyReader hides a WriterTo from io.Copy.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+// errWriter remembers whether an error came from the destination.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
+}
+
 func (d *decoder) Close() error {
+	// The read-ahead first: a decompressor waiting for input then sees
+	// the end instead of reading the rest of the object.
+	d.ahead.close()
 	if d.close != nil {
 		d.close()
 	}
-	d.ahead.close()
 	return nil
 }
 
@@ -594,8 +653,13 @@ func (ra *readAhead) advance() {
 	if ra.cur.full {
 		ra.free <- ra.cur.buf
 	}
-	ra.cur, ra.off = <-ra.full, 0
-	ra.cur.full = true
+	select {
+	case ra.cur = <-ra.full:
+		ra.cur.full = true
+	case <-ra.done:
+		ra.cur = aheadBlock{err: errors.New("decoder closed")}
+	}
+	ra.off = 0
 }
 
 func (ra *readAhead) Read(p []byte) (int, error) {
