@@ -140,7 +140,7 @@ var (
 )
 
 func classify(err error) errKind {
-	if errors.Is(err, errRetryUnconditional) {
+	if errors.Is(err, errRetryUnconditional) || errors.Is(err, errListVanished) {
 		return kindTransient
 	}
 	if errors.Is(err, errExistsFallback) || errors.Is(err, context.Canceled) {
@@ -540,23 +540,42 @@ func (rr *resumingReader) Close() error {
 // List calls fn for every object under prefix, in key order, a page at a
 // time (each page retried), with no limit on the count.
 func (s *Site) List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error {
+	return s.listPages(ctx, &blob.ListOptions{Prefix: prefix}, func(o *blob.ListObject) error {
+		if o.IsDir {
+			return nil
+		}
+		return fn(ObjectInfo{Key: o.Key, Size: o.Size, ModTime: o.ModTime})
+	})
+}
+
+// errListVanished marks a file that a file site's listing found and then
+// could not stat (an upload's temporary file renamed away meanwhile): the
+// page is listed again.
+var errListVanished = errors.New("a file vanished while the directory was listed")
+
+// listPages calls fn for every entry of a listing, a page at a time (each
+// page retried), leaving out fileblob's temporary upload files.
+func (s *Site) listPages(ctx context.Context, lo *blob.ListOptions, fn func(*blob.ListObject) error) error {
 	token := blob.FirstPageToken
 	for {
 		var page []*blob.ListObject
 		var next []byte
-		err := s.do(ctx, "list", prefix+"*", true, func(ctx context.Context) error {
+		err := s.do(ctx, "list", lo.Prefix+"*", true, func(ctx context.Context) error {
 			var err error
-			page, next, err = s.bucket.ListPage(ctx, token, 1000, &blob.ListOptions{Prefix: prefix})
+			page, next, err = s.bucket.ListPage(ctx, token, 1000, lo)
+			if err != nil && s.isFile && gcerrors.Code(err) == gcerrors.NotFound {
+				return fmt.Errorf("%w: %w", errListVanished, err)
+			}
 			return err
 		})
 		if err != nil {
 			return err
 		}
 		for _, o := range page {
-			if o.IsDir || (s.isFile && fileTempRe.MatchString(o.Key)) {
+			if s.isFile && fileTempRe.MatchString(o.Key) {
 				continue
 			}
-			if err := fn(ObjectInfo{Key: o.Key, Size: o.Size, ModTime: o.ModTime}); err != nil {
+			if err := fn(o); err != nil {
 				return err
 			}
 		}
@@ -667,31 +686,9 @@ func (s *Site) CheckReadOnly(ctx context.Context) error {
 // ListDir calls fn for the entries directly under prefix: objects, and
 // sub-"directories" (keys ending in "/", IsDir set), without descending.
 func (s *Site) ListDir(ctx context.Context, prefix string, fn func(o ObjectInfo, isDir bool) error) error {
-	token := blob.FirstPageToken
-	for {
-		var page []*blob.ListObject
-		var next []byte
-		err := s.do(ctx, "list", prefix+"*", true, func(ctx context.Context) error {
-			var err error
-			page, next, err = s.bucket.ListPage(ctx, token, 1000, &blob.ListOptions{Prefix: prefix, Delimiter: "/"})
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		for _, o := range page {
-			if s.isFile && fileTempRe.MatchString(o.Key) {
-				continue
-			}
-			if err := fn(ObjectInfo{Key: o.Key, Size: o.Size, ModTime: o.ModTime}, o.IsDir); err != nil {
-				return err
-			}
-		}
-		if len(next) == 0 {
-			return nil
-		}
-		token = next
-	}
+	return s.listPages(ctx, &blob.ListOptions{Prefix: prefix, Delimiter: "/"}, func(o *blob.ListObject) error {
+		return fn(ObjectInfo{Key: o.Key, Size: o.Size, ModTime: o.ModTime}, o.IsDir)
+	})
 }
 
 // GetDecoded reads an encoded object and writes its decoded bytes to w;

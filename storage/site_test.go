@@ -333,3 +333,44 @@ func assertNotRetried(t *testing.T, err error) {
 		t.Errorf("a permanent error was retried %d times: %v", oe.Attempts, err)
 	}
 }
+
+// TestFileSiteListWhileUploading: listing a file site while uploads
+// create and rename their temporary files never fails (a file that
+// vanishes between readdir and stat makes the page be listed again).
+func TestFileSiteListWhileUploading(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenDirectory(ctx, "f", t.TempDir(), SiteOptions{Retry: RetryPolicy{Attempts: 20, Base: time.Millisecond, Max: 5 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stop := make(chan struct{})
+	uploaded := make(chan int)
+	go func() {
+		n := 0
+		defer func() { uploaded <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := s.PutBytes(ctx, fmt.Sprintf("d/k%05d", n), []byte("x"), PutOptions{}); err != nil {
+				t.Error(err)
+				return
+			}
+			n++
+		}
+	}()
+	deadline := time.Now().Add(2 * time.Second)
+	for i := 0; i < 300 && time.Now().Before(deadline); i++ {
+		if err := s.List(ctx, "d/", func(ObjectInfo) error { return nil }); err != nil {
+			t.Errorf("list %d: %v", i, err)
+			break
+		}
+	}
+	close(stop)
+	if n := <-uploaded; n == 0 {
+		t.Fatal("nothing was uploaded meanwhile")
+	}
+}
