@@ -46,6 +46,11 @@ type ApplyOptions struct {
 	// Timeout bounds the wait for the target (0: as long as the SQL thread
 	// runs).
 	Timeout time.Duration
+	// Purged, when set, hears (in order) about every file the server has
+	// removed while applying (relay_log_purge deletes a relay log once it
+	// is applied), so that its disk space can be given to the next
+	// downloads at once.
+	Purged func(i int)
 }
 
 // RelayName is the relay log file for the i-th file of a batch (0-based).
@@ -91,15 +96,26 @@ func ApplyBinlogs(ctx context.Context, o ApplyOptions) error {
 		}
 	}
 	deadline := time.Now().Add(o.Timeout)
+	purged := 0
+	notePurged := func() {
+		for o.Purged != nil && purged < len(o.Files) {
+			if _, err := os.Stat(RelayName(o.RelayPrefix, purged)); !errors.Is(err, os.ErrNotExist) {
+				return
+			}
+			o.Purged(purged)
+			purged++
+		}
+	}
 wait:
 	for {
-		reached, err := gtidWait(ctx, o.DB, o.Flavor, o.Target, 1)
+		reached, err := gtidWait(ctx, o.DB, o.Flavor, o.Target, pollSeconds)
 		if err != nil {
 			return err
 		}
 		if reached {
 			break wait
 		}
+		notePurged()
 		running, errno, msg, err := sqlThreadState(ctx, o.DB, o.Flavor)
 		switch {
 		case err != nil:
@@ -224,7 +240,11 @@ func ServerExecuted(ctx context.Context, db *sql.DB, flavor mysql.Flavor) (mysql
 	return a.Union(b), nil
 }
 
-func gtidWait(ctx context.Context, db *sql.DB, flavor mysql.Flavor, target string, seconds int) (bool, error) {
+// pollSeconds is how long one wait for the target lasts before the SQL
+// thread's state and the purged relay logs are looked at.
+const pollSeconds = 0.25
+
+func gtidWait(ctx context.Context, db *sql.DB, flavor mysql.Flavor, target string, seconds float64) (bool, error) {
 	q := "SELECT MASTER_GTID_WAIT(?, ?)"
 	if flavor == mysql.FlavorMySQL {
 		q = "SELECT WAIT_FOR_EXECUTED_GTID_SET(?, ?)"

@@ -38,6 +38,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
 )
@@ -157,15 +159,24 @@ func RestoreBasebackup(ctx context.Context, site *storage.Site, m *storage.Baseb
 	}
 	defer dec.Close()
 	cmd := exec.CommandContext(ctx, extract, "-x", "-C", tmp)
-	stdin, err := cmd.StdinPipe()
+	pr, stdin, err := os.Pipe()
 	if err != nil {
-		return err
+		return fmt.Errorf("restore basebackup: pipe to %s: %w", extract, err)
 	}
+	// A larger pipe means fewer wake-ups of both sides per megabyte (the
+	// decoder writes a decoded megabyte at a time).
+	if rc, err := stdin.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, 1<<20) })
+	}
+	cmd.Stdin = pr
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
+		pr.Close()
+		stdin.Close()
 		return fmt.Errorf("restore basebackup: start %s: %w", extract, err)
 	}
+	pr.Close()
 	_, copyErr := io.Copy(stdin, dec)
 	stdin.Close()
 	waitErr := cmd.Wait()

@@ -187,18 +187,28 @@ func applyChain(ctx context.Context, chain []StoredBinlog, o FromStorageOptions,
 				os.Remove(f)
 			}
 		} else {
-			for _, f := range files[:skip] {
+			for k, f := range files[:skip] {
 				os.Remove(f)
+				pf.release(chain[i+k].Manifest.Size)
+				size -= chain[i+k].Manifest.Size
 			}
 			if o.Batch != nil {
 				o.Batch(len(opts.Files), len(chain)-i-n)
 			}
+			// Applied relay logs are deleted by the server: their space goes
+			// to the next downloads while the batch is still running.
+			opts.Purged = func(k int) {
+				pf.release(batch[k].Manifest.Size)
+				size -= batch[k].Manifest.Size
+			}
 			log.Info("applying binlogs", "first", batch[0].Manifest.LocalName, "files", len(opts.Files), "start", start,
 				"target", opts.Target, "until_pos", opts.UntilPos)
+			t0 := time.Now()
 			if err := ApplyBinlogs(ctx, opts); err != nil {
 				pf.release(size)
 				return applied, err
 			}
+			log.Info("binlogs applied", "first", batch[0].Manifest.LocalName, "files", len(opts.Files), "took", time.Since(t0))
 		}
 		pf.release(size)
 		i += n

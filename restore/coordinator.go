@@ -635,7 +635,7 @@ func ApplyServerOptions(f mysql.Flavor, serverID uint32) []string {
 		replica = "--skip-replica-start"
 	}
 	return []string{replica, "--event-scheduler=OFF", "--server-id=" + strconv.FormatUint(uint64(serverID), 10),
-		"--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0"}
+		"--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0", "--relay-log-purge=ON"}
 }
 
 // DefaultParallel is the number of SQL worker threads by CPU count.
