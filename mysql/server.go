@@ -62,6 +62,12 @@ type CommandControl struct {
 
 // FindProcesses returns the pids whose command line starts with argv.
 func FindProcesses(argv []string) ([]int, error) {
+	return findProcesses(argv, false)
+}
+
+// findProcesses returns the pids whose command line starts with argv, or
+// with exact, is argv.
+func findProcesses(argv []string, exact bool) ([]int, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, fmt.Errorf("find %s: %w", argv[0], err)
@@ -78,7 +84,7 @@ func FindProcesses(argv []string) ([]int, error) {
 			continue
 		}
 		args := strings.Split(strings.TrimSuffix(string(raw), "\x00"), "\x00")
-		if len(args) < len(argv) || !alive(pid) {
+		if len(args) < len(argv) || (exact && len(args) != len(argv)) || !alive(pid) {
 			continue
 		}
 		match := true
@@ -145,6 +151,9 @@ func (c *CommandControl) Stop(ctx context.Context) error {
 // Restart stops the server and starts start_command plus options (also
 // passed as MYSQLD_OPTS in its environment, as the original did).
 func (c *CommandControl) Restart(ctx context.Context, options []string) error {
+	if c.adoptStarting(ctx, options) {
+		return nil
+	}
 	if err := c.Stop(ctx); err != nil {
 		return err
 	}
@@ -179,6 +188,34 @@ func (c *CommandControl) Restart(ctx context.Context, options []string) error {
 		}
 		return tailFile(c.LogFile, 2000)
 	})
+}
+
+// adoptStarting waits for a server that already runs with exactly these
+// options (started by a daemon that was killed before it answered) to
+// answer, instead of stopping it half-started; false: there is none, or it
+// exited or never answered.
+func (c *CommandControl) adoptStarting(ctx context.Context, options []string) bool {
+	if c.Ready == nil || len(c.Argv) == 0 {
+		return false
+	}
+	pids, err := findProcesses(append(append([]string{}, c.Argv...), options...), true)
+	if err != nil || len(pids) != 1 {
+		return false
+	}
+	exited := make(chan error, 1)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for alive(pids[0]) {
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		exited <- fmt.Errorf("pid %d exited", pids[0])
+	}()
+	return waitReady(ctx, c.Ready, c.StartTimeout, exited, func() string { return "" }) == nil
 }
 
 func waitReady(ctx context.Context, ready ReadyFunc, timeout time.Duration, exited <-chan error, output func() string) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -119,5 +120,54 @@ func TestUpdateEnvironmentFile(t *testing.T) {
 	}
 	if err := UpdateEnvironmentFile(filepath.Join(t.TempDir(), "missing", "env"), "--x"); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("got %v, want an error naming the file", err)
+	}
+}
+
+// TestCommandControlAdoptsStartingServer: a server that already runs with
+// exactly the requested options (its daemon was killed while it started)
+// is waited for, not stopped half-started; one with other options is
+// restarted.
+func TestCommandControlAdoptsStartingServer(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	// a server binary of its own, so that Stop touches no other process
+	srv := filepath.Join(dir, "srv")
+	data, err := os.ReadFile("/bin/sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(srv, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pre := exec.Command(srv, "1002")
+	if err := pre.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go pre.Wait()
+	t.Cleanup(func() { _ = pre.Process.Kill() })
+	readyAt := time.Now().Add(500 * time.Millisecond) // still starting
+	c := &CommandControl{Argv: []string{srv}, Ready: func(context.Context) error {
+		if time.Now().Before(readyAt) {
+			return errors.New("not yet")
+		}
+		return nil
+	}, StartTimeout: 10 * time.Second, StopTimeout: 10 * time.Second}
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+
+	if err := c.Restart(ctx, []string{"1002"}); err != nil {
+		t.Fatal(err)
+	}
+	if pids, _ := FindProcesses([]string{srv}); len(pids) != 1 || pids[0] != pre.Process.Pid {
+		t.Fatalf("servers %v after Restart with the same options, want the starting one (%d) kept", pids, pre.Process.Pid)
+	}
+	if err := c.Restart(ctx, []string{"1003"}); err != nil {
+		t.Fatal(err)
+	}
+	pids, _ := FindProcesses([]string{srv})
+	if len(pids) != 1 || pids[0] == pre.Process.Pid {
+		t.Fatalf("servers %v after Restart with other options, want one new", pids)
+	}
+	if exact, _ := findProcesses([]string{srv, "1003"}, true); len(exact) != 1 {
+		t.Fatalf("the new server does not run with the new options")
 	}
 }
