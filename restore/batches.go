@@ -101,6 +101,9 @@ func ApplyFromStorage(ctx context.Context, binlogs []StoredBinlog, o FromStorage
 		return err
 	}
 	chain = pendingAfter(chain, executed)
+	if o.Log != nil {
+		o.Log.Info("applying binlogs from storage", "binlogs", len(chain), "budget", o.MaxBytes, "parallel", o.Parallel)
+	}
 	pf := newPrefetcher(o.Site, o.Keys, filepath.Dir(o.RelayPrefix), o.MaxBytes, chain)
 	pctx, cancel := context.WithCancel(ctx)
 	defer pf.stop(cancel)

@@ -132,39 +132,43 @@ func BenchmarkRestore(b *testing.B) {
 	}
 	// Phase times (extract: download, decode and mbstream -x; then the
 	// prepare) of every run, to see which side of the restore differs.
+	part := os.Getenv("MYHOARD_BENCH_PART")
 	var oursExtract, rawExtract []time.Duration
-	ours, rawTime := interleaved(5, func() time.Duration {
-		in := newTarget()
-		t0 := time.Now()
-		var prep time.Time
-		if err := RestoreBasebackup(ctx, site, m, BasebackupOptions{Flavor: mysql.FlavorMariaDB, DataDir: in.DataDir, Keys: storage.NewKeyring(key),
-			Preparing: func() { prep = time.Now() }}); err != nil {
-			b.Fatal(err)
-		}
-		d := time.Since(t0)
-		oursExtract = append(oursExtract, prep.Sub(t0))
-		_ = os.RemoveAll(in.DataDir)
-		return d
-	}, func() time.Duration {
-		dir := filepath.Join(harness.ShortTempDir(b), "data")
-		_ = os.MkdirAll(dir, 0o755)
-		t0 := time.Now()
-		extract := fmt.Sprintf("zstd -d -c -q %s | %s -x -C %s", raw, tools.Mbstream, dir)
-		if out, err := exec.Command("bash", "-o", "pipefail", "-c", extract).CombinedOutput(); err != nil {
-			b.Fatalf("raw restore: %v %s", err, out)
-		}
-		rawExtract = append(rawExtract, time.Since(t0))
-		if out, err := exec.Command(tools.Mariabackup, "--prepare", "--target-dir="+dir).CombinedOutput(); err != nil {
-			b.Fatalf("raw prepare: %v %s", err, out)
-		}
-		d := time.Since(t0)
-		_ = os.RemoveAll(dir)
-		return d
-	})
-	slices.Sort(oursExtract)
-	slices.Sort(rawExtract)
-	fmt.Printf("\nbasebackup restore phases (sorted): extract myhoard %v, raw %v\n", oursExtract, rawExtract)
-	if os.Getenv("MYHOARD_BENCH_PART") == "restore" {
+	var ours, rawTime time.Duration
+	if part != "apply" {
+		ours, rawTime = interleaved(5, func() time.Duration {
+			in := newTarget()
+			t0 := time.Now()
+			var prep time.Time
+			if err := RestoreBasebackup(ctx, site, m, BasebackupOptions{Flavor: mysql.FlavorMariaDB, DataDir: in.DataDir, Keys: storage.NewKeyring(key),
+				Preparing: func() { prep = time.Now() }}); err != nil {
+				b.Fatal(err)
+			}
+			d := time.Since(t0)
+			oursExtract = append(oursExtract, prep.Sub(t0))
+			_ = os.RemoveAll(in.DataDir)
+			return d
+		}, func() time.Duration {
+			dir := filepath.Join(harness.ShortTempDir(b), "data")
+			_ = os.MkdirAll(dir, 0o755)
+			t0 := time.Now()
+			extract := fmt.Sprintf("zstd -d -c -q %s | %s -x -C %s", raw, tools.Mbstream, dir)
+			if out, err := exec.Command("bash", "-o", "pipefail", "-c", extract).CombinedOutput(); err != nil {
+				b.Fatalf("raw restore: %v %s", err, out)
+			}
+			rawExtract = append(rawExtract, time.Since(t0))
+			if out, err := exec.Command(tools.Mariabackup, "--prepare", "--target-dir="+dir).CombinedOutput(); err != nil {
+				b.Fatalf("raw prepare: %v %s", err, out)
+			}
+			d := time.Since(t0)
+			_ = os.RemoveAll(dir)
+			return d
+		})
+		slices.Sort(oursExtract)
+		slices.Sort(rawExtract)
+		fmt.Printf("\nbasebackup restore phases (sorted): extract myhoard %v, raw %v\n", oursExtract, rawExtract)
+	}
+	if part == "restore" {
 		fmt.Printf("basebackup restore: myhoard %v; raw %v (ratio %.2f)\n", ours, rawTime, float64(ours)/float64(rawTime))
 		for b.Loop() {
 		}
@@ -272,10 +276,7 @@ func BenchmarkRestore(b *testing.B) {
 		}
 		return time.Since(t0)
 	}
-	setups := []int{0, parallel}
-	if parallel != 4 {
-		setups = append(setups, 4)
-	}
+	setups := []int{0, 2, 4}
 	firstRuns := map[int]time.Duration{}
 	best := setups[0]
 	for _, p := range setups {
@@ -285,6 +286,14 @@ func BenchmarkRestore(b *testing.B) {
 		}
 	}
 	oursApply, bareApply := interleaved(3, oursRun, func() time.Duration { return bareRun(best) })
+	tps := func(d time.Duration) float64 { return float64(txns) / d.Seconds() }
+	if part == "apply" {
+		fmt.Printf("apply: first runs %v; myhoard (%d workers) %v (%.0f tx/s), best bare (%d workers) %v (%.0f tx/s): %.2fx\n", firstRuns,
+			parallel, oursApply, tps(oursApply), best, bareApply, tps(bareApply), float64(bareApply)/float64(oursApply))
+		for b.Loop() {
+		}
+		return
+	}
 	var setupText []string
 	for _, p := range setups {
 		setupText = append(setupText, fmt.Sprintf("%d workers %v (%.0f tx/s)", p, firstRuns[p], float64(txns)/firstRuns[p].Seconds()))
@@ -307,7 +316,6 @@ func BenchmarkRestore(b *testing.B) {
 		b.Logf("mariadb-binlog pipe ended at %s, want %s", got, target)
 	}
 
-	tps := func(d time.Duration) float64 { return float64(txns) / d.Seconds() }
 	fmt.Printf("\nrestore benchmark: backup of %.0f MiB encoded (%.0f MiB xbstream), medians of 5 interleaved runs\n", float64(m.EncodedSize)/(1<<20), float64(m.Size)/(1<<20))
 	fmt.Printf("basebackup restore: myhoard (decode zstd+age, mbstream -x, prepare, move) %v; zstd -d | mbstream -x && mariabackup --prepare %v (ratio %.2f)\n",
 		ours, rawTime, float64(ours)/float64(rawTime))
