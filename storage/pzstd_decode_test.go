@@ -115,12 +115,12 @@ func TestPzstdReaderDamage(t *testing.T) {
 	data := compressible(2*pzstdBlock+500, 4)
 	good := pzstdFrames(t, data)
 	cases := map[string][]byte{
-		"cut in the first frame":   good[:100],
-		"cut in the second frame":  good[:len(good)-200],
-		"cut in a checksum":        good[:len(good)-2],
-		"garbage after the end":    append(bytes.Clone(good), 1, 2, 3, 4, 5),
-		"bad magic":                append([]byte{1, 2, 3, 4}, good...),
-		"reserved block type":      func() []byte { d := bytes.Clone(good); d[9] |= 6; return d }(),
+		"cut in the first frame":      good[:100],
+		"cut in the second frame":     good[:len(good)-200],
+		"cut in a checksum":           good[:len(good)-2],
+		"garbage after the end":       append(bytes.Clone(good), 1, 2, 3, 4, 5),
+		"bad magic":                   append([]byte{1, 2, 3, 4}, good...),
+		"reserved block type":         func() []byte { d := bytes.Clone(good); d[9] |= 6; return d }(),
 		"block size beyond the frame": func() []byte { d := bytes.Clone(good); d[10] |= 0xf8; d[11] = 0xff; return d }(),
 	}
 	// (Flipped bytes inside a compressed block are the framing's CRC32C to
