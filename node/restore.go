@@ -129,6 +129,11 @@ func (c *Controller) validateRestore(ctx context.Context, r ModeRequest) (*resto
 	if r.ApproximateOK && r.TargetTime == nil {
 		return nil, badRequest("target_time_approximate_ok needs target_time")
 	}
+	// Right after a start the sites may not be open yet: wait a little
+	// rather than answer "not found" for a backup that exists.
+	if err := c.waitSitesOpen(ctx, 30*time.Second); err != nil {
+		return nil, err
+	}
 	find := func() *backup.BackupInfo {
 		for _, b := range c.Backups() {
 			if b.Site == r.Site && b.StreamID == r.StreamID {
@@ -418,4 +423,24 @@ func (c *Controller) stopRestoreLocked() {
 		c.mu.Lock()
 		c.restoreJob = nil
 	}
+}
+
+// waitSitesOpen waits up to d for the backup sites to be opened and
+// checked; after that the request fails naming why they are not.
+func (c *Controller) waitSitesOpen(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for !c.isReady() {
+		if time.Now().After(deadline) {
+			c.mu.Lock()
+			last := c.lastError
+			c.mu.Unlock()
+			return badRequest("the backup sites are not open yet (last error: %s); try again", last)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
 }

@@ -18,7 +18,9 @@
 // restored server runs with relaxed durability and a server_id of its own
 // during the apply, and is restarted as configured at the end; a resumed
 // restore continues from the GTID state the server reached instead of
-// from saved batch bookkeeping.
+// from saved batch bookkeeping; and on two cores the SQL thread applies
+// serially (DefaultParallel): with the relaxed durability, parallel
+// workers measured slower there.
 package restore
 
 import (

@@ -313,18 +313,7 @@ func TestDecodeRandomMutations(t *testing.T) {
 	seeds = append(seeds, encode(t, compressible(3000, 1), EncodeOptions{Compression: CompressionZstd, Key: key}))
 	rng := mrand.New(mrand.NewPCG(1, 2))
 	for i := 0; i < 4000; i++ {
-		d := bytes.Clone(seeds[rng.IntN(len(seeds))])
-		for k := 0; k < 1+rng.IntN(4); k++ {
-			switch rng.IntN(3) {
-			case 0:
-				d[rng.IntN(len(d))] = byte(rng.Uint32())
-			case 1:
-				d = d[:rng.IntN(len(d))+1]
-			case 2:
-				at := rng.IntN(len(d))
-				d = append(d[:at:at], append([]byte{byte(rng.Uint32())}, d[at:]...)...)
-			}
-		}
+		d := mutate(rng, seeds[rng.IntN(len(seeds))], 4)
 		done := make(chan error, 1)
 		go func() {
 			_, _, err := decode(d, ring)
@@ -339,4 +328,22 @@ func TestDecodeRandomMutations(t *testing.T) {
 			t.Fatalf("mutation %d: decoding did not finish in 10s", i)
 		}
 	}
+}
+
+// mutate returns a copy of seed with 1 to most random damages: a byte
+// changed, the end cut, or a byte inserted.
+func mutate(rng *mrand.Rand, seed []byte, most int) []byte {
+	d := bytes.Clone(seed)
+	for k := 0; k < 1+rng.IntN(most); k++ {
+		switch rng.IntN(3) {
+		case 0:
+			d[rng.IntN(len(d))] = byte(rng.Uint32())
+		case 1:
+			d = d[:rng.IntN(len(d))+1]
+		case 2:
+			at := rng.IntN(len(d))
+			d = append(d[:at:at], append([]byte{byte(rng.Uint32())}, d[at:]...)...)
+		}
+	}
+	return d
 }

@@ -15,26 +15,22 @@ import (
 // pzstdFrames is what pzstdWriter writes: independent frames.
 func pzstdFrames(t testing.TB, data []byte) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	w, err := newPzstdWriter(&buf, zstd.SpeedFastest, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return compressWith(t, data, func(w io.Writer) (io.WriteCloser, error) { return newPzstdWriter(w, zstd.SpeedFastest, 2) })
 }
 
 // streamFrame is what the streaming encoder writes: one frame without a
 // declared content size.
 func streamFrame(t testing.TB, data []byte) []byte {
 	t.Helper()
+	return compressWith(t, data, func(w io.Writer) (io.WriteCloser, error) {
+		return zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
+	})
+}
+
+func compressWith(t testing.TB, data []byte, open func(io.Writer) (io.WriteCloser, error)) []byte {
+	t.Helper()
 	var buf bytes.Buffer
-	w, err := zstd.NewWriter(&buf, zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
+	w, err := open(&buf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,18 +218,7 @@ func TestPzstdReaderRandomMutations(t *testing.T) {
 		streamFrame(t, compressible(3000, 3)), append(skippable([]byte("ab")), pzstdFrames(t, []byte("xyz"))...)}
 	rng := mrand.New(mrand.NewPCG(3, 4))
 	for i := 0; i < 3000; i++ {
-		d := bytes.Clone(seeds[rng.IntN(len(seeds))])
-		for k := 0; k < 1+rng.IntN(3); k++ {
-			switch rng.IntN(3) {
-			case 0:
-				d[rng.IntN(len(d))] = byte(rng.Uint32())
-			case 1:
-				d = d[:rng.IntN(len(d))+1]
-			case 2:
-				at := rng.IntN(len(d))
-				d = append(d[:at:at], append([]byte{byte(rng.Uint32())}, d[at:]...)...)
-			}
-		}
+		d := mutate(rng, seeds[rng.IntN(len(seeds))], 3)
 		done := make(chan error, 1)
 		var got []byte
 		go func() {
