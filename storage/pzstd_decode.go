@@ -149,13 +149,14 @@ func (p *pzstdReader) recycle(ch chan []byte, b []byte) {
 	}
 }
 
-// next returns the next decoded bytes (io.EOF at the end of the stream).
-func (p *pzstdReader) next() ([]byte, error) {
+// next moves to the next decoded frame, or to the streaming decoder
+// (io.EOF at the end of the stream).
+func (p *pzstdReader) next() error {
 	if p.err != nil {
-		return nil, p.err
+		return p.err
 	}
 	if p.stream != nil {
-		return nil, nil // the caller reads p.stream
+		return nil // the caller reads p.stream
 	}
 	if p.cur != nil {
 		p.recycle(p.out, p.cur.out)
@@ -166,21 +167,21 @@ func (p *pzstdReader) next() ([]byte, error) {
 	switch {
 	case f.err != nil:
 		p.err = f.err
-		return nil, f.err
+		return f.err
 	case f.eof:
 		p.err = io.EOF
-		return nil, io.EOF
+		return io.EOF
 	case f.rest != nil:
 		s, err := zstd.NewReader(f.rest, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxWindow(maxWindow), zstd.WithDecoderLowmem(true))
 		if err != nil {
 			p.err = fmt.Errorf("zstd: %w", err)
-			return nil, p.err
+			return p.err
 		}
 		p.stream = s
-		return nil, nil
+		return nil
 	}
 	p.cur, p.off = f, 0
-	return f.out, nil
+	return nil
 }
 
 func (p *pzstdReader) Read(b []byte) (int, error) {
@@ -197,7 +198,7 @@ func (p *pzstdReader) Read(b []byte) (int, error) {
 			p.off += n
 			return n, nil
 		}
-		if _, err := p.next(); err != nil {
+		if err := p.next(); err != nil {
 			return 0, err
 		}
 	}
@@ -226,7 +227,7 @@ func (p *pzstdReader) WriteTo(w io.Writer) (int64, error) {
 			}
 			continue
 		}
-		if _, err := p.next(); err != nil {
+		if err := p.next(); err != nil {
 			if err == io.EOF {
 				return total, nil
 			}
@@ -341,14 +342,11 @@ func readZstdFrame(r io.Reader, buf []byte) ([]byte, zstdFrameKind, error) {
 		if typ == zstdBlockRLE {
 			body = 1
 		}
-		if len(buf)+body > limit {
-			if buf, err = readMore(r, buf, body); err != nil {
-				return buf, 0, zstdTruncated("block", err)
-			}
-			return buf, frameStream, nil
-		}
 		if buf, err = readMore(r, buf, body); err != nil {
 			return buf, 0, zstdTruncated("block", err)
+		}
+		if len(buf) > limit {
+			return buf, frameStream, nil
 		}
 		if last {
 			break
