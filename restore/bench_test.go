@@ -223,7 +223,8 @@ func BenchmarkRestore(b *testing.B) {
 		return in
 	}
 	// myhoard: download, decode, apply in bounded batches, on a server
-	// started with the options the restore coordinator uses.
+	// started with the options the restore coordinator uses (and its
+	// redo log grown as the coordinator does).
 	parallel := DefaultParallel()
 	benchLog := slog.New(slog.DiscardHandler) // MYHOARD_BENCH_LOG=1: the batches on stderr
 	if os.Getenv("MYHOARD_BENCH_LOG") != "" {
@@ -234,6 +235,9 @@ func BenchmarkRestore(b *testing.B) {
 		defer a.Stop(context.Background())
 		adb := harness.OpenDB(b, a)
 		if err := InitGTIDState(ctx, adb, mysql.FlavorMariaDB, m.GTIDExecuted); err != nil {
+			b.Fatal(err)
+		}
+		if err := GrowRedoLog(ctx, adb, mysql.FlavorMariaDB, a.DataDir, ApplyRedoLogSize, benchLog); err != nil {
 			b.Fatal(err)
 		}
 		_ = exec.Command("sync").Run()
@@ -250,7 +254,7 @@ func BenchmarkRestore(b *testing.B) {
 		return d
 	}
 	// The bare SQL thread: the local files as one batch (no download, no
-	// batch boundaries) on a server with the coordinator's options, serial
+	// batch boundaries) on a server set up as the coordinator's, serial
 	// and with parallel workers; the fastest setup is the baseline, run
 	// interleaved with myhoard's.
 	bareRun := func(parallel int) time.Duration {
@@ -266,6 +270,9 @@ func BenchmarkRestore(b *testing.B) {
 		}
 		bdb := harness.OpenDB(b, bare)
 		if err := InitGTIDState(ctx, bdb, mysql.FlavorMariaDB, m.GTIDExecuted); err != nil {
+			b.Fatal(err)
+		}
+		if err := GrowRedoLog(ctx, bdb, mysql.FlavorMariaDB, bare.DataDir, ApplyRedoLogSize, nil); err != nil {
 			b.Fatal(err)
 		}
 		_ = exec.Command("sync").Run()

