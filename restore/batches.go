@@ -344,7 +344,9 @@ func (p *prefetcher) download(ctx context.Context, b StoredBinlog, path string) 
 		}
 		h := sha256.New()
 		cw := &storage.CountingWriter{W: io.MultiWriter(f, h)}
-		err = p.site.GetDecoded(ctx, b.Ref.DataKey(), p.keys, cw)
+		// one decompressing goroutine: the SQL thread reads far slower
+		// than a core decodes, and it needs a core of its own
+		err = p.site.GetDecodedWorkers(ctx, b.Ref.DataKey(), p.keys, cw, 1)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}

@@ -408,6 +408,17 @@ func ReadHeader(r io.Reader) (Header, error) {
 // Every Read error on damaged input wraps ErrCorrupt; the reader returns
 // io.EOF only after the object's end was verified.
 func NewDecoder(r io.Reader, keys Keyring) (io.ReadCloser, Header, error) {
+	return NewDecoderWorkers(r, keys, 0)
+}
+
+// NewDecoderWorkers is NewDecoder with at most workers goroutines
+// decompressing zstd frames side by side (0: one per core). One is enough
+// where the reader is slower than a core (a binlog applied by the SQL
+// thread), and leaves the other cores to it.
+func NewDecoderWorkers(r io.Reader, keys Keyring, workers int) (io.ReadCloser, Header, error) {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
 	src := &trackedReader{r: r}
 	br := bufio.NewReaderSize(src, 64<<10)
 	h, err := ReadHeader(br)
@@ -440,8 +451,8 @@ func NewDecoder(r io.Reader, keys Keyring) (io.ReadCloser, Header, error) {
 	case CompressionNone:
 		d.out = d.ahead
 	case CompressionZstd:
-		// independent frames on every core (see pzstdReader)
-		zr, err := newPzstdReader(d.ahead, runtime.GOMAXPROCS(0))
+		// independent frames side by side (see pzstdReader)
+		zr, err := newPzstdReader(d.ahead, workers)
 		if err != nil {
 			d.ahead.close()
 			return nil, h, fmt.Errorf("decode: zstd: %w", err)

@@ -694,12 +694,18 @@ func (s *Site) ListDir(ctx context.Context, prefix string, fn func(o ObjectInfo,
 // GetDecoded reads an encoded object and writes its decoded bytes to w;
 // every checksum (and the encryption) is verified on the way.
 func (s *Site) GetDecoded(ctx context.Context, key string, keys Keyring, w io.Writer) error {
+	return s.GetDecodedWorkers(ctx, key, keys, w, 0)
+}
+
+// GetDecodedWorkers is GetDecoded with at most workers zstd frames
+// decompressed side by side (NewDecoderWorkers; 0: one per core).
+func (s *Site) GetDecodedWorkers(ctx context.Context, key string, keys Keyring, w io.Writer, workers int) error {
 	r, err := s.Get(ctx, key)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	d, _, err := NewDecoder(r, keys)
+	d, _, err := NewDecoderWorkers(r, keys, workers)
 	if err != nil {
 		return fmt.Errorf("decode %s: %w", key, err)
 	}
