@@ -3,6 +3,7 @@ package restore
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"log/slog"
@@ -230,16 +231,22 @@ func BenchmarkRestore(b *testing.B) {
 	if os.Getenv("MYHOARD_BENCH_LOG") != "" {
 		benchLog = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
+	// setUp gives a restored server what the coordinator's startServer
+	// gives it: the backup's GTID state and the grown redo log.
+	setUp := func(in *harness.Instance) *sql.DB {
+		db := harness.OpenDB(b, in)
+		if err := InitGTIDState(ctx, db, mysql.FlavorMariaDB, m.GTIDExecuted); err != nil {
+			b.Fatal(err)
+		}
+		if err := GrowRedoLog(ctx, db, mysql.FlavorMariaDB, in.DataDir, ApplyRedoLogSize, nil); err != nil {
+			b.Fatal(err)
+		}
+		return db
+	}
 	oursRun := func() time.Duration {
 		a := restored(ApplyServerOptions(mysql.FlavorMariaDB, 999)...)
 		defer a.Stop(context.Background())
-		adb := harness.OpenDB(b, a)
-		if err := InitGTIDState(ctx, adb, mysql.FlavorMariaDB, m.GTIDExecuted); err != nil {
-			b.Fatal(err)
-		}
-		if err := GrowRedoLog(ctx, adb, mysql.FlavorMariaDB, a.DataDir, ApplyRedoLogSize, benchLog); err != nil {
-			b.Fatal(err)
-		}
+		adb := setUp(a)
 		_ = exec.Command("sync").Run()
 		t0 := time.Now()
 		err := ApplyFromStorage(ctx, stored, FromStorageOptions{Site: site, Keys: storage.NewKeyring(key), DB: adb,
@@ -268,13 +275,7 @@ func BenchmarkRestore(b *testing.B) {
 			}
 			files = append(files, dst)
 		}
-		bdb := harness.OpenDB(b, bare)
-		if err := InitGTIDState(ctx, bdb, mysql.FlavorMariaDB, m.GTIDExecuted); err != nil {
-			b.Fatal(err)
-		}
-		if err := GrowRedoLog(ctx, bdb, mysql.FlavorMariaDB, bare.DataDir, ApplyRedoLogSize, nil); err != nil {
-			b.Fatal(err)
-		}
+		bdb := setUp(bare)
 		_ = exec.Command("sync").Run()
 		t0 := time.Now()
 		if err := ApplyBinlogs(ctx, ApplyOptions{DB: bdb, RelayPrefix: bare.RelayLogPrefix(), RelayIndex: bare.RelayLogIndex(), Files: files,
