@@ -39,20 +39,48 @@ func runSysbench(b *testing.B, in *harness.Instance, rows int, args ...string) {
 	}
 }
 
-// interleaved runs f and g n times each, alternating (so that drift of
-// the machine hits both alike), and returns their medians.
-func interleaved(n int, f, g func() time.Duration) (time.Duration, time.Duration) {
-	var fs, gs []time.Duration
-	for i := 0; i < n; i++ {
+// paired holds the times of two setups run back to back n times.
+type paired struct{ f, g []time.Duration }
+
+// interleaved runs f and g n times each, back to back, the order
+// alternating (f g, g f, f g, ...) so that a drift of the machine hits
+// both alike; the page cache is synced before each run.
+func interleaved(n int, f, g func() time.Duration) paired {
+	var p paired
+	run := func(h func() time.Duration) time.Duration {
 		_ = exec.Command("sync").Run()
-		fs = append(fs, f())
-		_ = exec.Command("sync").Run()
-		gs = append(gs, g())
+		return h()
 	}
-	slices.Sort(fs)
-	slices.Sort(gs)
-	return fs[len(fs)/2], gs[len(gs)/2]
+	for i := 0; i < n; i++ {
+		if i%2 == 0 {
+			p.f = append(p.f, run(f))
+			p.g = append(p.g, run(g))
+		} else {
+			p.g = append(p.g, run(g))
+			p.f = append(p.f, run(f))
+		}
+	}
+	return p
 }
+
+func median[T time.Duration | float64](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// ratio is the median of the per-pair ratios g/f: each pair ran on the
+// machine in the same state, which a ratio of the two medians ignores
+// (the machine's speed drifts by more than the margins measured here).
+func (p paired) ratio() float64 {
+	var rs []float64
+	for i := range p.f {
+		rs = append(rs, float64(p.g[i])/float64(p.f[i]))
+	}
+	return median(rs)
+}
+
+func (p paired) String() string { return fmt.Sprintf("%v / %v", p.f, p.g) }
 
 // BenchmarkRestore measures the basebackup restore and the binlog apply
 // against raw-tool baselines in the same run (MYHOARD_BENCH_ROWS: sysbench
@@ -135,9 +163,9 @@ func BenchmarkRestore(b *testing.B) {
 	// prepare) of every run, to see which side of the restore differs.
 	part := os.Getenv("MYHOARD_BENCH_PART")
 	var oursExtract, rawExtract []time.Duration
-	var ours, rawTime time.Duration
+	var restore paired
 	if part != "apply" {
-		ours, rawTime = interleaved(5, func() time.Duration {
+		restore = interleaved(5, func() time.Duration {
 			in := newTarget()
 			t0 := time.Now()
 			var prep time.Time
@@ -170,7 +198,7 @@ func BenchmarkRestore(b *testing.B) {
 		fmt.Printf("\nbasebackup restore phases (sorted): extract myhoard %v, raw %v\n", oursExtract, rawExtract)
 	}
 	if part == "restore" {
-		fmt.Printf("basebackup restore: myhoard %v; raw %v (ratio %.2f)\n", ours, rawTime, float64(ours)/float64(rawTime))
+		fmt.Printf("basebackup restore: myhoard %v; raw %v (paired ratio %.2f)\n", median(restore.f), median(restore.g), 1/restore.ratio())
 		for b.Loop() {
 		}
 		return
@@ -223,6 +251,12 @@ func BenchmarkRestore(b *testing.B) {
 		b.Cleanup(func() { _ = in.Stop(context.Background()) })
 		return in
 	}
+	// discard stops a restored server and deletes it: the runs would
+	// otherwise keep ~1.5 GiB each until the benchmark ends.
+	discard := func(in *harness.Instance) {
+		_ = in.Stop(context.Background())
+		_ = os.RemoveAll(in.Dir)
+	}
 	// myhoard: download, decode, apply in bounded batches, on a server
 	// started with the options the restore coordinator uses (and its
 	// redo log grown as the coordinator does).
@@ -245,7 +279,7 @@ func BenchmarkRestore(b *testing.B) {
 	}
 	oursRun := func() time.Duration {
 		a := restored(ApplyServerOptions(mysql.FlavorMariaDB, 999)...)
-		defer a.Stop(context.Background())
+		defer discard(a)
 		adb := setUp(a)
 		_ = exec.Command("sync").Run()
 		t0 := time.Now()
@@ -266,7 +300,7 @@ func BenchmarkRestore(b *testing.B) {
 	// interleaved with myhoard's.
 	bareRun := func(parallel int) time.Duration {
 		bare := restored(ApplyServerOptions(mysql.FlavorMariaDB, 999)...)
-		defer bare.Stop(context.Background())
+		defer discard(bare)
 		var files []string
 		for i, p := range paths {
 			dst := filepath.Join(bare.RelayDir, fmt.Sprintf("copy.%d", i))
@@ -293,11 +327,12 @@ func BenchmarkRestore(b *testing.B) {
 			best = p
 		}
 	}
-	oursApply, bareApply := interleaved(5, oursRun, func() time.Duration { return bareRun(best) })
+	vsBare := interleaved(5, oursRun, func() time.Duration { return bareRun(best) })
 	tps := func(d time.Duration) float64 { return float64(txns) / d.Seconds() }
+	applyText := fmt.Sprintf("myhoard batched from storage (%d workers) %v (%.0f tx/s), best bare setup (%d workers) %v (%.0f tx/s)",
+		parallel, median(vsBare.f), tps(median(vsBare.f)), best, median(vsBare.g), tps(median(vsBare.g)))
 	if part == "apply" {
-		fmt.Printf("apply: first runs %v; myhoard (%d workers) %v (%.0f tx/s), best bare (%d workers) %v (%.0f tx/s): %.2fx\n", firstRuns,
-			parallel, oursApply, tps(oursApply), best, bareApply, tps(bareApply), float64(bareApply)/float64(oursApply))
+		fmt.Printf("apply: first runs %v; %s; runs %v: %.2fx the bare SQL thread (paired)\n", firstRuns, applyText, vsBare, vsBare.ratio())
 		for b.Loop() {
 		}
 		return
@@ -307,34 +342,40 @@ func BenchmarkRestore(b *testing.B) {
 		setupText = append(setupText, fmt.Sprintf("%d workers %v (%.0f tx/s)", p, firstRuns[p], float64(txns)/firstRuns[p].Seconds()))
 	}
 	// mariadb-binlog | mariadb, on a server as configured.
-	pipeIn := restored()
-	pdb := harness.OpenDB(b, pipeIn)
-	harness.Exec(b, pdb, "SET GLOBAL gtid_slave_pos = '"+m.GTIDExecuted.String()+"'", "RESET MASTER", "SET GLOBAL gtid_binlog_state = '"+m.GTIDExecuted.String()+"'")
-	_ = exec.Command("sync").Run()
-	t0 := time.Now()
-	cmd := fmt.Sprintf("%s --start-position=%d %s | %s --defaults-file=%s", tools.Binlog, m.BinlogPosition, strings.Join(paths, " "), tools.Client, pipeIn.ConfigFile)
-	var out bytes.Buffer
-	c := exec.Command("bash", "-o", "pipefail", "-c", cmd)
-	c.Stdout, c.Stderr = &out, &out
-	if err := c.Run(); err != nil {
-		b.Fatalf("mariadb-binlog | mariadb: %v %s", err, out.String())
+	pipeRun := func() time.Duration {
+		pipeIn := restored()
+		defer discard(pipeIn)
+		pdb := harness.OpenDB(b, pipeIn)
+		harness.Exec(b, pdb, "SET GLOBAL gtid_slave_pos = '"+m.GTIDExecuted.String()+"'", "RESET MASTER", "SET GLOBAL gtid_binlog_state = '"+m.GTIDExecuted.String()+"'")
+		_ = exec.Command("sync").Run()
+		t0 := time.Now()
+		cmd := fmt.Sprintf("%s --start-position=%d %s | %s --defaults-file=%s", tools.Binlog, m.BinlogPosition, strings.Join(paths, " "), tools.Client, pipeIn.ConfigFile)
+		var out bytes.Buffer
+		c := exec.Command("bash", "-o", "pipefail", "-c", cmd)
+		c.Stdout, c.Stderr = &out, &out
+		if err := c.Run(); err != nil {
+			b.Fatalf("mariadb-binlog | mariadb: %v %s", err, out.String())
+		}
+		d := time.Since(t0)
+		if got := harness.QueryString(b, pdb, "SELECT @@gtid_binlog_pos"); got != target {
+			b.Fatalf("mariadb-binlog | mariadb ended at %s, want %s", got, target)
+		}
+		return d
 	}
-	pipeApply := time.Since(t0)
-	if got := harness.QueryString(b, pdb, "SELECT @@gtid_binlog_pos"); got != target {
-		b.Logf("mariadb-binlog pipe ended at %s, want %s", got, target)
-	}
+	vsPipe := interleaved(3, oursRun, pipeRun)
 
-	fmt.Printf("\nrestore benchmark: backup of %.0f MiB encoded (%.0f MiB xbstream), medians of 5 interleaved runs\n", float64(m.EncodedSize)/(1<<20), float64(m.Size)/(1<<20))
-	fmt.Printf("basebackup restore: myhoard (decode zstd+age, mbstream -x, prepare, move) %v; zstd -d | mbstream -x && mariabackup --prepare %v (ratio %.2f)\n",
-		ours, rawTime, float64(ours)/float64(rawTime))
+	fmt.Printf("\nrestore benchmark: backup of %.0f MiB encoded (%.0f MiB xbstream); medians of interleaved runs, ratios: median of the per-pair ratios\n",
+		float64(m.EncodedSize)/(1<<20), float64(m.Size)/(1<<20))
+	fmt.Printf("basebackup restore, 5 pairs: myhoard (decode zstd+age, mbstream -x, prepare, move) %v; zstd -d | mbstream -x && mariabackup --prepare %v; runs %v: ratio %.2f\n",
+		median(restore.f), median(restore.g), restore, 1/restore.ratio())
 	fmt.Printf("apply %d transactions (%d binlogs): bare SQL thread, one batch, coordinator's server options, first runs: %s\n",
 		txns, len(paths), strings.Join(setupText, ", "))
-	fmt.Printf("apply, medians of 5 interleaved: myhoard batched from storage (%d workers) %v (%.0f tx/s); best bare setup (%d workers) %v (%.0f tx/s); mariadb-binlog | mariadb %v (%.0f tx/s)\n",
-		parallel, oursApply, tps(oursApply), best, bareApply, tps(bareApply), pipeApply, tps(pipeApply))
-	fmt.Printf("apply speed: %.2fx mariadb-binlog | mariadb, %.2fx the best bare SQL thread\n", float64(pipeApply)/float64(oursApply), float64(bareApply)/float64(oursApply))
-	b.ReportMetric(float64(bareApply)/float64(oursApply), "apply_vs_bare")
-	b.ReportMetric(float64(ours)/float64(rawTime), "restore_vs_raw")
-	b.ReportMetric(float64(pipeApply)/float64(oursApply), "apply_vs_binlog_pipe")
+	fmt.Printf("apply, 5 pairs: %s; runs %v: %.2fx the best bare SQL thread\n", applyText, vsBare, vsBare.ratio())
+	fmt.Printf("apply, 3 pairs: myhoard %v (%.0f tx/s), mariadb-binlog | mariadb %v (%.0f tx/s); runs %v: %.2fx mariadb-binlog | mariadb\n",
+		median(vsPipe.f), tps(median(vsPipe.f)), median(vsPipe.g), tps(median(vsPipe.g)), vsPipe, vsPipe.ratio())
+	b.ReportMetric(vsBare.ratio(), "apply_vs_bare")
+	b.ReportMetric(1/restore.ratio(), "restore_vs_raw")
+	b.ReportMetric(vsPipe.ratio(), "apply_vs_binlog_pipe")
 	for b.Loop() {
 	}
 }
