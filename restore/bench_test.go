@@ -80,6 +80,9 @@ func (p paired) ratio() float64 {
 	return median(rs)
 }
 
+// ofMedians is median(g)/median(f), printed next to ratio.
+func (p paired) ofMedians() float64 { return float64(median(p.g)) / float64(median(p.f)) }
+
 func (p paired) String() string { return fmt.Sprintf("%v / %v", p.f, p.g) }
 
 // BenchmarkRestore measures the basebackup restore and the binlog apply
@@ -325,11 +328,24 @@ func BenchmarkRestore(b *testing.B) {
 		}
 		return time.Since(t0)
 	}
+	// Each setup runs twice (the second round in reverse order) and is
+	// judged by its faster run: one run alone is often a slow stretch of
+	// the machine, which would pick a setup that is not the best.
 	setups := []int{0, 2, 4}
 	firstRuns := map[int]time.Duration{}
+	for round := 0; round < 2; round++ {
+		order := slices.Clone(setups)
+		if round == 1 {
+			slices.Reverse(order)
+		}
+		for _, p := range order {
+			if d := bareRun(p); firstRuns[p] == 0 || d < firstRuns[p] {
+				firstRuns[p] = d
+			}
+		}
+	}
 	best := setups[0]
 	for _, p := range setups {
-		firstRuns[p] = bareRun(p)
 		if firstRuns[p] < firstRuns[best] {
 			best = p
 		}
@@ -373,13 +389,13 @@ func BenchmarkRestore(b *testing.B) {
 
 	fmt.Printf("\nrestore benchmark: backup of %.0f MiB encoded (%.0f MiB xbstream); medians of interleaved runs, ratios: median of the per-pair ratios\n",
 		float64(m.EncodedSize)/(1<<20), float64(m.Size)/(1<<20))
-	fmt.Printf("basebackup restore, 5 pairs: myhoard (decode zstd+age, mbstream -x, prepare, move) %v; zstd -d | mbstream -x && mariabackup --prepare %v; runs %v: ratio %.2f\n",
-		median(restore.f), median(restore.g), restore, 1/restore.ratio())
-	fmt.Printf("apply %d transactions (%d binlogs): bare SQL thread, one batch, coordinator's server options, first runs: %s\n",
+	fmt.Printf("basebackup restore, 5 pairs: myhoard (decode zstd+age, mbstream -x, prepare, move) %v; zstd -d | mbstream -x && mariabackup --prepare %v; runs %v: ratio %.2f (of the medians %.2f)\n",
+		median(restore.f), median(restore.g), restore, 1/restore.ratio(), 1/restore.ofMedians())
+	fmt.Printf("apply %d transactions (%d binlogs): bare SQL thread, one batch, coordinator's server options, faster of 2 first runs: %s\n",
 		txns, len(paths), strings.Join(setupText, ", "))
-	fmt.Printf("apply, 5 pairs: %s; runs %v: %.2fx the best bare SQL thread\n", applyText, vsBare, vsBare.ratio())
-	fmt.Printf("apply, 3 pairs: myhoard %v (%.0f tx/s), mariadb-binlog | mariadb %v (%.0f tx/s); runs %v: %.2fx mariadb-binlog | mariadb\n",
-		median(vsPipe.f), tps(median(vsPipe.f)), median(vsPipe.g), tps(median(vsPipe.g)), vsPipe, vsPipe.ratio())
+	fmt.Printf("apply, 5 pairs: %s; runs %v: %.2fx the best bare SQL thread (of the medians %.2fx)\n", applyText, vsBare, vsBare.ratio(), vsBare.ofMedians())
+	fmt.Printf("apply, 3 pairs: myhoard %v (%.0f tx/s), mariadb-binlog | mariadb %v (%.0f tx/s); runs %v: %.2fx mariadb-binlog | mariadb (of the medians %.2fx)\n",
+		median(vsPipe.f), tps(median(vsPipe.f)), median(vsPipe.g), tps(median(vsPipe.g)), vsPipe, vsPipe.ratio(), vsPipe.ofMedians())
 	b.ReportMetric(vsBare.ratio(), "apply_vs_bare")
 	b.ReportMetric(1/restore.ratio(), "restore_vs_raw")
 	b.ReportMetric(vsPipe.ratio(), "apply_vs_binlog_pipe")

@@ -2,6 +2,8 @@ package restore
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -75,4 +77,42 @@ func TestGrowRedoLog(t *testing.T) {
 	if n := harness.QueryString(t, db, "SELECT COUNT(*) FROM r.t"); n != "1" {
 		t.Fatalf("rows after the restart: %s, want 1", n)
 	}
+}
+
+// TestGrowRedoLogMySQL: MySQL's redo log is innodb_redo_log_capacity,
+// and a server that lacks it (before 8.0.30) or refuses the SET keeps its
+// log without failing the restore (recorded outputs: no MySQL here).
+func TestGrowRedoLogMySQL(t *testing.T) {
+	const read, grow = "SELECT @@GLOBAL.innodb_redo_log_capacity", "SET GLOBAL innodb_redo_log_capacity = 1073741824"
+	unknown := errors.New("Error 1193 (HY000): Unknown system variable 'innodb_redo_log_capacity'")
+	tests := []struct {
+		name    string
+		answers map[string]string
+		fails   map[string]error
+		want    []string
+	}{
+		{"grows", map[string]string{read: "104857600"}, nil, []string{read, grow}},
+		{"large enough", map[string]string{read: "2147483648"}, nil, []string{read}},
+		{"before 8.0.30", nil, map[string]error{read: unknown}, []string{read}},
+		{"SET refused", map[string]string{read: "104857600"}, map[string]error{grow: errors.New("Error 1227 (42000): Access denied")}, []string{read, grow}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &recordedDB{answers: tc.answers, fails: tc.fails}
+			if err := GrowRedoLog(context.Background(), openRecorded(t, r), mysql.FlavorMySQL, t.TempDir(), ApplyRedoLogSize, nil); err != nil {
+				t.Fatalf("GrowRedoLog: %v", err)
+			}
+			if got := r.statements(); !slices.Equal(got, tc.want) {
+				t.Fatalf("statements %q, want %q", got, tc.want)
+			}
+		})
+	}
+	t.Run("a cancelled context is an error", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		r := &recordedDB{answers: map[string]string{read: "104857600"}}
+		if err := GrowRedoLog(ctx, openRecorded(t, r), mysql.FlavorMySQL, t.TempDir(), ApplyRedoLogSize, nil); err == nil {
+			t.Fatal("GrowRedoLog with a cancelled context: no error")
+		}
+	})
 }
