@@ -369,7 +369,9 @@ func BenchmarkRestore(b *testing.B) {
 		pipeIn := restored()
 		pdb := harness.OpenDB(b, pipeIn)
 		defer discard(pipeIn, pdb)
-		harness.Exec(b, pdb, "SET GLOBAL gtid_slave_pos = '"+m.GTIDExecuted.String()+"'", "RESET MASTER", "SET GLOBAL gtid_binlog_state = '"+m.GTIDExecuted.String()+"'")
+		if err := InitGTIDState(ctx, pdb, mysql.FlavorMariaDB, m.GTIDExecuted); err != nil {
+			b.Fatal(err)
+		}
 		_ = exec.Command("sync").Run()
 		t0 := time.Now()
 		cmd := fmt.Sprintf("%s --start-position=%d %s | %s --defaults-file=%s", tools.Binlog, m.BinlogPosition, strings.Join(paths, " "), tools.Client, pipeIn.ConfigFile)
