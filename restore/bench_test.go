@@ -350,7 +350,7 @@ func BenchmarkRestore(b *testing.B) {
 			best = p
 		}
 	}
-	vsBare := interleaved(5, oursRun, func() time.Duration { return bareRun(best) })
+	vsBare := interleaved(7, oursRun, func() time.Duration { return bareRun(best) })
 	tps := func(d time.Duration) float64 { return float64(txns) / d.Seconds() }
 	applyText := fmt.Sprintf("myhoard batched from storage (%d workers) %v (%.0f tx/s), best bare setup (%d workers) %v (%.0f tx/s)",
 		parallel, median(vsBare.f), tps(median(vsBare.f)), best, median(vsBare.g), tps(median(vsBare.g)))
@@ -395,7 +395,7 @@ func BenchmarkRestore(b *testing.B) {
 		median(restore.f), median(restore.g), restore, 1/restore.ratio(), 1/restore.ofMedians())
 	fmt.Printf("apply %d transactions (%d binlogs): bare SQL thread, one batch, coordinator's server options, faster of 2 first runs: %s\n",
 		txns, len(paths), strings.Join(setupText, ", "))
-	fmt.Printf("apply, 5 pairs: %s; runs %v: %.2fx the best bare SQL thread (of the medians %.2fx)\n", applyText, vsBare, vsBare.ratio(), vsBare.ofMedians())
+	fmt.Printf("apply, 7 pairs: %s; runs %v: %.2fx the best bare SQL thread (of the medians %.2fx)\n", applyText, vsBare, vsBare.ratio(), vsBare.ofMedians())
 	fmt.Printf("apply, 3 pairs: myhoard %v (%.0f tx/s), mariadb-binlog | mariadb %v (%.0f tx/s); runs %v: %.2fx mariadb-binlog | mariadb (of the medians %.2fx)\n",
 		median(vsPipe.f), tps(median(vsPipe.f)), median(vsPipe.g), tps(median(vsPipe.g)), vsPipe, vsPipe.ratio(), vsPipe.ofMedians())
 	b.ReportMetric(vsBare.ratio(), "apply_vs_bare")
