@@ -203,7 +203,7 @@ func BenchmarkRestore(b *testing.B) {
 		oursRestore()
 		rawRestore()
 		oursExtract, rawExtract = nil, nil
-		restore = interleaved(5, oursRestore, rawRestore)
+		restore = interleaved(7, oursRestore, rawRestore)
 		fmt.Printf("\nbasebackup restore phases (in run order): extract myhoard %v, raw %v\n", oursExtract, rawExtract)
 	}
 	if part == "restore" {
@@ -391,7 +391,7 @@ func BenchmarkRestore(b *testing.B) {
 
 	fmt.Printf("\nrestore benchmark: backup of %.0f MiB encoded (%.0f MiB xbstream); medians of interleaved runs, ratios: median of the per-pair ratios\n",
 		float64(m.EncodedSize)/(1<<20), float64(m.Size)/(1<<20))
-	fmt.Printf("basebackup restore, 5 pairs: myhoard (decode zstd+age, mbstream -x, prepare, move) %v; zstd -d | mbstream -x && mariabackup --prepare %v; runs %v: ratio %.2f (of the medians %.2f)\n",
+	fmt.Printf("basebackup restore, 7 pairs: myhoard (decode zstd+age, mbstream -x, prepare, move) %v; zstd -d | mbstream -x && mariabackup --prepare %v; runs %v: ratio %.2f (of the medians %.2f)\n",
 		median(restore.f), median(restore.g), restore, 1/restore.ratio(), 1/restore.ofMedians())
 	fmt.Printf("apply %d transactions (%d binlogs): bare SQL thread, one batch, coordinator's server options, faster of 2 first runs: %s\n",
 		txns, len(paths), strings.Join(setupText, ", "))
