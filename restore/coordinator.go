@@ -654,7 +654,9 @@ func ApplyServerOptions(f mysql.Flavor, serverID uint32) []string {
 // costs no fsync, the serial SQL thread is CPU-bound, and on two cores it
 // measured faster than optimistic workers, which need cores of their own
 // (BenchmarkRestore, 200k sysbench write transactions: serial 7,368 tx/s,
-// 2 workers 5,553, 4 workers 5,859). With cores to spare, workers (as
+// 2 workers 5,553, 4 workers 5,859 with O_DIRECT; with the page cache
+// about even, serial 6,130-7,680, 2 workers 6,215-7,106, 4 workers
+// 6,104-7,395, while batched serial applies ran 7,000). With cores to spare, workers (as
 // many as cores, at most 4) apply independent transactions side by side.
 func DefaultParallel() int {
 	if n := runtime.NumCPU(); n > 2 {
