@@ -391,13 +391,13 @@ func BenchmarkRestore(b *testing.B) {
 
 	fmt.Printf("\nrestore benchmark: backup of %.0f MiB encoded (%.0f MiB xbstream); medians of interleaved runs, ratios: median of the per-pair ratios\n",
 		float64(m.EncodedSize)/(1<<20), float64(m.Size)/(1<<20))
-	fmt.Printf("basebackup restore, 7 pairs: myhoard (decode zstd+age, mbstream -x, prepare, move) %v; zstd -d | mbstream -x && mariabackup --prepare %v; runs %v: ratio %.2f (of the medians %.2f)\n",
-		median(restore.f), median(restore.g), restore, 1/restore.ratio(), 1/restore.ofMedians())
+	fmt.Printf("basebackup restore, %d pairs: myhoard (decode zstd+age, mbstream -x, prepare, move) %v; zstd -d | mbstream -x && mariabackup --prepare %v; runs %v: ratio %.2f (of the medians %.2f)\n",
+		len(restore.f), median(restore.f), median(restore.g), restore, 1/restore.ratio(), 1/restore.ofMedians())
 	fmt.Printf("apply %d transactions (%d binlogs): bare SQL thread, one batch, coordinator's server options, faster of 2 first runs: %s\n",
 		txns, len(paths), strings.Join(setupText, ", "))
-	fmt.Printf("apply, 7 pairs: %s; runs %v: %.2fx the best bare SQL thread (of the medians %.2fx)\n", applyText, vsBare, vsBare.ratio(), vsBare.ofMedians())
-	fmt.Printf("apply, 5 pairs: myhoard %v (%.0f tx/s), mariadb-binlog | mariadb %v (%.0f tx/s); runs %v: %.2fx mariadb-binlog | mariadb (of the medians %.2fx)\n",
-		median(vsPipe.f), tps(median(vsPipe.f)), median(vsPipe.g), tps(median(vsPipe.g)), vsPipe, vsPipe.ratio(), vsPipe.ofMedians())
+	fmt.Printf("apply, %d pairs: %s; runs %v: %.2fx the best bare SQL thread (of the medians %.2fx)\n", len(vsBare.f), applyText, vsBare, vsBare.ratio(), vsBare.ofMedians())
+	fmt.Printf("apply, %d pairs: myhoard %v (%.0f tx/s), mariadb-binlog | mariadb %v (%.0f tx/s); runs %v: %.2fx mariadb-binlog | mariadb (of the medians %.2fx)\n",
+		len(vsPipe.f), median(vsPipe.f), tps(median(vsPipe.f)), median(vsPipe.g), tps(median(vsPipe.g)), vsPipe, vsPipe.ratio(), vsPipe.ofMedians())
 	b.ReportMetric(vsBare.ratio(), "apply_vs_bare")
 	b.ReportMetric(1/restore.ratio(), "restore_vs_raw")
 	b.ReportMetric(vsPipe.ratio(), "apply_vs_binlog_pipe")

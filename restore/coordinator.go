@@ -638,7 +638,7 @@ func (c *Coordinator) serverOptions() []string {
 // O_DIRECT): the data directory was just written by the restore and is
 // mostly cached, and with O_DIRECT each buffer pool miss of the SQL thread
 // is a synchronous disk read (BenchmarkRestore: 26k reads, 407 MiB, on
-// every apply, none with fsync, and the runs' spread halved).
+// every apply, none with fsync, and fewer slow outliers).
 func ApplyServerOptions(f mysql.Flavor, serverID uint32) []string {
 	replica := "--skip-slave-start"
 	if f == mysql.FlavorMySQL {
