@@ -1,22 +1,34 @@
-// Package cluster owns the cluster view of DESIGN.md section 7: gossip
-// (hashicorp/memberlist) for membership and node metadata, and a Raft log
-// (hashicorp/raft, raft-boltdb/v2 log and stable store, file snapshots
-// under cluster.data_dir) for the authoritative view: members, each node's
-// executed GTID set, the primary and its epoch (the fencing token) and the
-// promotion record of every epoch.
+// Package cluster owns the cluster view: gossip (hashicorp/memberlist)
+// for membership and node metadata, and a Raft log (hashicorp/raft,
+// raft-boltdb/v2 log and stable store, file snapshots under
+// cluster.data_dir) for the authoritative view: the cluster's id, members,
+// each node's executed GTID set, the primary and its epoch (the fencing
+// token) and the promotion record of every epoch.
 //
-// The Raft leader reconciles membership from gossip: new members join as
-// non-voters and become voters once they have been alive for a while (at
-// most five voters), members that left are removed at once, dead ones
-// after a grace period, never below quorum. Writes on a follower are
-// forwarded to the leader through the Forward function the daemon gives
-// (its HTTP API). It must never touch the database or object storage: the
-// node controller tells it what to publish and asks it what is true.
+// Formation (bootstrap.go): every node gets the same seed list and
+// bootstrap_expect N; a node without Raft state waits until gossip shows
+// N members without Raft state and then they all bootstrap one identical
+// configuration of N voters. A node with Raft state never bootstraps, and
+// nobody bootstraps while gossip shows a member with Raft state: such a
+// node is added by the existing cluster's leader, also after it lost its
+// Raft directory (its incarnation changed: the leader replaces the stale
+// entry).
+//
+// The leader (leader.go, the Nomad/Consul leader loop) establishes its
+// leadership with a Barrier, then reconciles membership from gossip: new
+// members join as non-voters and become voters once they have been alive
+// for a while (at most five voters), members that left are removed at
+// once, dead ones after a grace period, never below quorum. Writes on a
+// follower are forwarded to the leader through the Forward function the
+// daemon gives (apply.go). It must never touch the database or object
+// storage: the node controller tells it what to publish and asks it what
+// is true.
 package cluster
 
 import (
-	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,8 +51,8 @@ import (
 
 // Timing are the cluster's intervals.
 type Timing struct {
-	// Local uses memberlist's loopback profile and fast Raft timeouts
-	// (tests, single-host setups); otherwise the LAN profile.
+	// Local uses fast gossip and Raft timeouts (loopback, tests);
+	// otherwise memberlist's LAN profile and Raft's defaults.
 	Local bool
 	// Reconcile is how often the leader reconciles membership.
 	Reconcile time.Duration
@@ -58,8 +70,12 @@ type Options struct {
 	// APIAddr is this node's HTTP API (host:port), advertised by gossip
 	// so that followers can forward writes to the leader.
 	APIAddr string
-	// Join are gossip addresses of other members.
+	// Join are gossip addresses of the members (this node's own may be
+	// among them: every node can get the same list).
 	Join []string
+	// BootstrapExpect is how many members form a new cluster (0 or 1: a
+	// node alone bootstraps when no other member answers).
+	BootstrapExpect int
 	// GossipKey encrypts gossip (16, 24 or 32 bytes; nil: off).
 	GossipKey []byte
 	DataDir   string
@@ -78,12 +94,13 @@ type Options struct {
 
 // Node is this daemon's membership in the cluster.
 type Node struct {
-	o    Options
-	log  *slog.Logger
-	fsm  *fsm
-	raft *raft.Raft
-	bolt *raftboltdb.BoltStore
-	ml   *memberlist.Memberlist
+	o     Options
+	log   *slog.Logger
+	fsm   *fsm
+	raft  *raft.Raft
+	bolt  *raftboltdb.BoltStore
+	snaps raft.SnapshotStore
+	ml    *memberlist.Memberlist
 
 	mu        sync.Mutex
 	meta      nodeMeta
@@ -92,22 +109,33 @@ type Node struct {
 	aliveAt   map[string]time.Time
 	// metas are the live members' metadata, copied in the event
 	// callbacks (memberlist's Members() shares structs it keeps writing).
-	metas  map[string]nodeMeta
-	events chan struct{}
-	stop   chan struct{}
-	done   sync.WaitGroup
-	closed bool
+	metas map[string]nodeMeta
+	// addrs are the live members' gossip addresses (for re-joining seeds).
+	addrs map[string]string
+	// bootstrap says what a node without Raft state waits for ("" once
+	// it has state).
+	bootstrap string
+	// foreign are members of another cluster already logged.
+	foreign map[string]bool
+	events  chan struct{}
+	stop    chan struct{}
+	done    sync.WaitGroup
+	closed  bool
 }
 
 // nodeMeta is the gossip metadata (memberlist limits it to 512 bytes).
 type nodeMeta struct {
-	ID         string `json:"i"`
-	APIAddr    string `json:"a"`
-	RaftAddr   string `json:"r"`
-	ServerID   uint32 `json:"s,omitempty"`
-	ServerUUID string `json:"u,omitempty"`
-	Flavor     string `json:"f,omitempty"`
-	MySQLAddr  string `json:"m,omitempty"`
+	ID          string `json:"i"`
+	APIAddr     string `json:"a"`
+	RaftAddr    string `json:"r"`
+	ServerID    uint32 `json:"s,omitempty"`
+	ServerUUID  string `json:"u,omitempty"`
+	Flavor      string `json:"f,omitempty"`
+	MySQLAddr   string `json:"m,omitempty"`
+	HasState    bool   `json:"h,omitempty"`
+	Expect      int    `json:"x,omitempty"`
+	Incarnation string `json:"n,omitempty"`
+	ClusterID   string `json:"c,omitempty"`
 }
 
 // Errors.
@@ -117,9 +145,8 @@ var (
 	ErrNotPrimary = errors.New("not the primary")
 )
 
-// Open starts gossip and Raft. A node with no Raft state bootstraps a
-// single-node cluster only when no seed answers; otherwise it waits for
-// the leader to add it.
+// Open starts gossip and Raft, joins the seeds and, for a node without
+// Raft state, starts waiting to bootstrap or to be added (bootstrap.go).
 func Open(ctx context.Context, o Options) (*Node, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -133,47 +160,64 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 	if o.Timing.DeadGrace == 0 {
 		o.Timing.DeadGrace = 5 * time.Minute
 	}
+	if o.BootstrapExpect < 1 {
+		o.BootstrapExpect = 1
+	}
 	if err := os.MkdirAll(o.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("cluster data dir: %w", err)
 	}
 	n := &Node{o: o, log: o.Log.With("component", "cluster"), fsm: newFSM(), deadSince: map[string]time.Time{}, leftAt: map[string]time.Time{},
-		aliveAt: map[string]time.Time{}, metas: map[string]nodeMeta{}, events: make(chan struct{}, 1), stop: make(chan struct{}),
-		meta: nodeMeta{ID: o.NodeID, APIAddr: o.APIAddr, RaftAddr: o.RaftAddr, ServerID: o.ServerID, ServerUUID: o.ServerUUID, Flavor: o.Flavor, MySQLAddr: o.MySQLAddr}}
+		aliveAt: map[string]time.Time{}, metas: map[string]nodeMeta{}, addrs: map[string]string{}, foreign: map[string]bool{},
+		events: make(chan struct{}, 1), stop: make(chan struct{}),
+		meta: nodeMeta{ID: o.NodeID, APIAddr: o.APIAddr, RaftAddr: o.RaftAddr, ServerID: o.ServerID, ServerUUID: o.ServerUUID, Flavor: o.Flavor,
+			MySQLAddr: o.MySQLAddr, Expect: o.BootstrapExpect}}
 	if err := n.openRaft(); err != nil {
 		return nil, err
+	}
+	existing, err := raft.HasExistingState(n.bolt, n.bolt, n.snaps)
+	if err != nil {
+		n.shutdownRaft()
+		return nil, fmt.Errorf("read raft state in %s: %w", o.DataDir, err)
+	}
+	if n.meta.Incarnation, err = incarnation(o.DataDir, existing); err != nil {
+		n.shutdownRaft()
+		return nil, err
+	}
+	n.meta.HasState = existing
+	if !existing {
+		n.bootstrap = fmt.Sprintf("waiting for %d members, 1 seen", o.BootstrapExpect)
 	}
 	if err := n.openGossip(); err != nil {
 		n.shutdownRaft()
 		return nil, err
 	}
-	joined := 0
-	if len(o.Join) > 0 {
-		joined, _ = n.ml.Join(o.Join)
-	}
-	existing, err := raft.HasExistingState(n.bolt, n.bolt, n.snapshots())
-	if err != nil {
-		n.Close()
-		return nil, fmt.Errorf("read raft state: %w", err)
-	}
-	if !existing && joined == 0 {
-		n.log.Info("bootstrapping a new cluster", "node", o.NodeID)
-		cfg := raft.Configuration{Servers: []raft.Server{{ID: raft.ServerID(o.NodeID), Address: raft.ServerAddress(o.RaftAddr), Suffrage: raft.Voter}}}
-		if err := n.raft.BootstrapCluster(cfg).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
-			n.Close()
-			return nil, fmt.Errorf("bootstrap the cluster: %w", err)
-		}
-	} else {
-		n.log.Info("joining the cluster", "node", o.NodeID, "existing_state", existing, "seeds_answered", joined)
-	}
+	answered := n.joinSeeds()
+	n.log.Info("cluster node started", "node", o.NodeID, "raft_state", existing, "seeds_answered", answered,
+		"bootstrap_expect", o.BootstrapExpect, "incarnation", n.meta.Incarnation)
 	n.done.Add(2)
-	go n.leaderLoop()
-	go n.rejoinLoop()
+	go n.monitorLeadership()
+	go n.maintain()
 	return n, nil
 }
 
-func (n *Node) snapshots() raft.SnapshotStore {
-	s, _ := raft.NewFileSnapshotStoreWithLogger(n.o.DataDir, 2, n.hclog())
-	return s
+// incarnation reads the name of this node's Raft state, or makes a new one
+// when there is no Raft state (a new node, or one whose state was lost).
+func incarnation(dir string, existing bool) (string, error) {
+	path := filepath.Join(dir, "incarnation")
+	if existing {
+		if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+			return strings.TrimSpace(string(b)), nil
+		}
+	}
+	var raw [8]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("make a raft incarnation: %w", err)
+	}
+	id := hex.EncodeToString(raw[:])
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o640); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return id, nil
 }
 
 func (n *Node) hclog() hclog.Logger {
@@ -196,12 +240,17 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+var _ io.Writer = (*slogWriter)(nil)
+
 func (n *Node) openRaft() error {
 	o := n.o
 	cfg := raft.DefaultConfig()
 	cfg.LocalID = raft.ServerID(o.NodeID)
 	cfg.Logger = n.hclog()
 	cfg.SnapshotThreshold = 1024
+	// A leader never removes itself here; a removed follower waits to be
+	// added again instead of shutting down.
+	cfg.ShutdownOnRemove = false
 	if o.Timing.Local {
 		cfg.HeartbeatTimeout = 300 * time.Millisecond
 		cfg.ElectionTimeout = 300 * time.Millisecond
@@ -239,7 +288,7 @@ func (n *Node) openRaft() error {
 		bolt.Close()
 		return fmt.Errorf("start raft: %w", err)
 	}
-	n.raft, n.bolt = r, bolt
+	n.raft, n.bolt, n.snaps = r, bolt, snaps
 	return nil
 }
 
@@ -248,6 +297,11 @@ func (n *Node) openGossip() error {
 	var cfg *memberlist.Config
 	if o.Timing.Local {
 		cfg = memberlist.DefaultLocalConfig()
+		// Loopback: a dead member is known within about a second.
+		cfg.ProbeInterval = 300 * time.Millisecond
+		cfg.ProbeTimeout = 200 * time.Millisecond
+		cfg.GossipInterval = 100 * time.Millisecond
+		cfg.SuspicionMult = 3
 	} else {
 		cfg = memberlist.DefaultLANConfig()
 	}
@@ -276,6 +330,133 @@ func (n *Node) openGossip() error {
 	}
 	n.ml = ml
 	return nil
+}
+
+// joinSeeds contacts the configured seeds that are not this node and not
+// already live members, and returns how many answered.
+func (n *Node) joinSeeds() int {
+	n.mu.Lock()
+	live := map[string]bool{}
+	for _, a := range n.addrs {
+		live[a] = true
+	}
+	n.mu.Unlock()
+	var seeds []string
+	for _, s := range n.o.Join {
+		if !sameAddr(s, n.o.GossipAddr) && !live[s] {
+			seeds = append(seeds, s)
+		}
+	}
+	if len(seeds) == 0 {
+		return 0
+	}
+	answered, _ := n.ml.Join(seeds)
+	return answered
+}
+
+// sameAddr compares two host:port addresses after resolving their hosts.
+func sameAddr(a, b string) bool {
+	if a == b {
+		return true
+	}
+	ra, err1 := net.ResolveTCPAddr("tcp", a)
+	rb, err2 := net.ResolveTCPAddr("tcp", b)
+	return err1 == nil && err2 == nil && ra.Port == rb.Port && ra.IP.Equal(rb.IP)
+}
+
+// maintain runs for the node's life: it keeps the gossip metadata in step
+// with the Raft state, bootstraps a node without Raft state when the plan
+// says so, and re-contacts seeds that are not live members (after a long
+// partition nobody else would).
+func (n *Node) maintain() {
+	defer n.done.Done()
+	every, rejoinEvery := 500*time.Millisecond, 30*time.Second
+	if n.o.Timing.Local {
+		every, rejoinEvery = 100*time.Millisecond, 2*time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	lastRejoin := time.Now()
+	var lastPlan []raft.Server
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		hasState, clusterID := n.hasState(), n.fsm.clusterID()
+		n.updateMeta(func(m *nodeMeta) { m.HasState, m.ClusterID = hasState, clusterID })
+		if !hasState {
+			lastPlan = n.tryBootstrap(lastPlan)
+		} else {
+			n.setBootstrapStatus("")
+		}
+		if time.Since(lastRejoin) >= rejoinEvery {
+			lastRejoin = time.Now()
+			n.joinSeeds()
+		}
+	}
+}
+
+// hasState reports whether this node has a Raft configuration (it
+// bootstrapped, or a leader added it).
+func (n *Node) hasState() bool {
+	f := n.raft.GetConfiguration()
+	return f.Error() == nil && len(f.Configuration().Servers) > 0
+}
+
+// tryBootstrap computes the bootstrap plan and carries it out once the
+// same plan came out twice in a row (the gossip view settled).
+func (n *Node) tryBootstrap(last []raft.Server) []raft.Server {
+	n.mu.Lock()
+	seen := []peer{{ID: n.o.NodeID, RaftAddr: n.o.RaftAddr, Expect: n.o.BootstrapExpect}}
+	for name, m := range n.metas {
+		if name != n.o.NodeID {
+			seen = append(seen, peer{ID: m.ID, RaftAddr: m.RaftAddr, HasState: m.HasState, Expect: m.Expect, ClusterID: m.ClusterID})
+		}
+	}
+	n.mu.Unlock()
+	plan, status := bootstrapPlan(n.o.NodeID, n.o.BootstrapExpect, seen)
+	n.setBootstrapStatus(status)
+	if plan == nil || !sameServers(plan, last) {
+		return plan
+	}
+	n.log.Info("bootstrapping a new cluster", "node", n.o.NodeID, "voters", status)
+	err := n.raft.BootstrapCluster(raft.Configuration{Servers: plan}).Error()
+	if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		n.log.Error("bootstrap failed", "error", err)
+	}
+	return nil
+}
+
+func (n *Node) setBootstrapStatus(s string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if s != n.bootstrap && s != "" {
+		n.log.Info("cluster formation", "status", s)
+	}
+	n.bootstrap = s
+}
+
+// Bootstrap says what a node without Raft state is waiting for ("" once
+// it is part of a cluster).
+func (n *Node) Bootstrap() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.bootstrap
+}
+
+// updateMeta changes this node's gossip metadata and re-advertises it
+// when it changed.
+func (n *Node) updateMeta(f func(*nodeMeta)) {
+	n.mu.Lock()
+	old := n.meta
+	f(&n.meta)
+	changed := n.meta != old
+	n.mu.Unlock()
+	if changed {
+		_ = n.ml.UpdateNode(time.Second)
+	}
 }
 
 // memberlist.Delegate: only the node metadata is used.
@@ -312,6 +493,7 @@ func (n *Node) NotifyJoin(m *memberlist.Node) {
 	delete(n.deadSince, m.Name)
 	delete(n.leftAt, m.Name)
 	n.aliveAt[m.Name] = time.Now()
+	n.addrs[m.Name] = m.Address()
 	n.recordMetaLocked(m)
 	n.mu.Unlock()
 	n.wake()
@@ -335,6 +517,7 @@ func (n *Node) NotifyLeave(m *memberlist.Node) {
 	}
 	delete(n.aliveAt, m.Name)
 	delete(n.metas, m.Name)
+	delete(n.addrs, m.Name)
 	n.mu.Unlock()
 	n.wake()
 }
@@ -356,331 +539,48 @@ func (n *Node) wake() {
 
 // SetMeta changes what this node advertises (server id, uuid, flavor).
 func (n *Node) SetMeta(serverID uint32, serverUUID, flavor string) {
+	n.updateMeta(func(m *nodeMeta) { m.ServerID, m.ServerUUID, m.Flavor = serverID, serverUUID, flavor })
+}
+
+// Gossip states of a member, as GET /cluster shows them.
+const (
+	GossipAlive   = "alive"
+	GossipFailed  = "failed"
+	GossipLeft    = "left"
+	GossipUnknown = "unknown"
+)
+
+// GossipState is what this node's gossip knows of a member: alive,
+// failed, left, or unknown (never seen since this node started).
+func (n *Node) GossipState(id string) string {
 	n.mu.Lock()
-	changed := n.meta.ServerID != serverID || n.meta.ServerUUID != serverUUID || n.meta.Flavor != flavor
-	n.meta.ServerID, n.meta.ServerUUID, n.meta.Flavor = serverID, serverUUID, flavor
-	n.mu.Unlock()
-	if changed {
-		_ = n.ml.UpdateNode(time.Second)
+	defer n.mu.Unlock()
+	if id == n.o.NodeID {
+		return GossipAlive
 	}
+	if _, ok := n.metas[id]; ok {
+		return GossipAlive
+	}
+	if _, ok := n.leftAt[id]; ok {
+		return GossipLeft
+	}
+	if _, ok := n.deadSince[id]; ok {
+		return GossipFailed
+	}
+	return GossipUnknown
 }
 
-// leaderLoop reconciles membership while this node leads.
-func (n *Node) leaderLoop() {
-	defer n.done.Done()
-	tick := time.NewTicker(n.o.Timing.Reconcile)
-	defer tick.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-tick.C:
-		case <-n.events:
-		case <-n.raft.LeaderCh():
-		}
-		if n.raft.State() == raft.Leader {
-			if err := n.reconcile(); err != nil {
-				n.log.Warn("membership reconcile failed", "error", err)
-			}
-		}
-	}
-}
-
-// rejoinLoop re-contacts the seeds now and then, so that members that
-// were apart for long find each other again.
-func (n *Node) rejoinLoop() {
-	defer n.done.Done()
-	tick := time.NewTicker(30 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-tick.C:
-			if len(n.o.Join) > 0 && n.ml.NumMembers() < 2 {
-				_, _ = n.ml.Join(n.o.Join)
-			}
-		}
-	}
-}
-
-// reconcile runs on the leader: raft membership and member records follow
-// gossip.
-func (n *Node) reconcile() error {
-	future := n.raft.GetConfiguration()
-	if err := future.Error(); err != nil {
-		return err
-	}
-	servers := map[string]raft.Server{}
-	voters := 0
-	for _, s := range future.Configuration().Servers {
-		servers[string(s.ID)] = s
-		if s.Suffrage == raft.Voter {
-			voters++
-		}
-	}
-	view := n.fsm.snapshotView()
-	alive := map[string]nodeMeta{}
-	now := time.Now()
+// GossipMembers are the ids of the members gossip sees alive.
+func (n *Node) GossipMembers() []string {
 	n.mu.Lock()
-	for _, meta := range n.metas {
-		alive[meta.ID] = meta
-	}
-	aliveAt := make(map[string]time.Time, len(n.aliveAt))
-	for k, v := range n.aliveAt {
-		aliveAt[k] = v
-	}
-	dead := make(map[string]time.Time, len(n.deadSince))
-	for k, v := range n.deadSince {
-		dead[k] = v
-	}
-	left := make(map[string]time.Time, len(n.leftAt))
-	for k, v := range n.leftAt {
-		left[k] = v
-	}
-	n.mu.Unlock()
-	self := n.o.NodeID
-	// Member records from gossip.
-	for id, meta := range alive {
-		m, ok := view.Members[id]
-		if !ok || m.APIAddr != meta.APIAddr || m.RaftAddr != meta.RaftAddr || m.ServerID != meta.ServerID ||
-			m.ServerUUID != meta.ServerUUID || m.Flavor != meta.Flavor || m.MySQLAddr != meta.MySQLAddr {
-			rec := Member{ID: id, APIAddr: meta.APIAddr, RaftAddr: meta.RaftAddr, ServerID: meta.ServerID, ServerUUID: meta.ServerUUID,
-				Flavor: meta.Flavor, MySQLAddr: meta.MySQLAddr, Mode: m.Mode, LastSeen: now}
-			if _, err := n.applyLocal(CmdMember, rec); err != nil {
-				return err
-			}
+	defer n.mu.Unlock()
+	out := []string{n.o.NodeID}
+	for id := range n.metas {
+		if id != n.o.NodeID {
+			out = append(out, id)
 		}
 	}
-	// Add new members as non-voters; promote stable ones.
-	for id, meta := range alive {
-		s, ok := servers[id]
-		switch {
-		case !ok || s.Address != raft.ServerAddress(meta.RaftAddr):
-			if ok {
-				if err := n.raft.RemoveServer(s.ID, 0, 5*time.Second).Error(); err != nil {
-					return err
-				}
-			}
-			n.log.Info("adding cluster member", "node", id, "raft", meta.RaftAddr)
-			if err := n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(meta.RaftAddr), 0, 5*time.Second).Error(); err != nil {
-				return err
-			}
-		case s.Suffrage != raft.Voter && voters < 5 && id != self && now.Sub(aliveAt[id]) >= n.o.Timing.StableFor:
-			n.log.Info("member becomes a voter", "node", id)
-			if err := n.raft.AddVoter(raft.ServerID(id), s.Address, 0, 5*time.Second).Error(); err != nil {
-				return err
-			}
-			voters++
-		}
-	}
-	// Remove members that left, and dead ones after the grace period.
-	for id, s := range servers {
-		if id == self {
-			continue
-		}
-		if _, ok := alive[id]; ok {
-			continue
-		}
-		_, wentAway := left[id]
-		since, isDead := dead[id]
-		if !wentAway && !(isDead && now.Sub(since) >= n.o.Timing.DeadGrace) {
-			continue
-		}
-		if s.Suffrage == raft.Voter {
-			healthy := 0
-			for vid, vs := range servers {
-				if _, ok := alive[vid]; (ok || vid == self) && vs.Suffrage == raft.Voter {
-					healthy++
-				}
-			}
-			if healthy < (voters-1)/2+1 {
-				continue // removing it would leave no quorum among the living
-			}
-			voters--
-		}
-		n.log.Info("removing cluster member", "node", id, "left", wentAway)
-		if err := n.raft.RemoveServer(s.ID, 0, 5*time.Second).Error(); err != nil {
-			return err
-		}
-		if _, err := n.applyLocal(CmdRemove, id); err != nil {
-			return err
-		}
-		n.mu.Lock()
-		delete(n.leftAt, id)
-		delete(n.deadSince, id)
-		n.mu.Unlock()
-	}
-	return nil
-}
-
-// applyLocal applies a command on this node, which must be the leader.
-func (n *Node) applyLocal(typ string, v any) (int64, error) {
-	c, err := NewCommand(typ, v)
-	if err != nil {
-		return 0, err
-	}
-	b, _ := json.Marshal(c)
-	return n.applyRaw(b)
-}
-
-func (n *Node) applyRaw(b []byte) (int64, error) {
-	if n.raft.State() != raft.Leader {
-		return 0, ErrNotLeader
-	}
-	f := n.raft.Apply(b, 10*time.Second)
-	if err := f.Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
-		}
-		return 0, err
-	}
-	res, _ := f.Response().(applyResult)
-	return res.Epoch, res.Err
-}
-
-// forwardReply is the body of /cluster/apply and /cluster/verify answers.
-type forwardReply struct {
-	Epoch int64  `json:"epoch"`
-	Error string `json:"error,omitempty"`
-	// Code names the sentinel the error wraps (stale_epoch, not_primary,
-	// not_leader), so errors.Is works across the hop.
-	Code string `json:"code,omitempty"`
-}
-
-var errorCodes = map[string]error{"stale_epoch": ErrStaleEpoch, "not_primary": ErrNotPrimary, "not_leader": ErrNotLeader}
-
-// Apply applies a command through the leader: here when this node leads,
-// else forwarded to the leader's API. It returns the epoch after it.
-func (n *Node) Apply(ctx context.Context, typ string, v any) (int64, error) {
-	c, err := NewCommand(typ, v)
-	if err != nil {
-		return 0, err
-	}
-	b, _ := json.Marshal(c)
-	for attempt := 0; ; attempt++ {
-		epoch, err := n.applyRaw(b)
-		if !errors.Is(err, ErrNotLeader) {
-			return epoch, err
-		}
-		_, leaderID := n.raft.LeaderWithID()
-		if leaderID != "" && string(leaderID) != n.o.NodeID {
-			return n.forward(ctx, string(leaderID), "/cluster/apply", b)
-		}
-		if attempt >= 50 || ctx.Err() != nil {
-			return 0, ErrNoLeader
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func (n *Node) forward(ctx context.Context, leaderID, path string, body []byte) (int64, error) {
-	view := n.fsm.snapshotView()
-	m, ok := view.Members[leaderID]
-	if !ok || m.APIAddr == "" || n.o.Forward == nil {
-		return 0, fmt.Errorf("%w (leader %s has no known API address)", ErrNoLeader, leaderID)
-	}
-	out, err := n.o.Forward(ctx, m.APIAddr, path, body)
-	if err != nil {
-		return 0, fmt.Errorf("forward to the leader %s at %s: %w", leaderID, m.APIAddr, err)
-	}
-	var r forwardReply
-	if err := json.Unmarshal(out, &r); err != nil {
-		return 0, fmt.Errorf("forward to the leader %s: bad answer %q", leaderID, bytes.TrimSpace(out))
-	}
-	if r.Error == "" {
-		return r.Epoch, nil
-	}
-	if sentinel, ok := errorCodes[r.Code]; ok {
-		return r.Epoch, fmt.Errorf("leader %s: %s: %w", leaderID, r.Error, sentinel)
-	}
-	return r.Epoch, fmt.Errorf("leader %s: %s", leaderID, r.Error)
-}
-
-// HandleApply is the leader's side of /cluster/apply.
-func (n *Node) HandleApply(body []byte) []byte {
-	epoch, err := n.applyRaw(body)
-	return reply(epoch, err)
-}
-
-func reply(epoch int64, err error) []byte {
-	r := forwardReply{Epoch: epoch}
-	if err != nil {
-		r.Error = err.Error()
-		for code, sentinel := range errorCodes {
-			if errors.Is(err, sentinel) {
-				r.Code = code
-			}
-		}
-	}
-	b, _ := json.Marshal(r)
-	return b
-}
-
-// verifyRequest is the body of /cluster/verify.
-type verifyRequest struct {
-	NodeID string `json:"node_id"`
-	Epoch  int64  `json:"epoch"`
-}
-
-// VerifyPrimary is a linearizable check that nodeID is the primary at
-// epoch: the leader proves its leadership to a quorum first, so a node cut
-// off from the quorum always fails it.
-func (n *Node) VerifyPrimary(ctx context.Context, nodeID string, epoch int64) error {
-	if n.raft.State() == raft.Leader {
-		return n.verifyLocal(nodeID, epoch)
-	}
-	_, leaderID := n.raft.LeaderWithID()
-	if leaderID == "" {
-		return ErrNoLeader
-	}
-	// A follower that has not heard from the leader within a lease is
-	// cut off: it fails at once instead of waiting for a forward that
-	// cannot succeed.
-	if last := n.raft.LastContact(); time.Since(last) > n.lease() {
-		return fmt.Errorf("%w: no contact with leader %s for %v", ErrNoLeader, leaderID, time.Since(last).Round(time.Millisecond))
-	}
-	b, _ := json.Marshal(verifyRequest{NodeID: nodeID, Epoch: epoch})
-	_, err := n.forward(ctx, string(leaderID), "/cluster/verify", b)
-	return err
-}
-
-// lease is how long a follower trusts a leader it has not heard from.
-func (n *Node) lease() time.Duration {
-	if n.o.Timing.Local {
-		return time.Second
-	}
-	return 2 * time.Second
-}
-
-func (n *Node) verifyLocal(nodeID string, epoch int64) error {
-	if err := n.raft.VerifyLeader().Error(); err != nil {
-		return fmt.Errorf("%w: %v", ErrNotLeader, err)
-	}
-	if err := n.raft.Barrier(5 * time.Second).Error(); err != nil {
-		return err
-	}
-	v := n.fsm.snapshotView()
-	if v.Primary != nodeID || v.Epoch != epoch {
-		return fmt.Errorf("%s at epoch %d: the primary is %q at epoch %d: %w", nodeID, epoch, v.Primary, v.Epoch, ErrNotPrimary)
-	}
-	return nil
-}
-
-// HandleVerify is the leader's side of /cluster/verify.
-func (n *Node) HandleVerify(body []byte) []byte {
-	var r verifyRequest
-	if err := json.Unmarshal(body, &r); err != nil {
-		return reply(0, fmt.Errorf("bad verify request: %w", err))
-	}
-	if n.raft.State() != raft.Leader {
-		return reply(0, ErrNotLeader)
-	}
-	return reply(r.Epoch, n.verifyLocal(r.NodeID, r.Epoch))
+	return out
 }
 
 // View is this node's copy of the cluster view (it may lag the leader).
@@ -712,17 +612,6 @@ func (n *Node) Servers() (voters map[string]bool, err error) {
 	return voters, nil
 }
 
-// Alive are the ids of the members gossip sees alive.
-func (n *Node) Alive() map[string]bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := map[string]bool{}
-	for name := range n.metas {
-		out[name] = true
-	}
-	return out
-}
-
 // Close leaves the gossip pool (so that the leader removes this node at
 // once) when leave is true, and shuts Raft down.
 func (n *Node) Close() error { return n.close(false) }
@@ -739,13 +628,11 @@ func (n *Node) close(leave bool) error {
 	n.closed = true
 	n.mu.Unlock()
 	close(n.stop)
-	if n.ml != nil {
-		if leave {
-			_ = n.ml.Leave(2 * time.Second)
-		}
-		_ = n.ml.Shutdown()
+	if leave {
+		_ = n.ml.Leave(2 * time.Second)
 	}
 	n.done.Wait()
+	_ = n.ml.Shutdown()
 	return n.shutdownRaft()
 }
 
@@ -761,5 +648,3 @@ func (n *Node) shutdownRaft() error {
 	}
 	return err
 }
-
-var _ io.Writer = (*slogWriter)(nil)

@@ -51,6 +51,12 @@ func httpForward(ctx context.Context, apiAddr, path string, body []byte) ([]byte
 
 func startNode(t *testing.T, tn *testNode, join []string, grace time.Duration) {
 	t.Helper()
+	startNodeWith(t, tn, func(o *Options) { o.Join, o.Timing.DeadGrace = join, grace })
+}
+
+// startNodeWith starts tn's node with its options changed by edit.
+func startNodeWith(t *testing.T, tn *testNode, edit func(*Options)) {
+	t.Helper()
 	if tn.api == nil {
 		tn.api = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			body, _ := io.ReadAll(r.Body)
@@ -63,9 +69,11 @@ func startNode(t *testing.T, tn *testNode, join []string, grace time.Duration) {
 		}))
 		t.Cleanup(tn.api.Close)
 	}
-	n, err := Open(context.Background(), Options{NodeID: tn.id, RaftAddr: tn.raftAddr, GossipAddr: tn.gossipAddr,
-		APIAddr: strings.TrimPrefix(tn.api.URL, "http://"), Join: join, DataDir: tn.dir, Forward: httpForward,
-		Timing: Timing{Local: true, Reconcile: 200 * time.Millisecond, StableFor: 500 * time.Millisecond, DeadGrace: grace}})
+	o := Options{NodeID: tn.id, RaftAddr: tn.raftAddr, GossipAddr: tn.gossipAddr,
+		APIAddr: strings.TrimPrefix(tn.api.URL, "http://"), DataDir: tn.dir, Forward: httpForward,
+		Timing: Timing{Local: true, Reconcile: 200 * time.Millisecond, StableFor: 500 * time.Millisecond, DeadGrace: time.Hour}}
+	edit(&o)
+	n, err := Open(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +141,7 @@ func TestClusterFormsForwardsAndFences(t *testing.T) {
 		}
 	}
 	// A follower's write is forwarded and reaches every view.
-	if _, err := follower.Apply(ctx, CmdState, StateUpdate{NodeID: follower.id, GTIDs: "0-101-42", Mode: "observe", At: time.Now()}); err != nil {
+	if err := follower.PublishState(ctx, StateUpdate{NodeID: follower.id, GTIDs: "0-101-42", Mode: "observe", At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range nodes {
@@ -143,11 +151,11 @@ func TestClusterFormsForwardsAndFences(t *testing.T) {
 		})
 	}
 	// Promotion is a compare-and-set on the epoch.
-	epoch, err := follower.Apply(ctx, CmdPromote, PromoteRequest{NodeID: follower.id, ExpectedEpoch: 0})
+	epoch, err := follower.Promote(ctx, PromoteRequest{NodeID: follower.id, ExpectedEpoch: 0})
 	if err != nil || epoch != 1 {
 		t.Fatalf("promote: epoch %d, %v", epoch, err)
 	}
-	if _, err := nodes[0].Apply(ctx, CmdPromote, PromoteRequest{NodeID: "n1", ExpectedEpoch: 0}); !errors.Is(err, ErrStaleEpoch) {
+	if _, err := nodes[0].Promote(ctx, PromoteRequest{NodeID: "n1", ExpectedEpoch: 0}); !errors.Is(err, ErrStaleEpoch) {
 		t.Fatalf("a promotion with a stale epoch: %v, want ErrStaleEpoch", err)
 	}
 	// The writer gate: only the primary at its epoch passes, from any node.
@@ -159,7 +167,7 @@ func TestClusterFormsForwardsAndFences(t *testing.T) {
 			t.Errorf("verify a non-primary from %s: %v", n.id, err)
 		}
 	}
-	if _, err := follower.Apply(ctx, CmdPromotion, Promotion{Epoch: 1, NodeID: follower.id, StreamID: "s", StartIndex: 7}); err != nil {
+	if err := follower.RecordPromotion(ctx, Promotion{Epoch: 1, NodeID: follower.id, StreamID: "s", StartIndex: 7}); err != nil {
 		t.Fatal(err)
 	}
 	if p := nodes[0].View().Promotions; len(p) != 1 || p[0].StartIndex != 7 {
@@ -173,7 +181,7 @@ func TestClusterFormsForwardsAndFences(t *testing.T) {
 func TestClusterRestartLeaveAndDeadMembers(t *testing.T) {
 	nodes := threeNodes(t, 2*time.Second)
 	ctx := context.Background()
-	if _, err := nodes[1].Apply(ctx, CmdPromote, PromoteRequest{NodeID: "n2", ExpectedEpoch: 0}); err != nil {
+	if _, err := nodes[1].Promote(ctx, PromoteRequest{NodeID: "n2", ExpectedEpoch: 0}); err != nil {
 		t.Fatal(err)
 	}
 	// Every node restarts: the view survives, no second bootstrap.

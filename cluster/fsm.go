@@ -25,6 +25,10 @@ type Member struct {
 	MySQLAddr  string    `json:"mysql_address,omitempty"`
 	Mode       string    `json:"mode,omitempty"`
 	LastSeen   time.Time `json:"last_seen"`
+	// Incarnation names the member's Raft state: it changes when the
+	// member lost its Raft directory, and the leader then replaces the
+	// member's stale entry in the Raft configuration.
+	Incarnation string `json:"incarnation,omitempty"`
 }
 
 // Promotion is the start of an epoch: from StartIndex on, only NodeID
@@ -40,7 +44,10 @@ type Promotion struct {
 
 // View is the replicated cluster view (the FSM's state).
 type View struct {
-	Members map[string]Member `json:"members"`
+	// ClusterID names the cluster (set once by its first leader): gossip
+	// members of another cluster are never added to this one.
+	ClusterID string            `json:"cluster_id,omitempty"`
+	Members   map[string]Member `json:"members"`
 	// GTIDs is each node's executed GTID set as it published it, plus
 	// the servers reported through PUT /replication_state (External).
 	GTIDs    map[string]string `json:"gtids"`
@@ -52,7 +59,7 @@ type View struct {
 }
 
 func (v View) clone() View {
-	out := View{Members: maps.Clone(v.Members), GTIDs: maps.Clone(v.GTIDs), External: maps.Clone(v.External),
+	out := View{ClusterID: v.ClusterID, Members: maps.Clone(v.Members), GTIDs: maps.Clone(v.GTIDs), External: maps.Clone(v.External),
 		Primary: v.Primary, Epoch: v.Epoch, Promotions: append([]Promotion(nil), v.Promotions...)}
 	if out.Members == nil {
 		out.Members = map[string]Member{}
@@ -80,13 +87,13 @@ func (v View) MemberIDs() []string {
 // type rejects the entry with an error (all nodes run the same version in
 // a rolling upgrade's window only briefly, and the entry is never lost).
 const (
+	CmdInit        = "init"      // name the cluster (the first leader, once)
 	CmdMember      = "member"    // upsert Member (the leader, from gossip)
 	CmdRemove      = "remove"    // remove member ID
 	CmdState       = "state"     // a node publishes its GTIDs, mode and liveness
 	CmdExternal    = "external"  // PUT /replication_state
 	CmdPromote     = "promote"   // compare-and-set the primary
 	CmdPromotion   = "promotion" // record where an epoch began
-	CmdNoop        = "noop"      // a write to prove leadership in this term
 	snapshotFormat = 1
 )
 
@@ -112,12 +119,20 @@ type PromoteRequest struct {
 	At            time.Time `json:"at"`
 }
 
+// initRequest names a new cluster.
+type initRequest struct {
+	ClusterID string `json:"cluster_id"`
+}
+
 // ErrStaleEpoch is returned when a promotion's expected epoch is not the
 // current one (someone else was promoted meanwhile).
 var ErrStaleEpoch = errors.New("stale epoch")
 
 // NewCommand encodes a typed command.
 func NewCommand(typ string, v any) (Command, error) {
+	if _, ok := applyFuncs[typ]; !ok {
+		return Command{}, fmt.Errorf("encode %s command: unknown command type", typ)
+	}
 	data, err := json.Marshal(v)
 	if err != nil {
 		return Command{}, fmt.Errorf("encode %s command: %w", typ, err)
@@ -148,6 +163,12 @@ func (f *fsm) snapshotView() View {
 	return f.view.clone()
 }
 
+func (f *fsm) clusterID() string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.view.ClusterID
+}
+
 // Apply applies one committed entry; a bad entry is an error result, the
 // same on every node, so the views never diverge.
 func (f *fsm) Apply(l *raft.Log) any {
@@ -155,95 +176,135 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if err := json.Unmarshal(l.Data, &c); err != nil {
 		return applyResult{Err: fmt.Errorf("raft entry %d is not a command: %w", l.Index, err)}
 	}
+	apply, ok := applyFuncs[c.Type]
+	if !ok {
+		return applyResult{Err: fmt.Errorf("raft entry %d: unknown command type %q", l.Index, c.Type)}
+	}
 	f.mu.Lock()
 	defer func() {
 		close(f.changed)
 		f.changed = make(chan struct{})
 		f.mu.Unlock()
 	}()
-	return f.applyLocked(c)
+	res := apply(&f.view, c.Data)
+	if res.Err != nil {
+		res.Err = fmt.Errorf("%s command: %w", c.Type, res.Err)
+	}
+	return res
 }
 
-func (f *fsm) applyLocked(c Command) applyResult {
-	v := &f.view
-	bad := func(err error) applyResult { return applyResult{Err: fmt.Errorf("%s command: %w", c.Type, err)} }
-	switch c.Type {
-	case CmdNoop:
-	case CmdMember:
-		var m Member
-		if err := json.Unmarshal(c.Data, &m); err != nil || m.ID == "" {
-			return bad(fmt.Errorf("bad member %s: %v", c.Data, err))
+// applyFunc applies one command's payload to the view.
+type applyFunc func(v *View, data json.RawMessage) applyResult
+
+// applyFuncs has one typed function per command (read-only).
+var applyFuncs = map[string]applyFunc{
+	CmdInit:      typed(applyInit),
+	CmdMember:    typed(applyMember),
+	CmdRemove:    typed(applyRemove),
+	CmdState:     typed(applyState),
+	CmdExternal:  typed(applyExternal),
+	CmdPromote:   typed(applyPromote),
+	CmdPromotion: typed(applyPromotion),
+}
+
+// typed decodes a command's payload into its type before applying it.
+func typed[T any](apply func(v *View, c T) applyResult) applyFunc {
+	return func(v *View, data json.RawMessage) applyResult {
+		var c T
+		if err := json.Unmarshal(data, &c); err != nil {
+			return applyResult{Epoch: v.Epoch, Err: fmt.Errorf("bad payload %.200s: %w", data, err)}
 		}
-		if old, ok := v.Members[m.ID]; ok {
-			if m.Mode == "" {
-				m.Mode = old.Mode
-			}
-			if m.LastSeen.Before(old.LastSeen) {
-				m.LastSeen = old.LastSeen
-			}
-		}
-		v.Members[m.ID] = m
-	case CmdRemove:
-		var id string
-		if err := json.Unmarshal(c.Data, &id); err != nil {
-			return bad(err)
-		}
-		delete(v.Members, id)
-		delete(v.GTIDs, id)
-	case CmdState:
-		var s StateUpdate
-		if err := json.Unmarshal(c.Data, &s); err != nil || s.NodeID == "" {
-			return bad(fmt.Errorf("bad state %s: %v", c.Data, err))
-		}
-		m := v.Members[s.NodeID]
-		m.ID = s.NodeID
-		if s.Mode != "" {
-			m.Mode = s.Mode
-		}
-		if s.At.After(m.LastSeen) {
-			m.LastSeen = s.At
-		}
-		v.Members[s.NodeID] = m
-		if s.GTIDs != "" || v.GTIDs[s.NodeID] == "" {
-			v.GTIDs[s.NodeID] = s.GTIDs
-		}
-	case CmdExternal:
-		var ext map[string]string
-		if err := json.Unmarshal(c.Data, &ext); err != nil {
-			return bad(err)
-		}
-		v.External = ext
-	case CmdPromote:
-		var p PromoteRequest
-		if err := json.Unmarshal(c.Data, &p); err != nil || p.NodeID == "" {
-			return bad(fmt.Errorf("bad promotion %s: %v", c.Data, err))
-		}
-		if p.ExpectedEpoch != v.Epoch {
-			return applyResult{Epoch: v.Epoch, Err: fmt.Errorf("promote %s: expected epoch %d, but it is %d (primary %s): %w",
-				p.NodeID, p.ExpectedEpoch, v.Epoch, v.Primary, ErrStaleEpoch)}
-		}
-		v.Epoch++
-		v.Primary = p.NodeID
-		v.Promotions = append(v.Promotions, Promotion{Epoch: v.Epoch, NodeID: p.NodeID, At: p.At})
-		return applyResult{Epoch: v.Epoch}
-	case CmdPromotion:
-		var p Promotion
-		if err := json.Unmarshal(c.Data, &p); err != nil {
-			return bad(err)
-		}
-		if p.Epoch != v.Epoch || p.NodeID != v.Primary {
-			return applyResult{Epoch: v.Epoch, Err: fmt.Errorf("promotion record of %s for epoch %d: the primary is %s at epoch %d: %w",
-				p.NodeID, p.Epoch, v.Primary, v.Epoch, ErrStaleEpoch)}
-		}
-		for i := range v.Promotions {
-			if v.Promotions[i].Epoch == p.Epoch {
-				v.Promotions[i].StreamID, v.Promotions[i].StartIndex, v.Promotions[i].GTIDs = p.StreamID, p.StartIndex, p.GTIDs
-			}
-		}
-	default:
-		return bad(errors.New("unknown command type"))
+		return apply(v, c)
 	}
-	return applyResult{Epoch: v.Epoch}
+}
+
+func result(v *View, err error) applyResult { return applyResult{Epoch: v.Epoch, Err: err} }
+
+// applyInit names the cluster once; later inits change nothing.
+func applyInit(v *View, c initRequest) applyResult {
+	if c.ClusterID == "" {
+		return result(v, errors.New("empty cluster id"))
+	}
+	if v.ClusterID == "" {
+		v.ClusterID = c.ClusterID
+	}
+	return result(v, nil)
+}
+
+func applyMember(v *View, m Member) applyResult {
+	if m.ID == "" {
+		return result(v, errors.New("member without an id"))
+	}
+	if old, ok := v.Members[m.ID]; ok {
+		if m.Mode == "" {
+			m.Mode = old.Mode
+		}
+		if m.LastSeen.Before(old.LastSeen) {
+			m.LastSeen = old.LastSeen
+		}
+	}
+	v.Members[m.ID] = m
+	return result(v, nil)
+}
+
+func applyRemove(v *View, id string) applyResult {
+	delete(v.Members, id)
+	delete(v.GTIDs, id)
+	return result(v, nil)
+}
+
+func applyState(v *View, s StateUpdate) applyResult {
+	if s.NodeID == "" {
+		return result(v, errors.New("state without a node id"))
+	}
+	m := v.Members[s.NodeID]
+	m.ID = s.NodeID
+	if s.Mode != "" {
+		m.Mode = s.Mode
+	}
+	if s.At.After(m.LastSeen) {
+		m.LastSeen = s.At
+	}
+	v.Members[s.NodeID] = m
+	if s.GTIDs != "" || v.GTIDs[s.NodeID] == "" {
+		v.GTIDs[s.NodeID] = s.GTIDs
+	}
+	return result(v, nil)
+}
+
+func applyExternal(v *View, ext map[string]string) applyResult {
+	v.External = ext
+	if v.External == nil {
+		v.External = map[string]string{}
+	}
+	return result(v, nil)
+}
+
+func applyPromote(v *View, p PromoteRequest) applyResult {
+	if p.NodeID == "" {
+		return result(v, errors.New("promotion without a node id"))
+	}
+	if p.ExpectedEpoch != v.Epoch {
+		return result(v, fmt.Errorf("promote %s: expected epoch %d, but it is %d (primary %s): %w",
+			p.NodeID, p.ExpectedEpoch, v.Epoch, v.Primary, ErrStaleEpoch))
+	}
+	v.Epoch++
+	v.Primary = p.NodeID
+	v.Promotions = append(v.Promotions, Promotion{Epoch: v.Epoch, NodeID: p.NodeID, At: p.At})
+	return result(v, nil)
+}
+
+func applyPromotion(v *View, p Promotion) applyResult {
+	if p.Epoch != v.Epoch || p.NodeID != v.Primary {
+		return result(v, fmt.Errorf("promotion record of %s for epoch %d: the primary is %s at epoch %d: %w",
+			p.NodeID, p.Epoch, v.Primary, v.Epoch, ErrStaleEpoch))
+	}
+	for i := range v.Promotions {
+		if v.Promotions[i].Epoch == p.Epoch {
+			v.Promotions[i].StreamID, v.Promotions[i].StartIndex, v.Promotions[i].GTIDs = p.StreamID, p.StartIndex, p.GTIDs
+		}
+	}
+	return result(v, nil)
 }
 
 // snapshotDoc is the versioned snapshot format.

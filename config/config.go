@@ -156,9 +156,12 @@ type Cluster struct {
 	RaftAddress   string   `json:"raft_address"`
 	GossipAddress string   `json:"gossip_address"`
 	Join          []string `json:"join"`
-	GossipKey     string   `json:"gossip_key"`
-	AutoRestore   bool     `json:"auto_restore"`
-	DataDir       string   `json:"data_dir"`
+	// BootstrapExpect is how many members form a new cluster: every node
+	// of it gets the same join list and the same number (default 1).
+	BootstrapExpect int    `json:"bootstrap_expect"`
+	GossipKey       string `json:"gossip_key"`
+	AutoRestore     bool   `json:"auto_restore"`
+	DataDir         string `json:"data_dir"`
 	// ReplicationUser and ReplicationPassword: a node provisioned by
 	// auto_restore replicates from the primary with them.
 	ReplicationUser     string `json:"replication_user"`
@@ -182,6 +185,7 @@ func (c Cluster) Enabled() bool { return c.RaftAddress != "" }
 func Default() *Config {
 	maxFiles, maxBytes := int64(50), int64(5368709120)
 	return &Config{
+		Cluster: Cluster{BootstrapExpect: 1},
 		BackupSettings: BackupSettings{
 			BackupAgeDaysMax:             14,
 			BackupCountMax:               30,

@@ -236,6 +236,12 @@ func TestInvalidConfigs(t *testing.T) {
 			{"cluster.join[0]", "has a bad port"},
 			{"cluster.gossip_address", "is required with cluster.raft_address"},
 		}},
+		{"bootstrap_expect", func(m map[string]any) {
+			m["cluster"] = map[string]any{"raft_address": "127.0.0.1:1", "gossip_address": "127.0.0.1:2", "bootstrap_expect": 3}
+		}, []Problem{{"cluster.bootstrap_expect", "is 3, but cluster.join is empty"}}},
+		{"bootstrap_expect zero", func(m map[string]any) {
+			m["cluster"] = map[string]any{"raft_address": "127.0.0.1:1", "gossip_address": "127.0.0.1:2", "bootstrap_expect": 0}
+		}, []Problem{{"cluster.bootstrap_expect", "must be 1 or more, not 0"}}},
 		{"cluster settings without a raft address", func(m map[string]any) {
 			m["cluster"] = map[string]any{"auto_restore": true, "replication_password": "secret", "dead_member_grace": -1}
 		}, []Problem{

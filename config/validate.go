@@ -372,6 +372,12 @@ func (c *Config) validateCluster(e *Errors) {
 			e.add("cluster.mysql_address", "%s", msg)
 		}
 	}
+	if cl.BootstrapExpect < 1 {
+		e.add("cluster.bootstrap_expect", "must be 1 or more, not %d", cl.BootstrapExpect)
+	}
+	if cl.BootstrapExpect > 1 && len(cl.Join) == 0 {
+		e.add("cluster.bootstrap_expect", "is %d, but cluster.join is empty: list the gossip addresses of the members (every node may get the same list, its own address included)", cl.BootstrapExpect)
+	}
 	if cl.DeadMemberGrace < 0 {
 		e.add("cluster.dead_member_grace", "must not be negative, not %v", cl.DeadMemberGrace)
 	}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
-	"github.com/myhoard/myhoard/cluster"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
 )
@@ -279,14 +278,18 @@ func (c *Controller) finishBasebackup(ctx context.Context, id string, res baseba
 		return
 	}
 	var site *storage.Site
+	var epoch int64
 	c.mu.Lock()
 	for _, s := range c.state.Streams {
 		if s.ID == id {
-			site = c.sites[s.Site]
+			site, epoch = c.sites[s.Site], s.Epoch
 		}
 	}
 	c.mu.Unlock()
 	body, err := storage.MarshalManifest(res.m)
+	if err == nil {
+		err = c.passGate(ctx, epoch)
+	}
 	if err == nil && site != nil {
 		err = site.PutBytes(ctx, storage.BasebackupManifestKey(id), body, storage.PutOptions{IfNotExist: true, ContentType: "application/json"})
 	}
@@ -455,6 +458,9 @@ func (c *Controller) completeAndClose(ctx context.Context) error {
 	c.mu.Unlock()
 	for _, s := range complete {
 		now := time.Now().UTC()
+		if err := c.passGate(ctx, s.Epoch); err != nil {
+			return fmt.Errorf("stream %s: mark completed: %w", s.ID, err)
+		}
 		if err := backup.WriteMarker(ctx, c.siteByName(s.Site), s.ID, storage.MarkerCompleted, storage.MarkerRecord{At: now, NodeID: nodeID}); err != nil {
 			return fmt.Errorf("stream %s: mark completed: %w", s.ID, err)
 		}
@@ -478,6 +484,9 @@ func (c *Controller) completeAndClose(ctx context.Context) error {
 	c.mu.Unlock()
 	for _, s := range closing {
 		now := time.Now().UTC()
+		if err := c.passGate(ctx, s.Epoch); err != nil {
+			return fmt.Errorf("stream %s: mark closed: %w", s.ID, err)
+		}
 		if err := backup.WriteMarker(ctx, c.siteByName(s.Site), s.ID, storage.MarkerClosed, storage.MarkerRecord{At: now, NodeID: nodeID}); err != nil {
 			return fmt.Errorf("stream %s: mark closed: %w", s.ID, err)
 		}
@@ -667,8 +676,7 @@ func (c *Controller) SetReplicationState(rs map[string]map[string][][2]uint64) e
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = cn.Apply(ctx, cluster.CmdExternal, texts)
-	return err
+	return cn.SetExternal(ctx, texts)
 }
 
 // Preserve writes or removes (until nil) a backup's preservation marker

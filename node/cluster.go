@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"sort"
@@ -59,7 +58,7 @@ func (c *Controller) publishState(ctx context.Context) {
 	}
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := cn.Apply(actx, cluster.CmdState, cluster.StateUpdate{NodeID: c.nodeID(), GTIDs: gtids, Mode: c.Mode(), At: now}); err != nil {
+	if err := cn.PublishState(actx, cluster.StateUpdate{NodeID: c.nodeID(), GTIDs: gtids, Mode: c.Mode(), At: now}); err != nil {
 		c.log.Debug("publishing the node state failed", "error", err)
 		return
 	}
@@ -83,39 +82,32 @@ func (c *Controller) uploadGate(epoch int64) func(context.Context) error {
 	}
 }
 
-// claimPrimary makes this node the primary through Raft (compare-and-set
-// on the epoch it saw) and returns the new epoch. Without force it
-// refuses when another member is the primary.
-func (c *Controller) claimPrimary(ctx context.Context, force bool) (int64, error) {
-	cn := c.clusterNode()
-	view := cn.View()
-	self := c.nodeID()
-	if view.Primary == self {
-		return view.Epoch, nil
+// passGate is the writer gate for the objects that make a backup visible
+// or end a stream (basebackup.json, the completed and closed markers): the
+// same check as before a binlog manifest. A lone node always passes.
+func (c *Controller) passGate(ctx context.Context, epoch int64) error {
+	gate := c.uploadGate(epoch)
+	if gate == nil {
+		return nil
 	}
-	if view.Primary != "" && !force {
-		return 0, badRequest("node %s is the primary at epoch %d; promote this node with force to take over", view.Primary, view.Epoch)
+	if err := gate(ctx); err != nil {
+		return fmt.Errorf("%w: %v", backup.ErrGateClosed, err)
 	}
-	epoch, err := cn.Apply(ctx, cluster.CmdPromote, cluster.PromoteRequest{NodeID: self, ExpectedEpoch: view.Epoch, At: time.Now().UTC()})
-	if errors.Is(err, cluster.ErrStaleEpoch) {
-		return 0, badRequest("another node was promoted meanwhile (%v); see GET /cluster", err)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("promote %s at epoch %d: %w", self, view.Epoch+1, err)
-	}
-	c.log.Info("this node is the primary", "epoch", epoch)
-	return epoch, nil
+	return nil
 }
 
 // ClusterMember is one row of GET /cluster.
 type ClusterMember struct {
-	ID         string    `json:"node_id"`
-	APIAddr    string    `json:"api_address"`
-	RaftAddr   string    `json:"raft_address"`
-	ServerID   uint32    `json:"server_id,omitempty"`
-	Mode       string    `json:"mode"`
-	Voter      bool      `json:"voter"`
-	InRaft     bool      `json:"in_raft"`
+	ID       string `json:"node_id"`
+	APIAddr  string `json:"api_address"`
+	RaftAddr string `json:"raft_address"`
+	ServerID uint32 `json:"server_id,omitempty"`
+	Mode     string `json:"mode"`
+	Voter    bool   `json:"voter"`
+	InRaft   bool   `json:"in_raft"`
+	// Gossip is what this node's gossip knows of the member: alive,
+	// failed, left or unknown; Alive is Gossip == alive.
+	Gossip     string    `json:"gossip"`
 	Alive      bool      `json:"alive"`
 	LastSeen   time.Time `json:"last_seen"`
 	GTIDs      string    `json:"gtid_executed"`
@@ -127,7 +119,10 @@ type ClusterMember struct {
 
 // ClusterStatus is GET /cluster.
 type ClusterStatus struct {
-	NodeID     string              `json:"node_id"`
+	NodeID    string `json:"node_id"`
+	ClusterID string `json:"cluster_id,omitempty"`
+	// Bootstrap says what a node without Raft state waits for.
+	Bootstrap  string              `json:"bootstrap,omitempty"`
 	Leader     string              `json:"leader"`
 	Primary    string              `json:"primary"`
 	Epoch      int64               `json:"epoch"`
@@ -136,7 +131,9 @@ type ClusterStatus struct {
 	External   map[string]string   `json:"replication_state,omitempty"`
 }
 
-// ClusterStatus reports the cluster view as this node sees it.
+// ClusterStatus reports the cluster view as this node sees it: the
+// members of the view, and those gossip sees that the view does not
+// have yet (in_raft false).
 func (c *Controller) ClusterStatus() (any, error) {
 	cn := c.clusterNode()
 	if cn == nil {
@@ -147,15 +144,22 @@ func (c *Controller) ClusterStatus() (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	alive := cn.Alive()
-	st := ClusterStatus{NodeID: c.nodeID(), Leader: cn.Leader(), Primary: view.Primary, Epoch: view.Epoch, Promotions: view.Promotions, External: view.External}
+	st := ClusterStatus{NodeID: c.nodeID(), ClusterID: view.ClusterID, Bootstrap: cn.Bootstrap(), Leader: cn.Leader(), Primary: view.Primary,
+		Epoch: view.Epoch, Promotions: view.Promotions, External: view.External, Members: []ClusterMember{}}
 	flavor := mysql.Flavor(view.Members[view.Primary].Flavor)
 	primarySet, perr := mysql.ParseGTIDSet(flavor, view.GTIDs[view.Primary])
-	for _, id := range view.MemberIDs() {
+	ids := view.MemberIDs()
+	for _, id := range cn.GossipMembers() {
+		if _, ok := view.Members[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
+	for _, id := range ids {
 		m := view.Members[id]
 		voter, inRaft := voters[id]
+		gossip := cn.GossipState(id)
 		row := ClusterMember{ID: id, APIAddr: m.APIAddr, RaftAddr: m.RaftAddr, ServerID: m.ServerID, ServerUUID: m.ServerUUID, Mode: m.Mode,
-			Voter: voter, InRaft: inRaft, Alive: alive[id], LastSeen: m.LastSeen, GTIDs: view.GTIDs[id],
+			Voter: voter, InRaft: inRaft, Gossip: gossip, Alive: gossip == cluster.GossipAlive, LastSeen: m.LastSeen, GTIDs: view.GTIDs[id],
 			IsPrimary: id == view.Primary, IsLeader: id == st.Leader}
 		if view.Primary != "" && perr == nil && view.GTIDs[view.Primary] != "" {
 			if set, err := mysql.ParseGTIDSet(flavor, view.GTIDs[id]); err == nil {

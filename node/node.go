@@ -91,6 +91,9 @@ type Controller struct {
 	restoreJob    *restoreJob
 	reloadPending bool
 
+	// killAt are the failpoints a test asked for (failpoint.go).
+	killAt map[string]bool
+
 	cluster     *cluster.Node
 	published   string
 	publishedAt time.Time
@@ -122,7 +125,7 @@ type basebackupResult struct {
 // a new node).
 func New(cfg *config.Config, log *slog.Logger) (*Controller, error) {
 	c := &Controller{log: log, cfg: cfg, timing: DefaultTiming, reload: make(chan struct{}, 1), wake: make(chan struct{}, 1),
-		stats: &storage.Stats{}, jobs: map[string]chan basebackupResult{}}
+		stats: &storage.Stats{}, jobs: map[string]chan basebackupResult{}, killAt: failpoints()}
 	c.state.Mode = ModeIdle
 	if _, err := statefile.Load(c.statePath(), &c.state); err != nil {
 		return nil, err
@@ -249,7 +252,10 @@ func (c *Controller) Run(ctx context.Context) error {
 				dbFailures = 0
 			}
 		}
-		err := c.tick(ctx)
+		err := c.followCluster(ctx)
+		if err == nil {
+			err = c.tick(ctx)
+		}
 		// publishing waits for the Raft leader: never on the loop
 		if c.publishing.CompareAndSwap(false, true) {
 			go func() {

@@ -19,6 +19,39 @@ var ErrGap = errors.New("the binlog chain has a gap")
 // later epoch is ignored, so a deposed primary can never change a
 // restore), and with no gap: a missing index is an error, never skipped.
 func ListStreamBinlogs(ctx context.Context, site *storage.Site, streamID string) ([]StoredBinlog, error) {
+	refs, err := streamRefs(ctx, site, streamID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]StoredBinlog, 0, len(refs))
+	for _, ref := range refs {
+		data, err := site.GetBytes(ctx, ref.ManifestKey())
+		if err != nil {
+			return nil, err
+		}
+		var m storage.BinlogManifest
+		if err := storage.UnmarshalManifest(ref.ManifestKey(), data, &m); err != nil {
+			return nil, err
+		}
+		out = append(out, StoredBinlog{Ref: ref, Manifest: m})
+	}
+	return out, nil
+}
+
+// StreamNextIndex is the remote index the next binlog of a stream gets:
+// one past the valid, gapless chain ListStreamBinlogs would list (from the
+// keys alone, without reading the manifests).
+func StreamNextIndex(ctx context.Context, site *storage.Site, streamID string) (int64, error) {
+	refs, err := streamRefs(ctx, site, streamID)
+	if err != nil {
+		return 0, err
+	}
+	return int64(len(refs)) + 1, nil
+}
+
+// streamRefs lists the valid binlog keys of a stream (manifest present,
+// not fenced by a promotion record) in remote index order, with no gap.
+func streamRefs(ctx context.Context, site *storage.Site, streamID string) ([]storage.BinlogRef, error) {
 	starts, err := promotionStarts(ctx, site, streamID)
 	if err != nil {
 		return nil, err
@@ -43,7 +76,7 @@ func ListStreamBinlogs(ctx context.Context, site *storage.Site, streamID string)
 		indexes = append(indexes, i)
 	}
 	sort.Slice(indexes, func(a, b int) bool { return indexes[a] < indexes[b] })
-	var out []StoredBinlog
+	out := make([]storage.BinlogRef, 0, len(indexes))
 	for n, idx := range indexes {
 		if idx != int64(n+1) {
 			return nil, fmt.Errorf("stream %s: binlog %d is missing (the next stored one is %d): %w", streamID, n+1, idx, ErrGap)
@@ -52,15 +85,7 @@ func ListStreamBinlogs(ctx context.Context, site *storage.Site, streamID string)
 		if len(refs) > 1 {
 			return nil, fmt.Errorf("stream %s: %d valid binlogs at index %d (%s and %s)", streamID, len(refs), idx, refs[0].DataKey(), refs[1].DataKey())
 		}
-		data, err := site.GetBytes(ctx, refs[0].ManifestKey())
-		if err != nil {
-			return nil, err
-		}
-		var m storage.BinlogManifest
-		if err := storage.UnmarshalManifest(refs[0].ManifestKey(), data, &m); err != nil {
-			return nil, err
-		}
-		out = append(out, StoredBinlog{Ref: refs[0], Manifest: m})
+		out = append(out, refs[0])
 	}
 	return out, nil
 }

@@ -66,7 +66,7 @@ func openCluster(ctx context.Context, cfg *config.Config, log *slog.Logger) (*cl
 	}
 	return cluster.Open(ctx, cluster.Options{
 		NodeID: cl.NodeID, RaftAddr: cl.RaftAddress, GossipAddr: cl.GossipAddress,
-		APIAddr: net.JoinHostPort(host, strconv.Itoa(cfg.HTTPPort)), Join: cl.Join, GossipKey: key, DataDir: cl.DataDir,
+		APIAddr: net.JoinHostPort(host, strconv.Itoa(cfg.HTTPPort)), Join: cl.Join, BootstrapExpect: cl.BootstrapExpect, GossipKey: key, DataDir: cl.DataDir,
 		ServerID: uint32(cfg.ServerID), Flavor: cfg.MySQL.Flavor, MySQLAddr: mysqlAddr, Forward: forward, Timing: t, Log: log,
 	})
 }
