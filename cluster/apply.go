@@ -208,4 +208,3 @@ func (n *Node) HandleVerify(body []byte) []byte {
 	}
 	return reply(r.Epoch, n.verifyLocal(r.NodeID, r.Epoch))
 }
-
