@@ -24,6 +24,7 @@ type clusterNode struct {
 	url     string
 	cfgPath string
 	gossip  string
+	dataDir string // cluster.data_dir (the Raft state)
 	d       *daemonProc
 }
 
@@ -36,15 +37,20 @@ func freeAddr(t testing.TB) string {
 	return fmt.Sprintf("127.0.0.1:%d", p)
 }
 
+// newClusterNodes writes the configs of a cluster of len(ins) nodes made
+// from one template: every node gets the same seed list (every member's
+// gossip address, its own included) and bootstrap_expect, as an operator
+// deploys it. ins may hold nil: a node without a database.
 func newClusterNodes(t testing.TB, ins []*harness.Instance, backups string) []*clusterNode {
 	t.Helper()
+	seeds := make([]string, len(ins))
+	for i := range seeds {
+		seeds[i] = freeAddr(t)
+	}
 	var nodes []*clusterNode
 	for i, in := range ins {
-		var join []string
-		if i > 0 {
-			join = []string{nodes[0].gossip}
-		}
-		nodes = append(nodes, newClusterNode(t, fmt.Sprintf("n%d", i+1), 101+i, in, backups, join, nil))
+		nodes = append(nodes, newClusterNodeAt(t, fmt.Sprintf("n%d", i+1), 101+i, in, backups, seeds[i],
+			map[string]any{"join": seeds, "bootstrap_expect": len(ins)}))
 	}
 	return nodes
 }
@@ -52,13 +58,24 @@ func newClusterNodes(t testing.TB, ins []*harness.Instance, backups string) []*c
 // newClusterNode writes the config of one cluster node.
 func newClusterNode(t testing.TB, id string, serverID int, in *harness.Instance, backups string, join []string, extra map[string]any) *clusterNode {
 	t.Helper()
+	cl := map[string]any{"join": join}
+	for k, v := range extra {
+		cl[k] = v
+	}
+	return newClusterNodeAt(t, id, serverID, in, backups, freeAddr(t), cl)
+}
+
+// newClusterNodeAt writes the config of one cluster node gossiping on
+// gossip; cluster holds the rest of its cluster block.
+func newClusterNodeAt(t testing.TB, id string, serverID int, in *harness.Instance, backups, gossip string, cluster map[string]any) *clusterNode {
+	t.Helper()
 	dir := t.TempDir()
 	port, err := harness.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := &clusterNode{id: id, in: in, url: fmt.Sprintf("http://127.0.0.1:%d", port),
-		cfgPath: filepath.Join(dir, "myhoard.json"), gossip: freeAddr(t)}
+		cfgPath: filepath.Join(dir, "myhoard.json"), gossip: gossip, dataDir: filepath.Join(dir, "cluster")}
 	cfg := daemonConfig(t, dir, port, in)
 	cfg["server_id"] = serverID
 	cfg["backup_sites"] = map[string]any{
@@ -66,12 +83,9 @@ func newClusterNode(t testing.TB, id string, serverID int, in *harness.Instance,
 	}
 	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 1}
 	cfg["binlog_purge_settings"] = map[string]any{"enabled": true, "min_binlog_age_before_purge": 1, "purge_interval": 1}
-	cl := map[string]any{"node_id": id, "raft_address": freeAddr(t), "gossip_address": n.gossip, "local_timing": true,
-		"dead_member_grace": 3, "data_dir": filepath.Join(dir, "cluster"), "gossip_key": "bXlob2FyZC10ZXN0a2V5IQ=="}
-	if len(join) > 0 {
-		cl["join"] = join
-	}
-	for k, v := range extra {
+	cl := map[string]any{"node_id": id, "raft_address": freeAddr(t), "gossip_address": gossip, "local_timing": true,
+		"dead_member_grace": 3, "data_dir": n.dataDir, "gossip_key": "bXlob2FyZC10ZXN0a2V5IQ=="}
+	for k, v := range cluster {
 		cl[k] = v
 	}
 	cfg["cluster"] = cl
@@ -98,6 +112,17 @@ func (n *clusterNode) clusterView(t testing.TB) map[string]any {
 	t.Helper()
 	_, body, _ := getJSON(n.url + "/cluster")
 	return body
+}
+
+// memberField is one field of one member's row in a GET /cluster body.
+func memberField(view map[string]any, id, field string) any {
+	members, _ := view["members"].([]any)
+	for _, m := range members {
+		if e, _ := m.(map[string]any); e["node_id"] == id {
+			return e[field]
+		}
+	}
+	return nil
 }
 
 // memberGTIDs maps node ids to the GTID sets GET /cluster shows.
@@ -175,20 +200,26 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 		harness.Exec(t, harness.OpenDB(t, r), "FLUSH BINARY LOGS", "FLUSH BINARY LOGS")
 	}
 	waitVoters(t, nodes[0], 3)
+	// A replica about to be promoted is read-only; while the primary is
+	// alive, promoting it needs force.
+	harness.Exec(t, db2, "SET GLOBAL read_only = 1")
+	if code, body := doJSON(t, "PUT", nodes[1].url+"/status", map[string]any{"mode": "promote"}); code != 400 ||
+		!strings.Contains(fmt.Sprint(body["message"]), "node n1 is the primary at epoch 1 and gossip sees it alive") {
+		t.Fatalf("promote n2 with n1 alive, without force: %d %v", code, body)
+	}
 	// The primary's server and daemon go away.
 	_ = nodes[0].d.cmd.Process.Kill()
 	_, _ = nodes[0].d.wait(t, 10*time.Second)
 	if err := ins[0].Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// n2 is promoted through its own API; n3 follows it.
-	waitFor(t, "a cluster leader without n1", 30*time.Second, func() (bool, string) {
-		v := nodes[1].clusterView(t)
-		l, _ := v["leader"].(string)
-		return l != "" && l != "n1", fmt.Sprint(v)
+	// Once gossip marks n1 failed, n2 is promoted through its own API
+	// without force; n3 follows it.
+	waitFor(t, "gossip marking n1 failed on n2", 30*time.Second, func() (bool, string) {
+		return memberField(nodes[1].clusterView(t), "n1", "gossip") == "failed", fmt.Sprint(nodes[1].clusterView(t))
 	})
 	start := time.Now()
-	if code, body := doJSON(t, "PUT", nodes[1].url+"/status", map[string]any{"mode": "promote", "force": true}); code != 200 {
+	if code, body := doJSON(t, "PUT", nodes[1].url+"/status", map[string]any{"mode": "promote"}); code != 200 {
 		t.Fatalf("promote n2: %d %v", code, body)
 	}
 	waitFor(t, "n2 active", 60*time.Second, func() (bool, string) {
@@ -238,6 +269,15 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 		out := nodes[0].d.out.String()
 		return strings.Contains(out, "not allowed to upload"), out
 	})
+	// The deposed primary still thinks it is active: a full backup it
+	// takes is never published (basebackup.json passes the writer gate).
+	if code, body := doJSON(t, "POST", nodes[0].url+"/backup", map[string]any{"backup_type": "basebackup"}); code != 200 {
+		t.Fatalf("basebackup request on the deposed n1: %d %v", code, body)
+	}
+	waitFor(t, "the deposed primary's basebackup.json refused", 120*time.Second, func() (bool, string) {
+		out := nodes[0].d.out.String()
+		return strings.Contains(out, "write basebackup.json: not allowed to upload"), out
+	})
 	// More writes on the new primary, then everything settles.
 	if err := load2.WriteTransactions(ctx, 100); err != nil {
 		t.Fatal(err)
@@ -252,8 +292,23 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 	if got := harness.QueryString(t, harness.OpenDB(t, ins[2]), "SELECT @@gtid_binlog_pos"); got != pos2 {
 		t.Errorf("n3 at %s, the new primary at %s", got, pos2)
 	}
-	// No manifest of the deposed primary at or after the promotion.
+	// No manifest nor basebackup of the deposed primary after the
+	// promotion.
 	streams, site := readManifests(t, openFileSite(t, backups))
+	published, _ := filepath.Glob(filepath.Join(backups, "streams", "*", "basebackup.json"))
+	for _, path := range published {
+		var m storage.BasebackupManifest
+		raw, err := os.ReadFile(path)
+		if err == nil {
+			err = json.Unmarshal(raw, &m)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if m.Epoch == 1 && m.StartedAt.After(start) {
+			t.Errorf("%s: a basebackup of epoch 1 taken after the promotion was published", path)
+		}
+	}
 	for id, ms := range streams {
 		for _, m := range ms {
 			if m.Epoch == 1 && m.UploadedAt.After(start) {
@@ -310,8 +365,10 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 	}
 	argv := []string{tools.Mariadbd, "--defaults-file=" + in4.ConfigFile}
 	t.Cleanup(func() { _ = (&mysql.CommandControl{Argv: argv, StopTimeout: time.Minute}).Stop(context.Background()) })
-	n4 := newClusterNode(t, "n4", 104, in4, backups, []string{nodes[1].gossip},
-		map[string]any{"auto_restore": true, "replication_user": "root"})
+	// n4 gets the same template (the seed list of the three, expect 3):
+	// a cluster exists, so it is added to it.
+	n4 := newClusterNode(t, "n4", 104, in4, backups, []string{nodes[0].gossip, nodes[1].gossip, nodes[2].gossip},
+		map[string]any{"auto_restore": true, "replication_user": "root", "bootstrap_expect": 3})
 	raw, _ := os.ReadFile(n4.cfgPath)
 	var cfg4 map[string]any
 	_ = json.Unmarshal(raw, &cfg4)

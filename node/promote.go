@@ -26,12 +26,7 @@ import (
 func (c *Controller) promote(ctx context.Context, force bool) (Mode, error) {
 	from := Mode(c.Mode())
 	cn := c.clusterNode()
-	switch from {
-	case ModeActive, ModePromote:
-		if cn == nil || cn.View().Primary == c.nodeID() {
-			return from, nil
-		}
-	case ModeRestore:
+	if from == ModeRestore {
 		if !force {
 			return from, badRequest("the restore is still running: wait for observe mode, or force the promotion while binlogs are being applied")
 		}
@@ -55,13 +50,26 @@ func (c *Controller) promote(ctx context.Context, force bool) (Mode, error) {
 	if cn == nil {
 		// A lone node (the original's flow): observe -> promote -> active;
 		// the epoch is taken from storage in promote mode.
+		if from == ModeActive || from == ModePromote {
+			return from, nil
+		}
 		if from != ModeObserve {
 			return from, badRequest("switch from %s to promote mode is not allowed: promote an observing node (after a restore)", from)
 		}
 		return c.setModeUnchecked(ModePromote)
 	}
+	// Decide on a current view (a restarted node replays an old one).
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := cn.CatchUp(cctx)
+	cancel()
+	if err != nil {
+		return from, fmt.Errorf("promote: read the cluster view: %w", err)
+	}
 	view := cn.View()
 	self := c.nodeID()
+	if (from == ModeActive || from == ModePromote) && view.Primary == self {
+		return from, nil
+	}
 	if view.Primary != "" && view.Primary != self && !force {
 		if alive, why := primaryAlive(cn, view); alive {
 			return from, badRequest("node %s is the primary at epoch %d and %s; promote this node with force to take over", view.Primary, view.Epoch, why)
