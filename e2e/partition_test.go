@@ -189,7 +189,7 @@ func waitForAPI(t *testing.T, n *clusterNode) {
 }
 
 // patchConfig edits a written config file.
-func patchConfig(t *testing.T, path string, f func(map[string]any)) {
+func patchConfig(t testing.TB, path string, f func(map[string]any)) {
 	t.Helper()
 	raw, err := os.ReadFile(path)
 	if err != nil {

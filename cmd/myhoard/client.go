@@ -218,15 +218,17 @@ func clusterCommand(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	var st struct {
-		Leader  string `json:"leader"`
-		Primary string `json:"primary"`
-		Epoch   int64  `json:"epoch"`
-		Members []struct {
+		Leader    string `json:"leader"`
+		Primary   string `json:"primary"`
+		Epoch     int64  `json:"epoch"`
+		Bootstrap string `json:"bootstrap"`
+		Members   []struct {
 			ID       string    `json:"node_id"`
 			API      string    `json:"api_address"`
 			Mode     string    `json:"mode"`
 			Voter    bool      `json:"voter"`
-			Alive    bool      `json:"alive"`
+			InRaft   bool      `json:"in_raft"`
+			Gossip   string    `json:"gossip"`
 			LastSeen time.Time `json:"last_seen"`
 			GTIDs    string    `json:"gtid_executed"`
 			Behind   *uint64   `json:"transactions_behind_primary"`
@@ -237,11 +239,17 @@ func clusterCommand(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "leader: %s  primary: %s  epoch: %d\n", st.Leader, st.Primary, st.Epoch)
+	if st.Bootstrap != "" {
+		fmt.Fprintf(stdout, "bootstrap: %s\n", st.Bootstrap)
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tAPI\tMODE\tROLE\tALIVE\tLAST SEEN\tBEHIND\tGTID EXECUTED")
+	fmt.Fprintln(tw, "NODE\tAPI\tMODE\tROLE\tGOSSIP\tLAST SEEN\tBEHIND\tGTID EXECUTED")
 	for _, m := range st.Members {
 		role := "non-voter"
-		if m.Voter {
+		switch {
+		case !m.InRaft:
+			role = "not in raft"
+		case m.Voter:
 			role = "voter"
 		}
 		if m.ID == st.Leader {
@@ -258,7 +266,7 @@ func clusterCommand(args []string, stdout, stderr io.Writer) int {
 		if !m.LastSeen.IsZero() {
 			seen = time.Since(m.LastSeen).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\n", m.ID, m.API, m.Mode, role, m.Alive, seen, behind, m.GTIDs)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.API, m.Mode, role, m.Gossip, seen, behind, m.GTIDs)
 	}
 	tw.Flush()
 	return 0
