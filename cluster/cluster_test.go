@@ -114,17 +114,8 @@ func threeNodes(t *testing.T, grace time.Duration) []*testNode {
 		}
 	})
 	waitUntil(t, "three voters", 20*time.Second, func() (bool, string) {
-		voters, err := nodes[0].Servers()
-		if err != nil {
-			return false, err.Error()
-		}
-		count := 0
-		for _, v := range voters {
-			if v {
-				count++
-			}
-		}
-		return count == 3, fmt.Sprint(voters)
+		count, voters := voterCount(nodes[0])
+		return count == 3, voters
 	})
 	return nodes
 }
@@ -241,6 +232,22 @@ func TestClusterRestartLeaveAndDeadMembers(t *testing.T) {
 		_, still := voters[victim.id]
 		return !still, fmt.Sprint(voters)
 	})
+}
+
+// voterCount is how many voters n's configuration has, and the
+// configuration as text.
+func voterCount(n *testNode) (int, string) {
+	voters, err := n.Servers()
+	if err != nil {
+		return 0, err.Error()
+	}
+	count := 0
+	for _, v := range voters {
+		if v {
+			count++
+		}
+	}
+	return count, fmt.Sprint(voters)
 }
 
 func leaderOf(nodes []*testNode) *testNode {

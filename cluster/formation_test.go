@@ -107,18 +107,8 @@ func formed(t *testing.T, nodes []*testNode, want int) *testNode {
 		if leader == nil {
 			return false, "no leader"
 		}
-		voters, err := leader.Servers()
-		if err != nil {
-			return false, err.Error()
-		}
-		count := 0
-		for _, v := range voters {
-			if v {
-				count++
-			}
-		}
-		if count != want {
-			return false, fmt.Sprint(voters)
+		if count, voters := voterCount(leader); count != want {
+			return false, voters
 		}
 		id := leader.View().ClusterID
 		for _, n := range nodes {

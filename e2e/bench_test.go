@@ -313,17 +313,8 @@ func BenchmarkCluster(b *testing.B) {
 	}
 	slices.Sort(formation)
 
-	ins := harness.StartInstances(b, 3, harness.Options{})
+	ins, nodes, backups := replicatedCluster(b)
 	ctx := context.Background()
-	for _, r := range ins[1:] {
-		if err := r.ReplicateFrom(ctx, ins[0]); err != nil {
-			b.Fatal(err)
-		}
-	}
-	backups := filepath.Join(b.TempDir(), "backups")
-	nodes := newClusterNodes(b, ins, backups)
-	startTogether(b, nodes)
-	waitOneCluster(b, nodes, 3)
 	setRoles(b, nodes)
 	waitCompletedBackup(b, nodes[0].url)
 	db1 := harness.OpenDB(b, ins[0])

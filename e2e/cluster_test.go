@@ -138,19 +138,27 @@ func memberGTIDs(view map[string]any) map[string]string {
 	return out
 }
 
-func TestThreeNodeFailoverAndRestore(t *testing.T) {
-	ins := harness.StartInstances(t, 3, harness.Options{})
-	ctx := context.Background()
+// replicatedCluster starts three MariaDB servers (the second and third
+// replicating from the first) and their daemons from one template, and
+// waits for the cluster to form.
+func replicatedCluster(t testing.TB) (ins []*harness.Instance, nodes []*clusterNode, backups string) {
+	t.Helper()
+	ins = harness.StartInstances(t, 3, harness.Options{})
 	for _, r := range ins[1:] {
-		if err := r.ReplicateFrom(ctx, ins[0]); err != nil {
+		if err := r.ReplicateFrom(context.Background(), ins[0]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	backups := filepath.Join(t.TempDir(), "backups")
-	nodes := newClusterNodes(t, ins, backups)
-	for _, n := range nodes {
-		n.start(t)
-	}
+	backups = filepath.Join(t.TempDir(), "backups")
+	nodes = newClusterNodes(t, ins, backups)
+	startTogether(t, nodes)
+	waitOneCluster(t, nodes, 3)
+	return ins, nodes, backups
+}
+
+func TestThreeNodeFailoverAndRestore(t *testing.T) {
+	ins, nodes, backups := replicatedCluster(t)
+	ctx := context.Background()
 	setRoles(t, nodes)
 	db1 := harness.OpenDB(t, ins[0])
 	load, err := harness.NewLoadGen(ctx, db1, 31)

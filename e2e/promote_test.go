@@ -48,17 +48,8 @@ func tryJSON(method, url string, body any) (int, map[string]any, error) {
 // ignored by the catch-up and by restores. A restore from storage equals
 // the last primary.
 func TestPromotionSurvivesKill(t *testing.T) {
-	ins := harness.StartInstances(t, 3, harness.Options{})
+	ins, nodes, backups := replicatedCluster(t)
 	ctx := context.Background()
-	for _, r := range ins[1:] {
-		if err := r.ReplicateFrom(ctx, ins[0]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	backups := filepath.Join(t.TempDir(), "backups")
-	nodes := newClusterNodes(t, ins, backups)
-	startTogether(t, nodes)
-	waitOneCluster(t, nodes, 3)
 	setRoles(t, nodes)
 	dbs := make([]*sql.DB, len(ins))
 	for i, in := range ins {
