@@ -181,9 +181,9 @@ func TestClusterRestartsAndLostState(t *testing.T) {
 		t.Errorf("n3 bootstrapped a second cluster after losing its Raft state:\n%s", out)
 	}
 	// The leader dies 1 s after the cluster is whole again: the other two
-	// elect a new one, and a promotion works without force (the primary
-	// is not the dead leader, so force is needed only when it is n2 and
-	// alive).
+	// elect a new one, and a promotion works (with force when the primary
+	// n2 is alive, without once gossip marks it failed when it was the
+	// leader).
 	time.Sleep(time.Second)
 	var leader, other *clusterNode
 	for _, n := range nodes {
@@ -215,7 +215,12 @@ func TestClusterRestartsAndLostState(t *testing.T) {
 		other = rest[0]
 	}
 	body := map[string]any{"mode": "active"}
-	if leader.id != "n2" {
+	if leader.id == "n2" {
+		// the primary died: no force once gossip knows
+		waitFor(t, "gossip marking n2 failed", 30*time.Second, func() (bool, string) {
+			return memberField(other.clusterView(t), "n2", "gossip") == "failed", fmt.Sprint(other.clusterView(t))
+		})
+	} else {
 		body["force"] = true // n2, the primary, is alive
 	}
 	if code, resp := doJSON(t, "PUT", other.url+"/status", body); code != 200 || resp["mode"] != "active" {
