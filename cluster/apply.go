@@ -1,172 +1,253 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/myhoard/myhoard/mysql"
 )
 
-// applyLocal applies a command on this node, which must be the leader.
-func (n *Node) applyLocal(typ string, v any) (int64, error) {
-	c, err := NewCommand(typ, v)
-	if err != nil {
-		return 0, err
-	}
-	b, _ := json.Marshal(c)
-	return n.applyRaw(b)
-}
+// The typed writes a node makes. Each runs on the leader (here, or over
+// the RPC) and is validated there before it reaches Raft.
 
-func (n *Node) applyRaw(b []byte) (int64, error) {
-	if n.raft.State() != raft.Leader {
-		return 0, ErrNotLeader
-	}
-	f := n.raft.Apply(b, 10*time.Second)
-	if err := f.Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
-		}
-		return 0, err
-	}
-	res, _ := f.Response().(applyResult)
-	return res.Epoch, res.Err
-}
-
-// forwardReply is the body of /cluster/apply and /cluster/verify answers.
-type forwardReply struct {
-	Epoch int64  `json:"epoch"`
-	Error string `json:"error,omitempty"`
-	// Code names the sentinel the error wraps (stale_epoch, not_primary,
-	// not_leader), so errors.Is works across the hop.
-	Code string `json:"code,omitempty"`
-	// Index is the leader's applied index after a verification: a
-	// follower whose view has applied it is current.
-	Index uint64 `json:"index,omitempty"`
-}
-
-var errorCodes = map[string]error{"stale_epoch": ErrStaleEpoch, "not_primary": ErrNotPrimary, "not_leader": ErrNotLeader}
-
-// PublishState publishes this node's state (through the leader).
+// PublishState publishes this node's state.
 func (n *Node) PublishState(ctx context.Context, s StateUpdate) error {
-	_, err := n.apply(ctx, CmdState, s)
+	_, err := n.callLeader(ctx, rpcState, s, func() (rpcReply, error) { return n.onState(self, s) })
 	return err
 }
 
 // SetExternal records the replication state reported by PUT
 // /replication_state.
 func (n *Node) SetExternal(ctx context.Context, states map[string]string) error {
-	_, err := n.apply(ctx, CmdExternal, states)
+	_, err := n.callLeader(ctx, rpcExternal, states, func() (rpcReply, error) { return n.onExternal(self, states) })
 	return err
 }
 
-// Promote is the compare-and-set on the epoch that makes p.NodeID the
+// Promote is the compare-and-set on the epoch that makes this node the
 // primary; it returns the new epoch (ErrStaleEpoch: someone else was
 // promoted first).
 func (n *Node) Promote(ctx context.Context, p PromoteRequest) (int64, error) {
-	return n.apply(ctx, CmdPromote, p)
-}
-
-// RecordPromotion records where the current primary's epoch begins.
-func (n *Node) RecordPromotion(ctx context.Context, p Promotion) error {
-	_, err := n.apply(ctx, CmdPromotion, p)
-	return err
-}
-
-// apply applies a command through the leader: here when this node leads,
-// else forwarded to the leader's API. It returns the epoch after it.
-func (n *Node) apply(ctx context.Context, typ string, v any) (int64, error) {
-	c, err := NewCommand(typ, v)
-	if err != nil {
-		return 0, err
-	}
-	b, _ := json.Marshal(c)
-	for attempt := 0; ; attempt++ {
-		epoch, err := n.applyRaw(b)
-		if !errors.Is(err, ErrNotLeader) {
-			return epoch, err
-		}
-		_, leaderID := n.raft.LeaderWithID()
-		if leaderID != "" && string(leaderID) != n.o.NodeID {
-			return n.forward(ctx, string(leaderID), "/cluster/apply", b)
-		}
-		if attempt >= 50 || ctx.Err() != nil {
-			if b := n.Bootstrap(); b != "" {
-				return 0, fmt.Errorf("%w: the cluster is not formed yet (%s)", ErrNoLeader, b)
-			}
-			return 0, ErrNoLeader
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func (n *Node) forward(ctx context.Context, leaderID, path string, body []byte) (int64, error) {
-	r, err := n.forwardReply(ctx, leaderID, path, body)
+	r, err := n.callLeader(ctx, rpcPromote, p, func() (rpcReply, error) { return n.onPromote(self, p) })
 	return r.Epoch, err
 }
 
-// forwardReply sends a request to the leader's API: its address from the
-// view, or from gossip when the view does not have it yet (a node that
-// just started).
-func (n *Node) forwardReply(ctx context.Context, leaderID, path string, body []byte) (forwardReply, error) {
-	addr := n.fsm.snapshotView().Members[leaderID].APIAddr
-	if addr == "" {
-		n.mu.Lock()
-		addr = n.metas[leaderID].APIAddr
-		n.mu.Unlock()
-	}
-	if addr == "" || n.o.Forward == nil {
-		return forwardReply{}, fmt.Errorf("%w (leader %s has no known API address)", ErrNoLeader, leaderID)
-	}
-	out, err := n.o.Forward(ctx, addr, path, body)
-	if err != nil {
-		return forwardReply{}, fmt.Errorf("forward to the leader %s at %s: %w", leaderID, addr, err)
-	}
-	var r forwardReply
-	if err := json.Unmarshal(out, &r); err != nil {
-		return forwardReply{}, fmt.Errorf("forward to the leader %s: bad answer %q", leaderID, bytes.TrimSpace(out))
-	}
-	if r.Error == "" {
-		return r, nil
-	}
-	if sentinel, ok := errorCodes[r.Code]; ok {
-		return r, fmt.Errorf("leader %s: %s: %w", leaderID, r.Error, sentinel)
-	}
-	return r, fmt.Errorf("leader %s: %s", leaderID, r.Error)
+// RecordPromotion records where this node's epoch begins.
+func (n *Node) RecordPromotion(ctx context.Context, p Promotion) error {
+	_, err := n.callLeader(ctx, rpcPromotion, p, func() (rpcReply, error) { return n.onPromotion(self, p) })
+	return err
 }
 
-// HandleApply is the leader's side of /cluster/apply.
-func (n *Node) HandleApply(body []byte) []byte {
-	epoch, err := n.applyRaw(body)
-	return reply(epoch, err)
-}
-
-func reply(epoch int64, err error) []byte {
-	return replyWith(forwardReply{Epoch: epoch}, err)
-}
-
-func replyWith(r forwardReply, err error) []byte {
-	if err != nil {
-		r.Error = err.Error()
-		for code, sentinel := range errorCodes {
-			if errors.Is(err, sentinel) {
-				r.Code = code
-			}
+// join asks the leader to add this node (or to update its record).
+func (n *Node) join(ctx context.Context) error {
+	n.mu.Lock()
+	m := n.meta
+	n.mu.Unlock()
+	j := JoinRequest{NodeID: m.ID, RaftAddr: m.RaftAddr, RPCAddr: m.RPCAddr, APIAddr: m.APIAddr, Incarnation: m.Incarnation,
+		ServerID: m.ServerID, ServerUUID: m.ServerUUID, Flavor: m.Flavor, MySQLAddr: m.MySQLAddr}
+	if _, leader := n.raft.LeaderWithID(); leader != "" || n.raft.State() == raft.Leader {
+		_, err := n.callLeader(ctx, rpcJoin, j, func() (rpcReply, error) { return n.onJoin(self, j) })
+		return err
+	}
+	// Not in the cluster yet: ask the members with Raft state; one that is
+	// not the leader names it.
+	n.mu.Lock()
+	var asks [][2]string
+	for id, meta := range n.metas {
+		if id != n.o.NodeID && meta.HasState && meta.RPCAddr != "" {
+			asks = append(asks, [2]string{id, meta.RPCAddr})
 		}
 	}
-	b, _ := json.Marshal(r)
-	return b
+	n.mu.Unlock()
+	err := fmt.Errorf("%w: no member with Raft state to ask", ErrNoLeader)
+	for _, a := range asks {
+		var r rpcReply
+		r, err = n.rpcc.call(ctx, a[0], a[1], rpcJoin, j)
+		if errors.Is(err, ErrNotLeader) && r.Leader != "" && r.LeaderRPC != "" {
+			_, err = n.rpcc.call(ctx, r.Leader, r.LeaderRPC, rpcJoin, j)
+		}
+		if err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
-// verifyRequest is the body of /cluster/verify: check that NodeID is the
-// primary at Epoch, or (NodeID empty) only that the leader leads.
+// The leader's side of each request.
+
+var incarnationRe = regexp.MustCompile(`^[0-9a-f]{1,64}$`)
+
+// onJoin records a member that proved who it is (its certificate names
+// the node id it joins as); the reconcile adds it to Raft.
+func (n *Node) onJoin(who caller, j JoinRequest) (rpcReply, error) {
+	if err := validNodeID(j.NodeID); err != nil {
+		return rpcReply{}, err
+	}
+	if err := who.is(j.NodeID); err != nil {
+		return rpcReply{}, err
+	}
+	for _, a := range []struct {
+		what, addr string
+		optional   bool
+	}{{"raft_addr", j.RaftAddr, false}, {"rpc_addr", j.RPCAddr, false}, {"api_addr", j.APIAddr, true}, {"mysql_address", j.MySQLAddr, true}} {
+		if err := validAddr(a.what, a.addr, a.optional); err != nil {
+			return rpcReply{}, err
+		}
+	}
+	if !incarnationRe.MatchString(j.Incarnation) {
+		return rpcReply{}, badRequest("incarnation %q: want 1 to 64 hex digits", j.Incarnation)
+	}
+	if _, err := mysql.ParseFlavor(j.Flavor); err != nil && j.Flavor != "" {
+		return rpcReply{}, badRequest("flavor %q", j.Flavor)
+	}
+	if err := validText("server_uuid", j.ServerUUID, 64); err != nil {
+		return rpcReply{}, err
+	}
+	if n.raft.State() != raft.Leader {
+		return rpcReply{}, ErrNotLeader
+	}
+	n.mu.Lock()
+	changed := n.proven[j.NodeID] != j
+	n.proven[j.NodeID] = j
+	n.mu.Unlock()
+	if changed {
+		n.log.Info("member proved its identity", "node", j.NodeID, "raft", j.RaftAddr, "rpc", j.RPCAddr)
+		n.wake()
+	}
+	return rpcReply{Epoch: n.fsm.snapshotView().Epoch}, nil
+}
+
+func (n *Node) onState(who caller, s StateUpdate) (rpcReply, error) {
+	if err := who.is(s.NodeID); err != nil {
+		return rpcReply{}, err
+	}
+	view := n.fsm.snapshotView()
+	m, ok := view.Members[s.NodeID]
+	if !ok {
+		return rpcReply{}, badRequest("node %q is not a member", s.NodeID)
+	}
+	if !validModes[s.Mode] {
+		return rpcReply{}, badRequest("mode %q", s.Mode)
+	}
+	if err := validGTIDs("gtids", m.Flavor, s.GTIDs); err != nil {
+		return rpcReply{}, err
+	}
+	return n.applyLocal(CmdState, s)
+}
+
+// maxExternal bounds PUT /replication_state's servers.
+const maxExternal = 1000
+
+func (n *Node) onExternal(who caller, ext map[string]string) (rpcReply, error) {
+	if len(ext) > maxExternal {
+		return rpcReply{}, badRequest("%d servers, more than %d", len(ext), maxExternal)
+	}
+	for name, set := range ext {
+		if err := validText("server name", name, 255); err != nil {
+			return rpcReply{}, err
+		}
+		if err := validGTIDs("GTIDs of "+name, "", set); err != nil {
+			return rpcReply{}, err
+		}
+	}
+	return n.applyLocal(CmdExternal, ext)
+}
+
+func (n *Node) onPromote(who caller, p PromoteRequest) (rpcReply, error) {
+	if err := who.is(p.NodeID); err != nil {
+		return rpcReply{}, err
+	}
+	if _, ok := n.fsm.snapshotView().Members[p.NodeID]; !ok {
+		return rpcReply{}, badRequest("node %q is not a member", p.NodeID)
+	}
+	if p.ExpectedEpoch < 0 {
+		return rpcReply{}, badRequest("expected_epoch %d", p.ExpectedEpoch)
+	}
+	return n.applyLocal(CmdPromote, p)
+}
+
+var streamIDRe = regexp.MustCompile(`^[0-9A-Za-z._-]{1,128}$`)
+
+func (n *Node) onPromotion(who caller, p Promotion) (rpcReply, error) {
+	if err := who.is(p.NodeID); err != nil {
+		return rpcReply{}, err
+	}
+	m, ok := n.fsm.snapshotView().Members[p.NodeID]
+	if !ok {
+		return rpcReply{}, badRequest("node %q is not a member", p.NodeID)
+	}
+	if p.StartIndex < 1 || p.Epoch < 1 || !streamIDRe.MatchString(p.StreamID) {
+		return rpcReply{}, badRequest("promotion record: epoch %d, stream %q, start index %d", p.Epoch, p.StreamID, p.StartIndex)
+	}
+	if err := validGTIDs("gtids", m.Flavor, p.GTIDs); err != nil {
+		return rpcReply{}, err
+	}
+	return n.applyLocal(CmdPromotion, p)
+}
+
+func (n *Node) onVerify(_ caller, r verifyRequest) (rpcReply, error) {
+	if n.raft.State() != raft.Leader {
+		return rpcReply{}, ErrNotLeader
+	}
+	index, err := n.verifyLocal(r)
+	return rpcReply{Epoch: r.Epoch, Index: index}, err
+}
+
+// maxGTIDText bounds a GTID set's text.
+const maxGTIDText = 64 << 10
+
+// validGTIDs checks a GTID set's text (of the flavor, or of either when
+// the flavor is not known).
+func validGTIDs(what, flavor, text string) error {
+	if err := validText(what, text, maxGTIDText); err != nil {
+		return err
+	}
+	if text == "" {
+		return nil
+	}
+	flavors := []mysql.Flavor{mysql.FlavorMariaDB, mysql.FlavorMySQL}
+	if f, err := mysql.ParseFlavor(flavor); err == nil && f != mysql.FlavorAuto {
+		flavors = []mysql.Flavor{f}
+	}
+	var last error
+	for _, f := range flavors {
+		if _, err := mysql.ParseGTIDSet(f, text); err == nil {
+			return nil
+		} else {
+			last = err
+		}
+	}
+	return badRequest("%s: %v", what, last)
+}
+
+// applyLocal applies a command on this node, which must be the leader.
+func (n *Node) applyLocal(typ string, v any) (rpcReply, error) {
+	c, err := NewCommand(typ, v)
+	if err != nil {
+		return rpcReply{}, err
+	}
+	b, _ := json.Marshal(c)
+	if n.raft.State() != raft.Leader {
+		return rpcReply{}, ErrNotLeader
+	}
+	f := n.raft.Apply(b, 10*time.Second)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return rpcReply{}, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return rpcReply{}, err
+	}
+	res, _ := f.Response().(applyResult)
+	return rpcReply{Epoch: res.Epoch}, res.Err
+}
+
+// verifyRequest: check that NodeID is the primary at Epoch, or (NodeID
+// empty) only that the leader leads.
 type verifyRequest struct {
 	NodeID string `json:"node_id"`
 	Epoch  int64  `json:"epoch"`
@@ -225,13 +306,16 @@ func (n *Node) verify(ctx context.Context, r verifyRequest) (uint64, error) {
 		return 0, ErrNoLeader
 	}
 	// A follower that has not heard from the leader within a lease is
-	// cut off: it fails at once instead of waiting for a forward that
+	// cut off: it fails at once instead of waiting for a call that
 	// cannot succeed.
 	if last := n.raft.LastContact(); time.Since(last) > n.lease() {
 		return 0, fmt.Errorf("%w: no contact with leader %s for %v", ErrNoLeader, leaderID, time.Since(last).Round(time.Millisecond))
 	}
-	b, _ := json.Marshal(r)
-	reply, err := n.forwardReply(ctx, string(leaderID), "/cluster/verify", b)
+	addr := n.rpcAddrOf(string(leaderID))
+	if addr == "" {
+		return 0, fmt.Errorf("%w (leader %s has no known RPC address)", ErrNoLeader, leaderID)
+	}
+	reply, err := n.rpcc.call(ctx, string(leaderID), addr, rpcVerify, r)
 	return reply.Index, err
 }
 
@@ -261,17 +345,4 @@ func (n *Node) verifyLocal(r verifyRequest) (uint64, error) {
 		return index, fmt.Errorf("%s at epoch %d: the primary is %q at epoch %d: %w", r.NodeID, r.Epoch, v.Primary, v.Epoch, ErrNotPrimary)
 	}
 	return index, nil
-}
-
-// HandleVerify is the leader's side of /cluster/verify.
-func (n *Node) HandleVerify(body []byte) []byte {
-	var r verifyRequest
-	if err := json.Unmarshal(body, &r); err != nil {
-		return reply(0, fmt.Errorf("bad verify request: %w", err))
-	}
-	if n.raft.State() != raft.Leader {
-		return reply(0, ErrNotLeader)
-	}
-	index, err := n.verifyLocal(r)
-	return replyWith(forwardReply{Epoch: r.Epoch, Index: index}, err)
 }

@@ -12,6 +12,7 @@ import (
 type peer struct {
 	ID       string
 	RaftAddr string
+	RPCAddr  string
 	// HasState: the member has Raft state (it bootstrapped, or a leader
 	// added it): a cluster exists, and nobody may start a second one.
 	HasState bool

@@ -38,15 +38,19 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/myhoard/myhoard/tlsconfig"
 )
 
 // Timing are the cluster's intervals.
@@ -67,8 +71,10 @@ type Options struct {
 	NodeID string
 	// RaftAddr and GossipAddr are host:port to listen on (and advertise).
 	RaftAddr, GossipAddr string
-	// APIAddr is this node's HTTP API (host:port), advertised by gossip
-	// so that followers can forward writes to the leader.
+	// RPCAddr is where this node serves the node-to-node RPC (host:port;
+	// mutual TLS with TLS set).
+	RPCAddr string
+	// APIAddr is this node's HTTP API (host:port), shown in GET /cluster.
 	APIAddr string
 	// Join are gossip addresses of the members (this node's own may be
 	// among them: every node can get the same list).
@@ -85,11 +91,12 @@ type Options struct {
 	Flavor     string
 	// MySQLAddr is where other members reach this node's server.
 	MySQLAddr string
-	// Forward sends a request to another node's API; path is
-	// "/cluster/apply" or "/cluster/verify".
-	Forward func(ctx context.Context, apiAddr, path string, body []byte) ([]byte, error)
-	Timing  Timing
-	Log     *slog.Logger
+	// TLS is this node's certificate and the cluster's CA bundle: Raft and
+	// the RPC run over mutual TLS 1.3. nil: plain TCP (cluster.insecure,
+	// for a lab on loopback).
+	TLS    *tlsconfig.Store
+	Timing Timing
+	Log    *slog.Logger
 }
 
 // Node is this daemon's membership in the cluster.
@@ -101,6 +108,9 @@ type Node struct {
 	bolt  *raftboltdb.BoltStore
 	snaps raft.SnapshotStore
 	ml    *memberlist.Memberlist
+	layer *streamLayer
+	rpc   *rpcServer
+	rpcc  *rpcClient
 
 	mu        sync.Mutex
 	meta      nodeMeta
@@ -117,10 +127,19 @@ type Node struct {
 	bootstrap string
 	// foreign are members of another cluster already logged.
 	foreign map[string]bool
-	events  chan struct{}
-	stop    chan struct{}
-	done    sync.WaitGroup
-	closed  bool
+	// proven are the members that proved who they are by calling the
+	// leader's RPC (join): only they are added to Raft (leader only).
+	proven map[string]JoinRequest
+	// hellos are the bootstrap peers whose certificate this node checked
+	// (node id -> RPC address).
+	hellos map[string]string
+	events chan struct{}
+	// reconciles counts the leader's reconcile passes (tests wait for one
+	// to prove the leader looked).
+	reconciles atomic.Int64
+	stop       chan struct{}
+	done       sync.WaitGroup
+	closed     bool
 }
 
 // nodeMeta is the gossip metadata (memberlist limits it to 512 bytes).
@@ -128,6 +147,7 @@ type nodeMeta struct {
 	ID          string `json:"i"`
 	APIAddr     string `json:"a"`
 	RaftAddr    string `json:"r"`
+	RPCAddr     string `json:"p"`
 	ServerID    uint32 `json:"s,omitempty"`
 	ServerUUID  string `json:"u,omitempty"`
 	Flavor      string `json:"f,omitempty"`
@@ -168,10 +188,18 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 	}
 	n := &Node{o: o, log: o.Log.With("component", "cluster"), fsm: newFSM(), deadSince: map[string]time.Time{}, leftAt: map[string]time.Time{},
 		aliveAt: map[string]time.Time{}, metas: map[string]nodeMeta{}, addrs: map[string]string{}, foreign: map[string]bool{},
-		events: make(chan struct{}, 1), stop: make(chan struct{}),
-		meta: nodeMeta{ID: o.NodeID, APIAddr: o.APIAddr, RaftAddr: o.RaftAddr, ServerID: o.ServerID, ServerUUID: o.ServerUUID, Flavor: o.Flavor,
-			MySQLAddr: o.MySQLAddr, Expect: o.BootstrapExpect}}
+		proven: map[string]JoinRequest{}, hellos: map[string]string{}, events: make(chan struct{}, 1), stop: make(chan struct{}),
+		rpcc: newRPCClient(o.TLS),
+		meta: nodeMeta{ID: o.NodeID, APIAddr: o.APIAddr, RaftAddr: o.RaftAddr, RPCAddr: o.RPCAddr, ServerID: o.ServerID, ServerUUID: o.ServerUUID,
+			Flavor: o.Flavor, MySQLAddr: o.MySQLAddr, Expect: o.BootstrapExpect}}
+	if o.TLS != nil && !slices.Contains(o.TLS.Names(), o.NodeID) {
+		return nil, fmt.Errorf("cluster.tls.cert_file names %v, not this node's id %q (cluster.node_id)", o.TLS.Names(), o.NodeID)
+	}
 	if err := n.openRaft(); err != nil {
+		return nil, err
+	}
+	if err := n.startRPC(); err != nil {
+		n.shutdownRaft()
 		return nil, err
 	}
 	existing, err := raft.HasExistingState(n.bolt, n.bolt, n.snaps)
@@ -180,6 +208,7 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		return nil, fmt.Errorf("read raft state in %s: %w", o.DataDir, err)
 	}
 	if n.meta.Incarnation, err = incarnation(o.DataDir, existing); err != nil {
+		n.rpc.close()
 		n.shutdownRaft()
 		return nil, err
 	}
@@ -188,6 +217,7 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		n.bootstrap = fmt.Sprintf("waiting for %d members, 1 seen", o.BootstrapExpect)
 	}
 	if err := n.openGossip(); err != nil {
+		n.rpc.close()
 		n.shutdownRaft()
 		return nil, err
 	}
@@ -266,16 +296,12 @@ func (n *Node) openRaft() error {
 		bolt.Close()
 		return fmt.Errorf("raft snapshots in %s: %w", o.DataDir, err)
 	}
-	addr, err := net.ResolveTCPAddr("tcp", o.RaftAddr)
-	if err != nil {
-		bolt.Close()
-		return fmt.Errorf("cluster.raft_address %s: %w", o.RaftAddr, err)
-	}
-	trans, err := raft.NewTCPTransportWithLogger(o.RaftAddr, addr, 3, 10*time.Second, n.hclog())
+	layer, err := newStreamLayer(o.RaftAddr, o.TLS)
 	if err != nil {
 		bolt.Close()
 		return fmt.Errorf("listen on cluster.raft_address %s: %w", o.RaftAddr, err)
 	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: n.hclog()})
 	logs, err := raft.NewLogCache(256, bolt)
 	if err != nil {
 		trans.Close()
@@ -288,7 +314,7 @@ func (n *Node) openRaft() error {
 		bolt.Close()
 		return fmt.Errorf("start raft: %w", err)
 	}
-	n.raft, n.bolt, n.snaps = r, bolt, snaps
+	n.raft, n.bolt, n.snaps, n.layer = r, bolt, snaps, layer
 	return nil
 }
 
@@ -365,18 +391,20 @@ func sameAddr(a, b string) bool {
 }
 
 // maintain runs for the node's life: it keeps the gossip metadata in step
-// with the Raft state, bootstraps a node without Raft state when the plan
-// says so, and re-contacts seeds that are not live members (after a long
-// partition nobody else would).
+// with the Raft state, has the leader add (or update) this node when the
+// view does not show it as it is, bootstraps a node without Raft state
+// when the plan says so, and re-contacts seeds that are not live members
+// (after a long partition nobody else would).
 func (n *Node) maintain() {
 	defer n.done.Done()
-	every, rejoinEvery := 500*time.Millisecond, 30*time.Second
+	every, joinEvery, rejoinEvery := 500*time.Millisecond, 2*time.Second, 30*time.Second
 	if n.o.Timing.Local {
-		every, rejoinEvery = 100*time.Millisecond, 2*time.Second
+		every, joinEvery, rejoinEvery = 100*time.Millisecond, 500*time.Millisecond, 2*time.Second
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	lastRejoin := time.Now()
+	lastRejoin, lastJoin := time.Now(), time.Time{}
+	lastJoinErr := ""
 	var lastPlan []raft.Server
 	for {
 		select {
@@ -391,11 +419,47 @@ func (n *Node) maintain() {
 		} else {
 			n.setBootstrapStatus("")
 		}
+		if (hasState || n.clusterSeen()) && n.needsJoin() && time.Since(lastJoin) >= joinEvery {
+			lastJoin = time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := n.join(ctx)
+			cancel()
+			msg := ""
+			if err != nil {
+				msg = err.Error()
+			}
+			if msg != lastJoinErr && msg != "" {
+				n.log.Warn("joining the cluster failed; retrying", "error", err)
+			}
+			lastJoinErr = msg
+		}
 		if time.Since(lastRejoin) >= rejoinEvery {
 			lastRejoin = time.Now()
 			n.joinSeeds()
 		}
 	}
+}
+
+// clusterSeen reports whether gossip shows a member with Raft state.
+func (n *Node) clusterSeen() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for id, m := range n.metas {
+		if id != n.o.NodeID && m.HasState {
+			return true
+		}
+	}
+	return false
+}
+
+// needsJoin reports whether the view does not show this node as it is.
+func (n *Node) needsJoin() bool {
+	rec, ok := n.fsm.snapshotView().Members[n.o.NodeID]
+	n.mu.Lock()
+	m := n.meta
+	n.mu.Unlock()
+	return !ok || rec.RaftAddr != m.RaftAddr || rec.RPCAddr != m.RPCAddr || rec.APIAddr != m.APIAddr || rec.Incarnation != m.Incarnation ||
+		rec.ServerID != m.ServerID || rec.ServerUUID != m.ServerUUID || rec.Flavor != m.Flavor || rec.MySQLAddr != m.MySQLAddr
 }
 
 // hasState reports whether this node has a Raft configuration (it
@@ -406,17 +470,25 @@ func (n *Node) hasState() bool {
 }
 
 // tryBootstrap computes the bootstrap plan and carries it out once the
-// same plan came out twice in a row (the gossip view settled).
+// same plan came out twice in a row (the gossip view settled) and every
+// other member of it proved its identity (its RPC answered with a
+// certificate of the cluster's CA naming it).
 func (n *Node) tryBootstrap(last []raft.Server) []raft.Server {
 	n.mu.Lock()
-	seen := []peer{{ID: n.o.NodeID, RaftAddr: n.o.RaftAddr, Expect: n.o.BootstrapExpect}}
+	seen := []peer{{ID: n.o.NodeID, RaftAddr: n.o.RaftAddr, RPCAddr: n.o.RPCAddr, Expect: n.o.BootstrapExpect}}
 	for name, m := range n.metas {
 		if name != n.o.NodeID {
-			seen = append(seen, peer{ID: m.ID, RaftAddr: m.RaftAddr, HasState: m.HasState, Expect: m.Expect, ClusterID: m.ClusterID})
+			seen = append(seen, peer{ID: m.ID, RaftAddr: m.RaftAddr, RPCAddr: m.RPCAddr, HasState: m.HasState, Expect: m.Expect, ClusterID: m.ClusterID})
 		}
 	}
 	n.mu.Unlock()
 	plan, status := bootstrapPlan(n.o.NodeID, n.o.BootstrapExpect, seen)
+	if plan != nil {
+		if err := n.helloAll(plan, seen); err != nil {
+			n.setBootstrapStatus("waiting to verify " + err.Error())
+			return nil
+		}
+	}
 	n.setBootstrapStatus(status)
 	if plan == nil || !sameServers(plan, last) {
 		return plan
@@ -425,6 +497,45 @@ func (n *Node) tryBootstrap(last []raft.Server) []raft.Server {
 	err := n.raft.BootstrapCluster(raft.Configuration{Servers: plan}).Error()
 	if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 		n.log.Error("bootstrap failed", "error", err)
+	}
+	return nil
+}
+
+// helloAll checks that every other server of a bootstrap plan answers its
+// RPC with a certificate naming it (once per address).
+func (n *Node) helloAll(plan []raft.Server, seen []peer) error {
+	for _, s := range plan {
+		id := string(s.ID)
+		if id == n.o.NodeID {
+			continue
+		}
+		var addr string
+		for _, p := range seen {
+			if p.ID == id {
+				addr = p.RPCAddr
+			}
+		}
+		n.mu.Lock()
+		done := addr != "" && n.hellos[id] == addr
+		n.mu.Unlock()
+		if done {
+			continue
+		}
+		if addr == "" {
+			return fmt.Errorf("%s: no RPC address in gossip", id)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		r, err := n.rpcc.call(ctx, id, addr, rpcHello, struct{}{})
+		cancel()
+		if err == nil && r.NodeID != id {
+			err = fmt.Errorf("it says it is %q", r.NodeID)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %v", id, err)
+		}
+		n.mu.Lock()
+		n.hellos[id] = addr
+		n.mu.Unlock()
 	}
 	return nil
 }
@@ -542,6 +653,25 @@ func (n *Node) SetMeta(serverID uint32, serverUUID, flavor string) {
 	n.updateMeta(func(m *nodeMeta) { m.ServerID, m.ServerUUID, m.Flavor = serverID, serverUUID, flavor })
 }
 
+// ReloadTLS reads the certificate, key and CA bundle again (SIGHUP): new
+// connections use them at once, and live ones whose peer the new bundle
+// refuses are closed.
+func (n *Node) ReloadTLS() error {
+	if n.o.TLS == nil {
+		return nil
+	}
+	if err := n.o.TLS.Reload(); err != nil {
+		return err
+	}
+	if !slices.Contains(n.o.TLS.Names(), n.o.NodeID) {
+		n.log.Error("the reloaded certificate does not name this node; peers will refuse it", "names", n.o.TLS.Names(), "node", n.o.NodeID)
+	}
+	closed := n.layer.conns.closeRefused(n.o.TLS) + n.rpc.conns.closeRefused(n.o.TLS)
+	n.rpcc.closeIdle()
+	n.log.Info("cluster certificates reloaded", "connections_closed", closed)
+	return nil
+}
+
 // Gossip states of a member, as GET /cluster shows them.
 const (
 	GossipAlive   = "alive"
@@ -633,6 +763,7 @@ func (n *Node) close(leave bool) error {
 	}
 	n.done.Wait()
 	_ = n.ml.Shutdown()
+	n.rpc.close()
 	return n.shutdownRaft()
 }
 

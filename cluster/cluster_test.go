@@ -8,8 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -17,6 +16,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/myhoard/myhoard/tlsconfig"
+	"github.com/myhoard/myhoard/tlsconfig/tlstest"
 )
 
 func freeAddr(t *testing.T) string {
@@ -29,24 +31,13 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// testNode is a cluster node with a tiny API server for forwarding.
+// testNode is a cluster node with its certificate from the test's CA.
 type testNode struct {
 	*Node
-	id, dir, raftAddr, gossipAddr string
-	api                           *httptest.Server
-}
-
-func httpForward(ctx context.Context, apiAddr, path string, body []byte) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, "POST", "http://"+apiAddr+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	return io.ReadAll(resp.Body)
+	id, dir, raftAddr, gossipAddr, rpcAddr string
+	ca                                     *tlstest.CA
+	files                                  tlsconfig.Files
+	tls                                    *tlsconfig.Store
 }
 
 func startNode(t *testing.T, tn *testNode, join []string, grace time.Duration) {
@@ -57,20 +48,8 @@ func startNode(t *testing.T, tn *testNode, join []string, grace time.Duration) {
 // startNodeWith starts tn's node with its options changed by edit.
 func startNodeWith(t *testing.T, tn *testNode, edit func(*Options)) {
 	t.Helper()
-	if tn.api == nil {
-		tn.api = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			body, _ := io.ReadAll(r.Body)
-			switch r.URL.Path {
-			case "/cluster/apply":
-				w.Write(tn.Node.HandleApply(body))
-			case "/cluster/verify":
-				w.Write(tn.Node.HandleVerify(body))
-			}
-		}))
-		t.Cleanup(tn.api.Close)
-	}
-	o := Options{NodeID: tn.id, RaftAddr: tn.raftAddr, GossipAddr: tn.gossipAddr,
-		APIAddr: strings.TrimPrefix(tn.api.URL, "http://"), DataDir: tn.dir, Forward: httpForward,
+	o := Options{NodeID: tn.id, RaftAddr: tn.raftAddr, GossipAddr: tn.gossipAddr, RPCAddr: tn.rpcAddr, APIAddr: "127.0.0.1:1",
+		DataDir: tn.dir, TLS: tn.tls, GossipKey: []byte("0123456789abcdef"),
 		Timing: Timing{Local: true, Reconcile: 200 * time.Millisecond, StableFor: 500 * time.Millisecond, DeadGrace: time.Hour}}
 	edit(&o)
 	n, err := Open(context.Background(), o)
@@ -80,8 +59,40 @@ func startNodeWith(t *testing.T, tn *testNode, edit func(*Options)) {
 	tn.Node = n
 }
 
-func newTestNode(t *testing.T, id string) *testNode {
-	return &testNode{id: id, dir: filepath.Join(t.TempDir(), id), raftAddr: freeAddr(t), gossipAddr: freeAddr(t)}
+// newCA makes the test's cluster CA.
+func newCA(t *testing.T) *tlstest.CA {
+	t.Helper()
+	return tlstest.NewCA(t, t.TempDir(), "cluster")
+}
+
+// newTestNode makes a node with a certificate of ca naming id (its own
+// copies of the files, as on a host of its own).
+func newTestNode(t *testing.T, ca *tlstest.CA, id string) *testNode {
+	t.Helper()
+	dir := t.TempDir()
+	tn := &testNode{id: id, dir: filepath.Join(dir, "raft"), raftAddr: freeAddr(t), gossipAddr: freeAddr(t), rpcAddr: freeAddr(t), ca: ca,
+		files: tlsconfig.Files{CAFile: filepath.Join(dir, "ca.pem"), CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")}}
+	tn.useFiles(t, ca.File, ca.Issue(t, id))
+	store, err := tlsconfig.Load(tn.files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.tls = store
+	return tn
+}
+
+// useFiles puts a CA bundle and a certificate where the node reads them.
+func (tn *testNode) useFiles(t *testing.T, bundle string, c tlstest.Cert) {
+	t.Helper()
+	for _, f := range [][2]string{{bundle, tn.files.CAFile}, {c.CertFile, tn.files.CertFile}, {c.KeyFile, tn.files.KeyFile}} {
+		b, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f[1], b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func waitUntil(t *testing.T, what string, d time.Duration, cond func() (bool, string)) {
@@ -99,9 +110,10 @@ func waitUntil(t *testing.T, what string, d time.Duration, cond func() (bool, st
 	t.Fatalf("timed out waiting for %s (last: %s)", what, last)
 }
 
-func threeNodes(t *testing.T, grace time.Duration) []*testNode {
+func threeNodes(t *testing.T, grace time.Duration) ([]*testNode, *tlstest.CA) {
 	t.Helper()
-	nodes := []*testNode{newTestNode(t, "n1"), newTestNode(t, "n2"), newTestNode(t, "n3")}
+	ca := newCA(t)
+	nodes := []*testNode{newTestNode(t, ca, "n1"), newTestNode(t, ca, "n2"), newTestNode(t, ca, "n3")}
 	startNode(t, nodes[0], nil, grace)
 	for _, n := range nodes[1:] {
 		startNode(t, n, []string{nodes[0].gossipAddr}, grace)
@@ -117,11 +129,11 @@ func threeNodes(t *testing.T, grace time.Duration) []*testNode {
 		count, voters := voterCount(nodes[0])
 		return count == 3, voters
 	})
-	return nodes
+	return nodes, ca
 }
 
 func TestClusterFormsForwardsAndFences(t *testing.T) {
-	nodes := threeNodes(t, time.Hour)
+	nodes, _ := threeNodes(t, time.Hour)
 	ctx := context.Background()
 	leader := nodes[0].Leader()
 	var follower *testNode
@@ -170,7 +182,7 @@ func TestClusterFormsForwardsAndFences(t *testing.T) {
 }
 
 func TestClusterRestartLeaveAndDeadMembers(t *testing.T) {
-	nodes := threeNodes(t, 2*time.Second)
+	nodes, ca := threeNodes(t, 2*time.Second)
 	ctx := context.Background()
 	if _, err := nodes[1].Promote(ctx, PromoteRequest{NodeID: "n2", ExpectedEpoch: 0}); err != nil {
 		t.Fatal(err)
@@ -199,7 +211,7 @@ func TestClusterRestartLeaveAndDeadMembers(t *testing.T) {
 		t.Fatalf("after the restart the configuration has %d servers: %v", len(voters), voters)
 	}
 	// A fourth node joins and becomes a voter; then it leaves and is removed.
-	n4 := newTestNode(t, "n4")
+	n4 := newTestNode(t, ca, "n4")
 	startNode(t, n4, []string{nodes[0].gossipAddr}, 2*time.Second)
 	waitUntil(t, "n4 a voter", 20*time.Second, func() (bool, string) {
 		voters, _ := nodes[0].Servers()

@@ -64,8 +64,9 @@ func symmetric(t *testing.T, count int) ([]*testNode, func(*testNode)) {
 	t.Helper()
 	var nodes []*testNode
 	var seeds []string
+	ca := newCA(t)
 	for i := 1; i <= count; i++ {
-		n := newTestNode(t, fmt.Sprintf("n%d", i))
+		n := newTestNode(t, ca, fmt.Sprintf("n%d", i))
 		nodes = append(nodes, n)
 		seeds = append(seeds, n.gossipAddr)
 	}
@@ -115,8 +116,8 @@ func formed(t *testing.T, nodes []*testNode, want int) *testNode {
 			if n.Node == nil {
 				continue
 			}
-			if n.Leader() != leader.id || n.View().ClusterID != id || id == "" || n.Bootstrap() != "" {
-				return false, fmt.Sprintf("%s: leader %q cluster %q bootstrap %q", n.id, n.Leader(), n.View().ClusterID, n.Bootstrap())
+			if v := n.View(); n.Leader() != leader.id || v.ClusterID != id || id == "" || n.Bootstrap() != "" || len(v.Members) != want {
+				return false, fmt.Sprintf("%s: leader %q cluster %q bootstrap %q members %v", n.id, n.Leader(), v.ClusterID, n.Bootstrap(), v.MemberIDs())
 			}
 		}
 		return true, ""

@@ -18,6 +18,7 @@ type Member struct {
 	ID         string    `json:"id"`
 	APIAddr    string    `json:"api_addr"`
 	RaftAddr   string    `json:"raft_addr"`
+	RPCAddr    string    `json:"rpc_addr,omitempty"`
 	GossipAddr string    `json:"gossip_addr"`
 	ServerID   uint32    `json:"server_id,omitempty"`
 	ServerUUID string    `json:"server_uuid,omitempty"`

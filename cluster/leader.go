@@ -76,6 +76,7 @@ func (n *Node) leaderLoop(stop <-chan struct{}) {
 		if err := n.reconcile(); err != nil {
 			n.log.Warn("membership reconcile failed", "error", err)
 		}
+		n.reconciles.Add(1)
 		select {
 		case <-stop:
 			return
@@ -141,35 +142,25 @@ func (n *Node) reconcile() error {
 	for k, v := range n.leftAt {
 		left[k] = v
 	}
+	proven := make(map[string]JoinRequest, len(n.proven))
+	for k, v := range n.proven {
+		proven[k] = v
+	}
 	n.mu.Unlock()
 	self := n.o.NodeID
-	// A member whose Raft state was lost comes back with a new
-	// incarnation: its entry in the configuration is stale.
-	stale := map[string]bool{}
-	for id, meta := range alive {
-		if m, ok := view.Members[id]; ok && id != self && m.Incarnation != "" && meta.Incarnation != "" && m.Incarnation != meta.Incarnation {
-			stale[id] = true
+	// Raft membership and member records follow what live members proved
+	// (their join, over mutual TLS): a member seen only in gossip is never
+	// added. A member whose Raft state was lost comes back with a new
+	// incarnation: its entry in the configuration is stale and replaced.
+	for id, j := range proven {
+		if _, ok := alive[id]; !ok {
+			continue
 		}
-	}
-	// Member records from gossip.
-	for id, meta := range alive {
-		m, ok := view.Members[id]
-		if !ok || m.APIAddr != meta.APIAddr || m.RaftAddr != meta.RaftAddr || m.ServerID != meta.ServerID ||
-			m.ServerUUID != meta.ServerUUID || m.Flavor != meta.Flavor || m.MySQLAddr != meta.MySQLAddr || m.Incarnation != meta.Incarnation {
-			rec := Member{ID: id, APIAddr: meta.APIAddr, RaftAddr: meta.RaftAddr, ServerID: meta.ServerID, ServerUUID: meta.ServerUUID,
-				Flavor: meta.Flavor, MySQLAddr: meta.MySQLAddr, Mode: m.Mode, LastSeen: now, Incarnation: meta.Incarnation}
-			if _, err := n.applyLocal(CmdMember, rec); err != nil {
-				return err
-			}
-		}
-	}
-	// Add new members as non-voters, replace stale entries, promote
-	// stable non-voters.
-	for id, meta := range alive {
-		s, ok := servers[id]
+		rec, known := view.Members[id]
+		s, inCfg := servers[id]
 		switch {
-		case ok && stale[id]:
-			n.log.Info("a member lost its Raft state; replacing its entry", "node", id, "raft", meta.RaftAddr)
+		case inCfg && id != self && known && rec.Incarnation != "" && rec.Incarnation != j.Incarnation:
+			n.log.Info("a member lost its Raft state; replacing its entry", "node", id, "raft", j.RaftAddr)
 			if err := n.raft.RemoveServer(s.ID, 0, raftTimeout).Error(); err != nil {
 				return err
 			}
@@ -177,20 +168,32 @@ func (n *Node) reconcile() error {
 			if s.Suffrage == raft.Voter {
 				add = n.raft.AddVoter
 			}
-			if err := add(raft.ServerID(id), raft.ServerAddress(meta.RaftAddr), 0, raftTimeout).Error(); err != nil {
+			if err := add(raft.ServerID(id), raft.ServerAddress(j.RaftAddr), 0, raftTimeout).Error(); err != nil {
 				return err
 			}
-		case !ok || s.Address != raft.ServerAddress(meta.RaftAddr):
-			if ok {
+		case !inCfg || s.Address != raft.ServerAddress(j.RaftAddr):
+			if inCfg {
 				if err := n.raft.RemoveServer(s.ID, 0, raftTimeout).Error(); err != nil {
 					return err
 				}
 			}
-			n.log.Info("adding cluster member", "node", id, "raft", meta.RaftAddr)
-			if err := n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(meta.RaftAddr), 0, raftTimeout).Error(); err != nil {
+			n.log.Info("adding cluster member", "node", id, "raft", j.RaftAddr)
+			if err := n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(j.RaftAddr), 0, raftTimeout).Error(); err != nil {
 				return err
 			}
-		case s.Suffrage != raft.Voter && voters < 5 && id != self && now.Sub(aliveAt[id]) >= n.o.Timing.StableFor:
+		}
+		if !known || rec.APIAddr != j.APIAddr || rec.RaftAddr != j.RaftAddr || rec.RPCAddr != j.RPCAddr || rec.ServerID != j.ServerID ||
+			rec.ServerUUID != j.ServerUUID || rec.Flavor != j.Flavor || rec.MySQLAddr != j.MySQLAddr || rec.Incarnation != j.Incarnation {
+			m := Member{ID: id, APIAddr: j.APIAddr, RaftAddr: j.RaftAddr, RPCAddr: j.RPCAddr, ServerID: j.ServerID, ServerUUID: j.ServerUUID,
+				Flavor: j.Flavor, MySQLAddr: j.MySQLAddr, Mode: rec.Mode, LastSeen: now, Incarnation: j.Incarnation}
+			if _, err := n.applyLocal(CmdMember, m); err != nil {
+				return err
+			}
+		}
+	}
+	// Stable non-voters become voters.
+	for id, s := range servers {
+		if _, ok := alive[id]; ok && s.Suffrage != raft.Voter && voters < 5 && id != self && now.Sub(aliveAt[id]) >= n.o.Timing.StableFor {
 			n.log.Info("member becomes a voter", "node", id)
 			if err := n.raft.AddVoter(raft.ServerID(id), s.Address, 0, raftTimeout).Error(); err != nil {
 				return err
@@ -233,6 +236,7 @@ func (n *Node) reconcile() error {
 		n.mu.Lock()
 		delete(n.leftAt, id)
 		delete(n.deadSince, id)
+		delete(n.proven, id)
 		n.mu.Unlock()
 	}
 	return nil
