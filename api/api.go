@@ -9,6 +9,7 @@ package api
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
@@ -34,7 +36,19 @@ type Server struct {
 	log     *slog.Logger
 	router  *httprouter.Router
 	observe func(name string, d time.Duration)
+	// token every request must bear ("": none).
+	token atomic.Pointer[string]
+	// slots bounds the requests being handled at once.
+	slots chan struct{}
 }
+
+// MaxInFlight is how many requests are handled at once; more are answered
+// 503 at once (slow clients never hold a slot while they send).
+const MaxInFlight = 64
+
+// SetToken sets the token every request must bear as "Authorization:
+// Bearer <token>" ("" turns authentication off).
+func (s *Server) SetToken(token string) { s.token.Store(&token) }
 
 // SetObserver receives each request's duration under a name such as
 // "status_get" (for the myhoard.http.<name> timing metric).
@@ -42,7 +56,8 @@ func (s *Server) SetObserver(f func(name string, d time.Duration)) { s.observe =
 
 // New builds the API handler for a node.
 func New(node Node, log *slog.Logger) *Server {
-	s := &Server{node: node, log: log, router: httprouter.New()}
+	s := &Server{node: node, log: log, router: httprouter.New(), slots: make(chan struct{}, MaxInFlight)}
+	s.SetToken("")
 	r := s.router
 	r.GET("/status", s.getStatus)
 	if bn, ok := node.(BackupNode); ok {
@@ -68,7 +83,7 @@ func New(node Node, log *slog.Logger) *Server {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-	s.router.ServeHTTP(rec, r)
+	s.serve(rec, r)
 	d := time.Since(start)
 	s.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", d)
 	if s.observe != nil {
@@ -80,9 +95,49 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// serve authenticates, reads the body whole (bounded; the server's read
+// timeout cuts a client that trickles it), then handles the request in
+// one of the slots.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if tok := *s.token.Load(); tok != "" {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="myhoard"`)
+			WriteError(w, http.StatusUnauthorized, "missing or wrong API token (Authorization: Bearer <token of http_auth_token_file>)")
+			return
+		}
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
+		if err != nil {
+			WriteError(w, http.StatusBadRequest, "read request body: "+err.Error())
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("more than %d requests in flight; try again", MaxInFlight))
+		return
+	}
+	s.router.ServeHTTP(w, r)
+}
+
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+}
+
+// Unwrap lets http.ResponseController reach the connection (a long wait
+// extends its write deadline).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// extendWrite gives a handler that waits up to wait the time to answer
+// after it, beyond the server's write timeout.
+func extendWrite(w http.ResponseWriter, wait time.Duration) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + time.Minute))
 }
 
 func (r *statusRecorder) WriteHeader(code int) {

@@ -146,6 +146,7 @@ func (s *Server) routeBackups(n BackupNode) {
 				WriteError(w, http.StatusBadRequest, werr.Error())
 				return
 			}
+			extendWrite(w, wait)
 			err = n.RotateBinlog(req.Context(), wait)
 		default:
 			WriteError(w, http.StatusBadRequest, fmt.Sprintf(`backup_type %q is not "basebackup" or "binlog"`, *body.BackupType))
@@ -307,6 +308,7 @@ func (s *Server) routeBackups(n BackupNode) {
 			WriteError(w, http.StatusBadRequest, err.Error())
 			return
 		}
+		extendWrite(w, wait)
 		applied, err := n.Preserve(req.Context(), p.ByName("stream_id"), until, wait)
 		if err != nil {
 			writeNodeError(w, err)

@@ -43,6 +43,25 @@ func (n *Node) RecordPromotion(ctx context.Context, p Promotion) error {
 	return err
 }
 
+// EnsureMember returns once the view has this node's member record,
+// asking the leader to add it when it is missing (right after formation
+// the record may not be written yet).
+func (n *Node) EnsureMember(ctx context.Context) error {
+	for {
+		if _, ok := n.fsm.snapshotView().Members[n.o.NodeID]; ok {
+			return nil
+		}
+		if err := n.join(ctx); err != nil {
+			return fmt.Errorf("join the cluster: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("this node is not a member of the cluster view yet: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // join asks the leader to add this node (or to update its record).
 func (n *Node) join(ctx context.Context) error {
 	n.mu.Lock()

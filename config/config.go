@@ -26,29 +26,37 @@ import (
 
 // Config is the whole configuration file.
 type Config struct {
-	BackupSettings               BackupSettings      `json:"backup_settings"`
-	BackupSites                  map[string]*Site    `json:"backup_sites"`
-	BinlogPurgeSettings          BinlogPurgeSettings `json:"binlog_purge_settings"`
-	Cluster                      Cluster             `json:"cluster"`
-	HTTPAddress                  string              `json:"http_address"`
-	HTTPPort                     int                 `json:"http_port"`
-	MySQL                        MySQL               `json:"mysql"`
-	OptimizeTablesBeforeBackup   bool                `json:"optimize_tables_before_backup"`
-	RestoreAutoMarkBackupsBroken bool                `json:"restore_auto_mark_backups_broken"`
-	RestoreFreeMemoryPercentage  *int                `json:"restore_free_memory_percentage"`
-	RestoreMaxBinlogBytes        int64               `json:"restore_max_binlog_bytes"`
-	RestoreDownloadWorkers       *int                `json:"restore_download_workers"`
-	RestoreDownloadWorkersCount  *int                `json:"restore_download_workers_count"`
-	SentryDSN                    *string             `json:"sentry_dsn"`
-	ServerID                     int64               `json:"server_id"`
-	StartCommand                 []string            `json:"start_command"`
-	StateDirectory               string              `json:"state_directory"`
-	Statsd                       Statsd              `json:"statsd"`
-	SystemctlCommand             []string            `json:"systemctl_command"`
-	SystemdEnvUpdateCommand      []string            `json:"systemd_env_update_command"`
-	SystemdService               *string             `json:"systemd_service"`
-	TemporaryDirectory           string              `json:"temporary_directory"`
-	Xtrabackup                   Xtrabackup          `json:"xtrabackup"`
+	BackupSettings      BackupSettings      `json:"backup_settings"`
+	BackupSites         map[string]*Site    `json:"backup_sites"`
+	BinlogPurgeSettings BinlogPurgeSettings `json:"binlog_purge_settings"`
+	Cluster             Cluster             `json:"cluster"`
+	HTTPAddress         string              `json:"http_address"`
+	HTTPPort            int                 `json:"http_port"`
+	// HTTPAuthTokenFile holds the token every API request must bear
+	// (Authorization: Bearer); empty: no authentication.
+	HTTPAuthTokenFile string `json:"http_auth_token_file"`
+	// HTTPAllowUnauthenticated allows a non-loopback http_address without
+	// a token.
+	HTTPAllowUnauthenticated     bool         `json:"http_allow_unauthenticated"`
+	HTTPTLS                      HTTPTLS      `json:"http_tls"`
+	HTTPTimeouts                 HTTPTimeouts `json:"http_timeouts"`
+	MySQL                        MySQL        `json:"mysql"`
+	OptimizeTablesBeforeBackup   bool         `json:"optimize_tables_before_backup"`
+	RestoreAutoMarkBackupsBroken bool         `json:"restore_auto_mark_backups_broken"`
+	RestoreFreeMemoryPercentage  *int         `json:"restore_free_memory_percentage"`
+	RestoreMaxBinlogBytes        int64        `json:"restore_max_binlog_bytes"`
+	RestoreDownloadWorkers       *int         `json:"restore_download_workers"`
+	RestoreDownloadWorkersCount  *int         `json:"restore_download_workers_count"`
+	SentryDSN                    *string      `json:"sentry_dsn"`
+	ServerID                     int64        `json:"server_id"`
+	StartCommand                 []string     `json:"start_command"`
+	StateDirectory               string       `json:"state_directory"`
+	Statsd                       Statsd       `json:"statsd"`
+	SystemctlCommand             []string     `json:"systemctl_command"`
+	SystemdEnvUpdateCommand      []string     `json:"systemd_env_update_command"`
+	SystemdService               *string      `json:"systemd_service"`
+	TemporaryDirectory           string       `json:"temporary_directory"`
+	Xtrabackup                   Xtrabackup   `json:"xtrabackup"`
 	warnings                     []string
 }
 
@@ -150,12 +158,48 @@ type Xtrabackup struct {
 	RegisterRedoLogConsumer bool `json:"register_redo_log_consumer"`
 }
 
+// HTTPTLS serves the API over HTTPS with CertFile and KeyFile (PEM);
+// CAFile is what the CLI verifies the daemon's certificate against
+// (default: the system's roots).
+type HTTPTLS struct {
+	CertFile string `json:"cert_file"`
+	KeyFile  string `json:"key_file"`
+	CAFile   string `json:"ca_file"`
+}
+
+// Enabled reports whether the API is served over HTTPS.
+func (t HTTPTLS) Enabled() bool { return t.CertFile != "" }
+
+// HTTPTimeouts are the API server's timeouts, in seconds: reading a
+// request's headers, the whole request, writing a response (a longer
+// wait_for_upload extends it), and an idle keep-alive connection.
+type HTTPTimeouts struct {
+	ReadHeader float64 `json:"read_header"`
+	Read       float64 `json:"read"`
+	Write      float64 `json:"write"`
+	Idle       float64 `json:"idle"`
+}
+
+// ClusterTLS are the PEM files of a node's mutual TLS: the cluster's CA
+// bundle, and this node's certificate (naming its node id) and key.
+type ClusterTLS struct {
+	CAFile   string `json:"ca_file"`
+	CertFile string `json:"cert_file"`
+	KeyFile  string `json:"key_file"`
+}
+
 // Cluster is myhoard's cluster block.
 type Cluster struct {
-	NodeID        string   `json:"node_id"`
-	RaftAddress   string   `json:"raft_address"`
-	GossipAddress string   `json:"gossip_address"`
-	Join          []string `json:"join"`
+	NodeID        string `json:"node_id"`
+	RaftAddress   string `json:"raft_address"`
+	GossipAddress string `json:"gossip_address"`
+	// RPCAddress is where the node serves the node-to-node RPC.
+	RPCAddress string     `json:"rpc_address"`
+	TLS        ClusterTLS `json:"tls"`
+	// Insecure runs Raft and the RPC in plain TCP without authentication
+	// and allows gossip without a key (a lab on loopback).
+	Insecure bool     `json:"insecure"`
+	Join     []string `json:"join"`
 	// BootstrapExpect is how many members form a new cluster: every node
 	// of it gets the same join list and the same number (default 1).
 	BootstrapExpect int    `json:"bootstrap_expect"`
@@ -204,8 +248,9 @@ func Default() *Config {
 			MaxBytesPerCycle:          &maxBytes,
 			PurgeWhenObserveNoStreams: true,
 		},
-		HTTPAddress: "127.0.0.1",
-		HTTPPort:    16001,
+		HTTPAddress:  "127.0.0.1",
+		HTTPPort:     16001,
+		HTTPTimeouts: HTTPTimeouts{ReadHeader: 10, Read: 60, Write: 60, Idle: 120},
 		MySQL: MySQL{
 			BinlogPrefix:      "/var/lib/mysql/binlog",
 			ClientParams:      ClientParams{Host: "127.0.0.1", Port: 3306, User: "root", Timeout: 4},

@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/myhoard/myhoard/tlsconfig/tlstest"
 )
 
 // minimal is the smallest valid config; tests patch it.
@@ -78,7 +80,7 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestExampleConfig(t *testing.T) {
-	cfg, err := Load("../deploy/myhoard.example.json")
+	cfg, err := Load(tlstest.WithClusterCerts(t, "../deploy/myhoard.example.json", t.TempDir()))
 	if err != nil {
 		t.Fatalf("the example config must be valid:\n%v", err)
 	}
@@ -229,19 +231,41 @@ func TestInvalidConfigs(t *testing.T) {
 			m["mysql"] = map[string]any{"flavor": "oracle", "binlog_prefix": "binlog"}
 		}, []Problem{{"mysql.flavor", `must be mysql, mariadb or auto, not "oracle"`}, {"mysql.binlog_prefix", "must be an absolute path"}}},
 		{"cluster", func(m map[string]any) {
-			m["cluster"] = map[string]any{"gossip_key": "c2hvcnQ=", "raft_address": "nohost", "join": []any{"127.0.0.1:0"}}
+			m["cluster"] = map[string]any{"gossip_key": "c2hvcnQ=", "raft_address": "nohost", "join": []any{"127.0.0.1:0"}, "insecure": true}
 		}, []Problem{
 			{"cluster.gossip_key", "must decode to 16, 24 or 32 bytes"},
 			{"cluster.raft_address", "is not host:port"},
 			{"cluster.join[0]", "has a bad port"},
 			{"cluster.gossip_address", "is required with cluster.raft_address"},
+			{"cluster.rpc_address", "is required with cluster.raft_address"},
 		}},
 		{"bootstrap_expect", func(m map[string]any) {
-			m["cluster"] = map[string]any{"raft_address": "127.0.0.1:1", "gossip_address": "127.0.0.1:2", "bootstrap_expect": 3}
+			m["cluster"] = map[string]any{"raft_address": "127.0.0.1:1", "gossip_address": "127.0.0.1:2", "rpc_address": "127.0.0.1:3", "bootstrap_expect": 3, "insecure": true}
 		}, []Problem{{"cluster.bootstrap_expect", "is 3, but cluster.join is empty"}}},
 		{"bootstrap_expect zero", func(m map[string]any) {
-			m["cluster"] = map[string]any{"raft_address": "127.0.0.1:1", "gossip_address": "127.0.0.1:2", "bootstrap_expect": 0}
+			m["cluster"] = map[string]any{"raft_address": "127.0.0.1:1", "gossip_address": "127.0.0.1:2", "rpc_address": "127.0.0.1:3", "bootstrap_expect": 0, "insecure": true}
 		}, []Problem{{"cluster.bootstrap_expect", "must be 1 or more, not 0"}}},
+		{"a cluster needs TLS and a gossip key", func(m map[string]any) {
+			m["cluster"] = map[string]any{"raft_address": "127.0.0.1:1", "gossip_address": "127.0.0.1:2", "rpc_address": "127.0.0.1:3"}
+		}, []Problem{{"cluster.gossip_key", "is required (or cluster.insecure: true"}, {"cluster.tls", "needs ca_file, cert_file and key_file"}}},
+		{"a certificate for another node", func(m map[string]any) {
+			dir := t.TempDir()
+			ca := tlstest.NewCA(t, dir, "c")
+			c := ca.Issue(t, "db7")
+			m["cluster"] = map[string]any{"node_id": "db1", "raft_address": "127.0.0.1:1", "gossip_address": "127.0.0.1:2", "rpc_address": "127.0.0.1:3",
+				"gossip_key": "MDEyMzQ1Njc4OWFiY2RlZg==", "tls": map[string]any{"ca_file": ca.File, "cert_file": c.CertFile, "key_file": c.KeyFile}}
+		}, []Problem{{"cluster.tls.cert_file", `names [db7], not this node's id "db1"`}}},
+		{"a certificate of another CA", func(m map[string]any) {
+			dir := t.TempDir()
+			ca, other := tlstest.NewCA(t, dir, "c"), tlstest.NewCA(t, dir, "o")
+			c := other.Issue(t, "db1")
+			m["cluster"] = map[string]any{"node_id": "db1", "raft_address": "127.0.0.1:1", "gossip_address": "127.0.0.1:2", "rpc_address": "127.0.0.1:3",
+				"gossip_key": "MDEyMzQ1Njc4OWFiY2RlZg==", "tls": map[string]any{"ca_file": ca.File, "cert_file": c.CertFile, "key_file": c.KeyFile}}
+		}, []Problem{{"cluster.tls", "is not signed by the CA bundle"}}},
+		{"a public API needs a token", func(m map[string]any) { m["http_address"] = "0.0.0.0" }, []Problem{{"http_address", "set http_auth_token_file"}}},
+		{"an unreadable token", func(m map[string]any) { m["http_auth_token_file"] = "/nonexistent/token" }, []Problem{{"http_auth_token_file", "/nonexistent/token"}}},
+		{"half of http_tls", func(m map[string]any) { m["http_tls"] = map[string]any{"cert_file": "/x.pem"} }, []Problem{{"http_tls", "needs both cert_file and key_file"}}},
+		{"a zero timeout", func(m map[string]any) { m["http_timeouts"] = map[string]any{"read": 0} }, []Problem{{"http_timeouts.read", "must be a positive number"}}},
 		{"cluster settings without a raft address", func(m map[string]any) {
 			m["cluster"] = map[string]any{"auto_restore": true, "replication_password": "secret", "dead_member_grace": -1}
 		}, []Problem{

@@ -7,10 +7,14 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/myhoard/myhoard/tlsconfig"
 )
 
 // compressionLevels are the accepted level ranges per algorithm (nil: the
@@ -93,13 +97,7 @@ func (c *Config) validate() Errors {
 	if c.HTTPPort < 1 || c.HTTPPort > 65535 {
 		e.add("http_port", "must be 1..65535, not %d", c.HTTPPort)
 	}
-	if c.HTTPAddress == "" {
-		e.add("http_address", "must not be empty")
-	} else if ip := net.ParseIP(c.HTTPAddress); ip == nil || !ip.IsLoopback() {
-		if c.HTTPAddress != "localhost" {
-			c.warnings = append(c.warnings, fmt.Sprintf("http_address %s is not a loopback address: the HTTP API has no authentication", c.HTTPAddress))
-		}
-	}
+	c.validateHTTP(&e)
 
 	m := c.MySQL
 	for _, p := range []struct{ key, val string }{
@@ -327,6 +325,65 @@ func ParseRSAPrivateKey(p string) (*rsa.PrivateKey, error) {
 	return nil, fmt.Errorf("PEM block %q is not a private key", block.Type)
 }
 
+// validateHTTP checks the API's address, authentication, TLS and
+// timeouts: a non-loopback address needs a token (or an explicit
+// http_allow_unauthenticated).
+func (c *Config) validateHTTP(e *Errors) {
+	loopback := c.HTTPAddress == "localhost"
+	if ip := net.ParseIP(c.HTTPAddress); ip != nil && ip.IsLoopback() {
+		loopback = true
+	}
+	switch {
+	case c.HTTPAddress == "":
+		e.add("http_address", "must not be empty")
+	case !loopback && c.HTTPAuthTokenFile == "" && !c.HTTPAllowUnauthenticated:
+		e.add("http_address", "%s is not a loopback address: set http_auth_token_file (or http_allow_unauthenticated: true to serve the API to anyone who can reach it)", c.HTTPAddress)
+	case !loopback && c.HTTPAuthTokenFile == "":
+		c.warnings = append(c.warnings, fmt.Sprintf("http_address %s is not a loopback address and the API has no token (http_allow_unauthenticated)", c.HTTPAddress))
+	}
+	if c.HTTPAuthTokenFile != "" {
+		if tok, err := ReadToken(c.HTTPAuthTokenFile); err != nil {
+			e.add("http_auth_token_file", "%v", err)
+		} else if len(tok) < 16 {
+			c.warnings = append(c.warnings, fmt.Sprintf("http_auth_token_file %s holds a token of %d characters; use at least 16 random ones", c.HTTPAuthTokenFile, len(tok)))
+		}
+	}
+	t := c.HTTPTLS
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		e.add("http_tls", "needs both cert_file and key_file")
+	} else if t.Enabled() {
+		if _, err := tlsconfig.Load(tlsconfig.Files{CertFile: t.CertFile, KeyFile: t.KeyFile}); err != nil {
+			e.add("http_tls", "%v", err)
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   float64
+	}{{"http_timeouts.read_header", c.HTTPTimeouts.ReadHeader}, {"http_timeouts.read", c.HTTPTimeouts.Read},
+		{"http_timeouts.write", c.HTTPTimeouts.Write}, {"http_timeouts.idle", c.HTTPTimeouts.Idle}} {
+		if d.v <= 0 {
+			e.add(d.key, "must be a positive number of seconds, not %v", d.v)
+		}
+	}
+}
+
+// ReadToken reads an API token file: one token, surrounding white space
+// ignored.
+func ReadToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	if strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("%s holds more than one token (white space inside)", path)
+	}
+	return tok, nil
+}
+
 func (c *Config) validateCluster(e *Errors) {
 	cl := c.Cluster
 	if cl.NodeID == "" {
@@ -335,6 +392,7 @@ func (c *Config) validateCluster(e *Errors) {
 	for _, a := range []struct{ key, val string }{
 		{"cluster.raft_address", cl.RaftAddress},
 		{"cluster.gossip_address", cl.GossipAddress},
+		{"cluster.rpc_address", cl.RPCAddress},
 	} {
 		if a.val != "" {
 			if msg := checkHostPort(a.val); msg != "" {
@@ -360,6 +418,25 @@ func (c *Config) validateCluster(e *Errors) {
 	}
 	if cl.RaftAddress != "" && cl.GossipAddress == "" {
 		e.add("cluster.gossip_address", "is required with cluster.raft_address")
+	}
+	if cl.RaftAddress != "" && cl.RPCAddress == "" {
+		e.add("cluster.rpc_address", "is required with cluster.raft_address (node-to-node calls, mutual TLS)")
+	}
+	if cl.Enabled() && cl.Insecure {
+		c.warnings = append(c.warnings, "cluster.insecure: Raft and node-to-node calls are plaintext and unauthenticated, gossip may be unencrypted: anyone who reaches these ports can take the cluster over (a lab on loopback only)")
+	}
+	if cl.Enabled() && !cl.Insecure {
+		if cl.GossipKey == "" {
+			e.add("cluster.gossip_key", "is required (or cluster.insecure: true for a lab on loopback)")
+		}
+		t := cl.TLS
+		if t.CAFile == "" || t.CertFile == "" || t.KeyFile == "" {
+			e.add("cluster.tls", "needs ca_file, cert_file and key_file (mutual TLS between the nodes; or cluster.insecure: true for a lab on loopback)")
+		} else if store, err := tlsconfig.Load(tlsconfig.Files{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}); err != nil {
+			e.add("cluster.tls", "%v", err)
+		} else if !slices.Contains(store.Names(), cl.NodeID) {
+			e.add("cluster.tls.cert_file", "names %v, not this node's id %q (a DNS SAN or the Common Name must be cluster.node_id)", store.Names(), cl.NodeID)
+		}
 	}
 	if cl.RaftAddress == "" && (cl.GossipAddress != "" || len(cl.Join) > 0 || cl.AutoRestore) {
 		e.add("cluster.raft_address", "is required to take part in a cluster (gossip_address, join or auto_restore are set)")

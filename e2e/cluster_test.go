@@ -15,6 +15,7 @@ import (
 	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
+	"github.com/myhoard/myhoard/tlsconfig/tlstest"
 )
 
 // clusterNode is a MariaDB server with its daemon in a cluster.
@@ -25,6 +26,7 @@ type clusterNode struct {
 	cfgPath string
 	gossip  string
 	dataDir string // cluster.data_dir (the Raft state)
+	ca      *tlstest.CA
 	d       *daemonProc
 }
 
@@ -47,27 +49,30 @@ func newClusterNodes(t testing.TB, ins []*harness.Instance, backups string) []*c
 	for i := range seeds {
 		seeds[i] = freeAddr(t)
 	}
+	ca := tlstest.NewCA(t, t.TempDir(), "cluster")
 	var nodes []*clusterNode
 	for i, in := range ins {
-		nodes = append(nodes, newClusterNodeAt(t, fmt.Sprintf("n%d", i+1), 101+i, in, backups, seeds[i],
+		nodes = append(nodes, newClusterNodeAt(t, ca, fmt.Sprintf("n%d", i+1), 101+i, in, backups, seeds[i],
 			map[string]any{"join": seeds, "bootstrap_expect": len(ins)}))
 	}
 	return nodes
 }
 
-// newClusterNode writes the config of one cluster node.
-func newClusterNode(t testing.TB, id string, serverID int, in *harness.Instance, backups string, join []string, extra map[string]any) *clusterNode {
+// newClusterNode writes the config of one cluster node with a certificate
+// of ca.
+func newClusterNode(t testing.TB, ca *tlstest.CA, id string, serverID int, in *harness.Instance, backups string, join []string, extra map[string]any) *clusterNode {
 	t.Helper()
 	cl := map[string]any{"join": join}
 	for k, v := range extra {
 		cl[k] = v
 	}
-	return newClusterNodeAt(t, id, serverID, in, backups, freeAddr(t), cl)
+	return newClusterNodeAt(t, ca, id, serverID, in, backups, freeAddr(t), cl)
 }
 
 // newClusterNodeAt writes the config of one cluster node gossiping on
-// gossip; cluster holds the rest of its cluster block.
-func newClusterNodeAt(t testing.TB, id string, serverID int, in *harness.Instance, backups, gossip string, cluster map[string]any) *clusterNode {
+// gossip, with mutual TLS from a certificate of ca for its id; cluster
+// holds the rest of its cluster block.
+func newClusterNodeAt(t testing.TB, ca *tlstest.CA, id string, serverID int, in *harness.Instance, backups, gossip string, cluster map[string]any) *clusterNode {
 	t.Helper()
 	dir := t.TempDir()
 	port, err := harness.FreePort()
@@ -75,7 +80,8 @@ func newClusterNodeAt(t testing.TB, id string, serverID int, in *harness.Instanc
 		t.Fatal(err)
 	}
 	n := &clusterNode{id: id, in: in, url: fmt.Sprintf("http://127.0.0.1:%d", port),
-		cfgPath: filepath.Join(dir, "myhoard.json"), gossip: gossip, dataDir: filepath.Join(dir, "cluster")}
+		cfgPath: filepath.Join(dir, "myhoard.json"), gossip: gossip, dataDir: filepath.Join(dir, "cluster"), ca: ca}
+	cert := ca.Issue(t, id)
 	cfg := daemonConfig(t, dir, port, in)
 	cfg["server_id"] = serverID
 	cfg["backup_sites"] = map[string]any{
@@ -83,8 +89,9 @@ func newClusterNodeAt(t testing.TB, id string, serverID int, in *harness.Instanc
 	}
 	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 1}
 	cfg["binlog_purge_settings"] = map[string]any{"enabled": true, "min_binlog_age_before_purge": 1, "purge_interval": 1}
-	cl := map[string]any{"node_id": id, "raft_address": freeAddr(t), "gossip_address": gossip, "local_timing": true,
-		"dead_member_grace": 3, "data_dir": n.dataDir, "gossip_key": "bXlob2FyZC10ZXN0a2V5IQ=="}
+	cl := map[string]any{"node_id": id, "raft_address": freeAddr(t), "gossip_address": gossip, "rpc_address": freeAddr(t), "local_timing": true,
+		"dead_member_grace": 3, "data_dir": n.dataDir, "gossip_key": "bXlob2FyZC10ZXN0a2V5IQ==",
+		"tls": map[string]any{"ca_file": ca.File, "cert_file": cert.CertFile, "key_file": cert.KeyFile}}
 	for k, v := range cluster {
 		cl[k] = v
 	}
@@ -375,7 +382,7 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 	t.Cleanup(func() { _ = (&mysql.CommandControl{Argv: argv, StopTimeout: time.Minute}).Stop(context.Background()) })
 	// n4 gets the same template (the seed list of the three, expect 3):
 	// a cluster exists, so it is added to it.
-	n4 := newClusterNode(t, "n4", 104, in4, backups, []string{nodes[0].gossip, nodes[1].gossip, nodes[2].gossip},
+	n4 := newClusterNode(t, nodes[0].ca, "n4", 104, in4, backups, []string{nodes[0].gossip, nodes[1].gossip, nodes[2].gossip},
 		map[string]any{"auto_restore": true, "replication_user": "root", "bootstrap_expect": 3})
 	raw, _ := os.ReadFile(n4.cfgPath)
 	var cfg4 map[string]any

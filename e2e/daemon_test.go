@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/e2e/harness"
+	"github.com/myhoard/myhoard/tlsconfig/tlstest"
 )
 
 // binary is the myhoard binary built once for the package's tests.
@@ -310,10 +311,7 @@ func runCLI(t *testing.T, env []string, args ...string) (int, string, string) {
 
 func TestCheckConfigCLI(t *testing.T) {
 	dir := t.TempDir()
-	example, err := filepath.Abs("../deploy/myhoard.example.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	example := tlstest.WithClusterCerts(t, "../deploy/myhoard.example.json", dir)
 	bad := filepath.Join(dir, "bad.json")
 	cfg := daemonConfig(t, dir, 16001, nil)
 	cfg["backup_setings"] = map[string]any{}

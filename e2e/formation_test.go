@@ -62,7 +62,7 @@ func readCluster(n *clusterNode) (clusterOf, error) {
 	members, _ := v["members"].([]any)
 	for _, m := range members {
 		e, _ := m.(map[string]any)
-		if e["voter"] == true {
+		if e["voter"] == true && e["raft_address"] != "" {
 			c.voters = append(c.voters, fmt.Sprint(e["node_id"]))
 		}
 		if e["gossip"] == "alive" {

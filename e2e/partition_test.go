@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/e2e/harness"
+	"github.com/myhoard/myhoard/tlsconfig/tlstest"
 )
 
 // netns is a network namespace joined to the host by a veth pair: the
@@ -88,23 +89,25 @@ func TestPartitionedPrimary(t *testing.T) {
 	}
 	backups := filepath.Join(t.TempDir(), "backups")
 	var nodes []*clusterNode
+	ca := tlstest.NewCA(t, t.TempDir(), "cluster")
 	for i, in := range ins {
 		ip := ns.hostIP
 		if i == 0 {
 			ip = ns.nsIP
 		}
 		api := addrOn(t, ip)
-		extra := map[string]any{"raft_address": addrOn(t, ip), "gossip_address": addrOn(t, ip)}
+		extra := map[string]any{"raft_address": addrOn(t, ip), "gossip_address": addrOn(t, ip), "rpc_address": addrOn(t, ip)}
 		var join []string
 		if i > 0 {
 			join = []string{nodes[0].gossip}
 		}
-		n := newClusterNode(t, fmt.Sprintf("n%d", i+1), 101+i, in, backups, join, extra)
+		n := newClusterNode(t, ca, fmt.Sprintf("n%d", i+1), 101+i, in, backups, join, extra)
 		n.gossip = extra["gossip_address"].(string)
 		host, port, _ := strings.Cut(api, ":")
 		n.url = "http://" + api
 		patchConfig(t, n.cfgPath, func(cfg map[string]any) {
 			cfg["http_address"] = host
+			cfg["http_allow_unauthenticated"] = true // a lab across namespaces
 			var p int
 			fmt.Sscan(port, &p)
 			cfg["http_port"] = p

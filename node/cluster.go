@@ -173,24 +173,6 @@ func (c *Controller) ClusterStatus() (any, error) {
 	return st, nil
 }
 
-// ClusterApply is the leader's side of a forwarded write.
-func (c *Controller) ClusterApply(body []byte) ([]byte, error) {
-	cn := c.clusterNode()
-	if cn == nil {
-		return nil, badRequest("this node is not part of a cluster")
-	}
-	return cn.HandleApply(body), nil
-}
-
-// ClusterVerify is the leader's side of a forwarded writer-gate check.
-func (c *Controller) ClusterVerify(body []byte) ([]byte, error) {
-	cn := c.clusterNode()
-	if cn == nil {
-		return nil, badRequest("this node is not part of a cluster")
-	}
-	return cn.HandleVerify(body), nil
-}
-
 // clusterReplicationState is the executed GTID sets of the other members
 // and of the servers reported through PUT /replication_state, in the
 // form the purge rules read.

@@ -58,9 +58,13 @@ func (c *Controller) promote(ctx context.Context, force bool) (Mode, error) {
 		}
 		return c.setModeUnchecked(ModePromote)
 	}
-	// Decide on a current view (a restarted node replays an old one).
+	// Decide on a current view (a restarted node replays an old one), in
+	// which this node is a member.
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err := cn.CatchUp(cctx)
+	if err == nil {
+		err = cn.EnsureMember(cctx)
+	}
 	cancel()
 	if err != nil {
 		return from, fmt.Errorf("promote: read the cluster view: %w", err)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -17,9 +19,25 @@ import (
 	"github.com/myhoard/myhoard/config"
 )
 
+// apiClient calls the daemon's API: its URL, the token every request
+// bears (http_auth_token_file of the config, or $MYHOARD_TOKEN) and, for
+// HTTPS, the CA its certificate is verified against (http_tls.ca_file, or
+// $MYHOARD_CA_FILE; default the system's roots).
+type apiClient struct {
+	url   string
+	token string
+	http  *http.Client
+}
+
+// Environment variables of the CLI.
+const (
+	envToken  = "MYHOARD_TOKEN"
+	envCAFile = "MYHOARD_CA_FILE"
+)
+
 // clientFlags parses a client command's flags: --url, or the daemon's
 // address from --config / $MYHOARD_CONFIG.
-func clientFlags(name string, args []string, stderr io.Writer, extra func(fs *flag.FlagSet)) (string, *flag.FlagSet, bool) {
+func clientFlags(name string, args []string, stderr io.Writer, extra func(fs *flag.FlagSet)) (*apiClient, *flag.FlagSet, bool) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	url := fs.String("url", "", "the daemon's API (default: http_address:http_port of the config)")
@@ -28,32 +46,63 @@ func clientFlags(name string, args []string, stderr io.Writer, extra func(fs *fl
 		extra(fs)
 	}
 	if err := fs.Parse(args); err != nil {
-		return "", nil, false
+		return nil, nil, false
 	}
-	if *url != "" {
-		return strings.TrimRight(*url, "/"), fs, true
-	}
+	c := &apiClient{url: "http://127.0.0.1:16001", token: os.Getenv(envToken)}
+	caFile := os.Getenv(envCAFile)
 	path := *cfgPath
 	if path == "" {
 		path = os.Getenv(config.EnvConfigPath)
 	}
-	if path == "" {
-		return "http://127.0.0.1:16001", fs, true
+	if path != "" {
+		cfg, ok := loadConfig(path, stderr)
+		if !ok {
+			return nil, nil, false
+		}
+		host := cfg.HTTPAddress
+		if host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		scheme := "http"
+		if cfg.HTTPTLS.Enabled() {
+			scheme = "https"
+			if caFile == "" {
+				caFile = cfg.HTTPTLS.CAFile
+			}
+		}
+		c.url = scheme + "://" + net.JoinHostPort(host, strconv.Itoa(cfg.HTTPPort))
+		if c.token == "" && cfg.HTTPAuthTokenFile != "" {
+			tok, err := config.ReadToken(cfg.HTTPAuthTokenFile)
+			if err != nil {
+				fmt.Fprintf(stderr, "myhoard %s: http_auth_token_file: %v\n", name, err)
+				return nil, nil, false
+			}
+			c.token = tok
+		}
 	}
-	cfg, ok := loadConfig(path, stderr)
-	if !ok {
-		return "", nil, false
+	if *url != "" {
+		c.url = strings.TrimRight(*url, "/")
 	}
-	host := cfg.HTTPAddress
-	if host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
+	tr := &http.Transport{}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		pool := x509.NewCertPool()
+		if err == nil && !pool.AppendCertsFromPEM(pem) {
+			err = fmt.Errorf("%s: no PEM certificate in it", caFile)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "myhoard %s: CA file: %v\n", name, err)
+			return nil, nil, false
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	return "http://" + net.JoinHostPort(host, strconv.Itoa(cfg.HTTPPort)), fs, true
+	c.http = &http.Client{Timeout: 10 * time.Minute, Transport: tr}
+	return c, fs, true
 }
 
 // call sends a request and decodes the JSON answer; API errors come back as
 // their message.
-func call(method, url string, body any, out any) error {
+func (c *apiClient) call(method, path string, body any, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -62,12 +111,15 @@ func call(method, url string, body any, out any) error {
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, url, rd)
+	req, err := http.NewRequest(method, c.url+path, rd)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: 10 * time.Minute}).Do(req)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach the myhoard daemon: %w", err)
 	}
@@ -92,14 +144,14 @@ func call(method, url string, body any, out any) error {
 }
 
 func statusCommand(args []string, stdout, stderr io.Writer) int {
-	url, _, ok := clientFlags("status", args, stderr, nil)
+	srv, _, ok := clientFlags("status", args, stderr, nil)
 	if !ok {
 		return 2
 	}
 	var st struct {
 		Mode string `json:"mode"`
 	}
-	if err := call("GET", url+"/status", nil, &st); err != nil {
+	if err := srv.call("GET", "/status", nil, &st); err != nil {
 		fmt.Fprintf(stderr, "myhoard status: %v\n", err)
 		return 1
 	}
@@ -108,7 +160,7 @@ func statusCommand(args []string, stdout, stderr io.Writer) int {
 }
 
 func backupsCommand(args []string, stdout, stderr io.Writer) int {
-	url, _, ok := clientFlags("backups", args, stderr, nil)
+	srv, _, ok := clientFlags("backups", args, stderr, nil)
 	if !ok {
 		return 2
 	}
@@ -127,7 +179,7 @@ func backupsCommand(args []string, stdout, stderr io.Writer) int {
 			} `json:"basebackup_info"`
 		} `json:"backups"`
 	}
-	if err := call("GET", url+"/backup?order=asc", nil, &list); err != nil {
+	if err := srv.call("GET", "/backup?order=asc", nil, &list); err != nil {
 		fmt.Fprintf(stderr, "myhoard backups: %v\n", err)
 		return 1
 	}
@@ -172,7 +224,7 @@ func backupsCommand(args []string, stdout, stderr io.Writer) int {
 func backupCommand(args []string, stdout, stderr io.Writer) int {
 	var binlog bool
 	var wait float64
-	url, _, ok := clientFlags("backup", args, stderr, func(fs *flag.FlagSet) {
+	srv, _, ok := clientFlags("backup", args, stderr, func(fs *flag.FlagSet) {
 		fs.BoolVar(&binlog, "binlog", false, "rotate and upload the current binlog instead of a full backup")
 		fs.Float64Var(&wait, "wait", 0, "with --binlog: seconds to wait for the upload")
 	})
@@ -186,7 +238,7 @@ func backupCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "myhoard backup: --wait only goes with --binlog")
 		return 2
 	}
-	if err := call("POST", url+"/backup", body, nil); err != nil {
+	if err := srv.call("POST", "/backup", body, nil); err != nil {
 		fmt.Fprintf(stderr, "myhoard backup: %v\n", err)
 		return 1
 	}
@@ -213,7 +265,7 @@ func humanBytes(n int64) string {
 
 // clusterCommand prints GET /cluster as a table.
 func clusterCommand(args []string, stdout, stderr io.Writer) int {
-	url, _, ok := clientFlags("cluster", args, stderr, nil)
+	srv, _, ok := clientFlags("cluster", args, stderr, nil)
 	if !ok {
 		return 2
 	}
@@ -234,7 +286,7 @@ func clusterCommand(args []string, stdout, stderr io.Writer) int {
 			Behind   *uint64   `json:"transactions_behind_primary"`
 		} `json:"members"`
 	}
-	if err := call("GET", url+"/cluster", nil, &st); err != nil {
+	if err := srv.call("GET", "/cluster", nil, &st); err != nil {
 		fmt.Fprintf(stderr, "myhoard cluster: %v\n", err)
 		return 1
 	}
@@ -275,7 +327,7 @@ func clusterCommand(args []string, stdout, stderr io.Writer) int {
 // promoteCommand makes the local node the primary.
 func promoteCommand(args []string, stdout, stderr io.Writer) int {
 	var force *bool
-	url, _, ok := clientFlags("promote", args, stderr, func(fs *flag.FlagSet) {
+	srv, _, ok := clientFlags("promote", args, stderr, func(fs *flag.FlagSet) {
 		force = fs.Bool("force", false, "take over even though another node is the primary")
 	})
 	if !ok {
@@ -284,7 +336,7 @@ func promoteCommand(args []string, stdout, stderr io.Writer) int {
 	var out struct {
 		Mode string `json:"mode"`
 	}
-	if err := call("PUT", url+"/status", map[string]any{"mode": "promote", "force": *force}, &out); err != nil {
+	if err := srv.call("PUT", "/status", map[string]any{"mode": "promote", "force": *force}, &out); err != nil {
 		fmt.Fprintf(stderr, "myhoard promote: %v\n", err)
 		return 1
 	}

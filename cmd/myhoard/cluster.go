@@ -1,19 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/myhoard/myhoard/cluster"
 	"github.com/myhoard/myhoard/config"
+	"github.com/myhoard/myhoard/tlsconfig"
 )
 
 // openCluster joins (or bootstraps) the cluster when cluster.raft_address
@@ -39,26 +37,14 @@ func openCluster(ctx context.Context, cfg *config.Config, log *slog.Logger) (*cl
 	if cl.LocalTiming {
 		t.Reconcile, t.StableFor = 300*time.Millisecond, time.Second
 	}
-	client := &http.Client{Timeout: 15 * time.Second}
-	forward := func(ctx context.Context, apiAddr, path string, body []byte) ([]byte, error) {
-		req, err := http.NewRequestWithContext(ctx, "POST", "http://"+apiAddr+path, bytes.NewReader(body))
-		if err != nil {
-			return nil, err
+	var store *tlsconfig.Store
+	if !cl.Insecure {
+		var err error
+		if store, err = tlsconfig.Load(tlsconfig.Files{CAFile: cl.TLS.CAFile, CertFile: cl.TLS.CertFile, KeyFile: cl.TLS.KeyFile}); err != nil {
+			return nil, fmt.Errorf("cluster.tls: %w", err)
 		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		out, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("%s%s: HTTP %d: %s", apiAddr, path, resp.StatusCode, bytes.TrimSpace(out))
-		}
-		return out, nil
+	} else {
+		log.Warn("cluster.insecure: Raft and node-to-node calls are plaintext and unauthenticated; use it for a lab on loopback only")
 	}
 	mysqlAddr := cl.MySQLAddress
 	if mysqlAddr == "" && cfg.MySQL.ClientParams.Host != "" {
@@ -66,7 +52,7 @@ func openCluster(ctx context.Context, cfg *config.Config, log *slog.Logger) (*cl
 	}
 	return cluster.Open(ctx, cluster.Options{
 		NodeID: cl.NodeID, RaftAddr: cl.RaftAddress, GossipAddr: cl.GossipAddress,
-		APIAddr: net.JoinHostPort(host, strconv.Itoa(cfg.HTTPPort)), Join: cl.Join, BootstrapExpect: cl.BootstrapExpect, GossipKey: key, DataDir: cl.DataDir,
-		ServerID: uint32(cfg.ServerID), Flavor: cfg.MySQL.Flavor, MySQLAddr: mysqlAddr, Forward: forward, Timing: t, Log: log,
+		RPCAddr: cl.RPCAddress, APIAddr: net.JoinHostPort(host, strconv.Itoa(cfg.HTTPPort)), Join: cl.Join, BootstrapExpect: cl.BootstrapExpect,
+		GossipKey: key, DataDir: cl.DataDir, ServerID: uint32(cfg.ServerID), Flavor: cfg.MySQL.Flavor, MySQLAddr: mysqlAddr, TLS: store, Timing: t, Log: log,
 	})
 }

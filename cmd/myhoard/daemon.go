@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/myhoard/myhoard/config"
 	"github.com/myhoard/myhoard/metrics"
 	"github.com/myhoard/myhoard/node"
+	"github.com/myhoard/myhoard/tlsconfig"
 )
 
 // daemon runs until SIGTERM or SIGINT (exit 0) and reloads the config on
@@ -70,6 +72,10 @@ func daemon(args []string, stderr io.Writer) int {
 	}
 	handler := api.New(nodeAPI{ctrl}, log)
 	handler.SetObserver(func(name string, d time.Duration) { ctrl.Metrics().Timing("myhoard.http."+name, d, nil) })
+	if err := setToken(handler, cfg); err != nil {
+		log.Error("cannot read the API token", "error", err)
+		return 1
+	}
 	web, err := listenHTTP(cfg, handler, log)
 	if err != nil {
 		log.Error("cannot serve the HTTP API", "error", err)
@@ -101,7 +107,16 @@ func daemon(args []string, stderr io.Writer) int {
 		for _, w := range newCfg.Warnings() {
 			log.Warn(w)
 		}
-		if addr := httpAddr(newCfg); addr != web.addr {
+		if err := setToken(handler, newCfg); err != nil {
+			log.Error("config reload rejected: cannot read the API token, keeping the old config", "error", err)
+			continue
+		}
+		if cn != nil {
+			if err := cn.ReloadTLS(); err != nil {
+				log.Error("config reload: cluster certificates not reloaded, the old ones stay in force", "error", err)
+			}
+		}
+		if addr := httpAddr(newCfg); addr != web.addr || !reflect.DeepEqual(newCfg.HTTPTLS, web.tlsFiles) || newCfg.HTTPTimeouts != web.timeouts {
 			moved, err := listenHTTP(newCfg, handler, log)
 			if err != nil {
 				log.Error("config reload: cannot serve the HTTP API on the new address, keeping the old config", "error", err)
@@ -109,6 +124,10 @@ func daemon(args []string, stderr io.Writer) int {
 			}
 			web.stop()
 			web = moved
+		} else if web.tls != nil {
+			if err := web.tls.Reload(); err != nil {
+				log.Error("config reload: HTTPS certificate not reloaded, the old one stays in force", "error", err)
+			}
 		}
 		if nm, err := newMetrics(newCfg, ctrl, log); err != nil {
 			log.Error("config reload: metrics settings rejected, keeping the old ones", "error", err)
@@ -132,27 +151,62 @@ func daemon(args []string, stderr io.Writer) int {
 }
 
 type httpServer struct {
-	addr string
-	srv  *http.Server
-	done chan struct{}
-	log  *slog.Logger
+	addr     string
+	srv      *http.Server
+	done     chan struct{}
+	log      *slog.Logger
+	tls      *tlsconfig.Store // nil: plain HTTP
+	tlsFiles config.HTTPTLS
+	timeouts config.HTTPTimeouts
 }
 
 func httpAddr(cfg *config.Config) string {
 	return net.JoinHostPort(cfg.HTTPAddress, strconv.Itoa(cfg.HTTPPort))
 }
 
+// setToken puts the config's API token in force ("" without one).
+func setToken(h *api.Server, cfg *config.Config) error {
+	tok := ""
+	if cfg.HTTPAuthTokenFile != "" {
+		var err error
+		if tok, err = config.ReadToken(cfg.HTTPAuthTokenFile); err != nil {
+			return fmt.Errorf("http_auth_token_file: %w", err)
+		}
+	}
+	h.SetToken(tok)
+	return nil
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// listenHTTP serves the API: timeouts on every phase of a request (a long
+// wait_for_upload extends its own write deadline), a cap on header size,
+// HTTPS with http_tls.
 func listenHTTP(cfg *config.Config, h http.Handler, log *slog.Logger) (*httpServer, error) {
 	addr := httpAddr(cfg)
+	t := cfg.HTTPTimeouts
+	s := &httpServer{
+		addr: addr,
+		srv: &http.Server{Handler: h, ReadHeaderTimeout: seconds(t.ReadHeader), ReadTimeout: seconds(t.Read), WriteTimeout: seconds(t.Write),
+			IdleTimeout: seconds(t.Idle), MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)},
+		done:     make(chan struct{}),
+		log:      log,
+		tlsFiles: cfg.HTTPTLS,
+		timeouts: t,
+	}
+	if cfg.HTTPTLS.Enabled() {
+		store, err := tlsconfig.Load(tlsconfig.Files{CertFile: cfg.HTTPTLS.CertFile, KeyFile: cfg.HTTPTLS.KeyFile})
+		if err != nil {
+			return nil, fmt.Errorf("http_tls: %w", err)
+		}
+		s.tls = store
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s (http_address, http_port): %w", addr, err)
 	}
-	s := &httpServer{
-		addr: addr,
-		srv:  &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second},
-		done: make(chan struct{}),
-		log:  log,
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls.Server())
 	}
 	go func() {
 		defer close(s.done)

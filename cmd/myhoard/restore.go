@@ -32,7 +32,7 @@ func restoreCommand(args []string, stdout, stderr io.Writer) int {
 	var stream, site, at, gtid *string
 	var approx, status *bool
 	var interval *time.Duration
-	url, _, ok := clientFlags("restore", args, stderr, func(fs *flag.FlagSet) {
+	srv, _, ok := clientFlags("restore", args, stderr, func(fs *flag.FlagSet) {
 		stream = fs.String("stream", "", "the backup (stream id) to restore, see `myhoard backups`")
 		site = fs.String("site", "", "the backup site (default: the only site that has the backup)")
 		at = fs.String("time", "", "restore up to the last transaction before this time (ISO 8601)")
@@ -46,7 +46,7 @@ func restoreCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	if *status {
 		var st restoreStatus
-		if err := call("GET", url+"/status/restore", nil, &st); err != nil {
+		if err := srv.call("GET", "/status/restore", nil, &st); err != nil {
 			fmt.Fprintf(stderr, "myhoard restore: %v\n", err)
 			return 1
 		}
@@ -71,7 +71,7 @@ func restoreCommand(args []string, stdout, stderr io.Writer) int {
 				StreamID string `json:"stream_id"`
 			} `json:"backups"`
 		}
-		if err := call("GET", url+"/backup", nil, &list); err != nil {
+		if err := srv.call("GET", "/backup", nil, &list); err != nil {
 			fmt.Fprintf(stderr, "myhoard restore: %v\n", err)
 			return 1
 		}
@@ -93,7 +93,7 @@ func restoreCommand(args []string, stdout, stderr io.Writer) int {
 	if *gtid != "" {
 		body["target_gtid"] = *gtid
 	}
-	if err := call("PUT", url+"/status", body, nil); err != nil {
+	if err := srv.call("PUT", "/status", body, nil); err != nil {
 		fmt.Fprintf(stderr, "myhoard restore: %v\n", err)
 		return 1
 	}
@@ -105,7 +105,7 @@ func restoreCommand(args []string, stdout, stderr io.Writer) int {
 		var mode struct {
 			Mode string `json:"mode"`
 		}
-		if err := call("GET", url+"/status", nil, &mode); err != nil {
+		if err := srv.call("GET", "/status", nil, &mode); err != nil {
 			fmt.Fprintf(stderr, "\nmyhoard restore: %v\n", err)
 			return 1
 		}
@@ -114,7 +114,7 @@ func restoreCommand(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		var st restoreStatus
-		if err := call("GET", url+"/status/restore", nil, &st); err == nil {
+		if err := srv.call("GET", "/status/restore", nil, &st); err == nil {
 			line := progressLine(st, started)
 			switch {
 			case tty:

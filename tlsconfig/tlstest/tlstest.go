@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -129,4 +130,34 @@ func writePEM(t testing.TB, path, typ string, der []byte) {
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// WithClusterCerts copies a myhoard config file (JSON) to dir with its
+// cluster.tls pointing at a new CA and a certificate for its
+// cluster.node_id, and returns the copy's path: the example config is
+// valid once its certificate files exist.
+func WithClusterCerts(t testing.TB, path, dir string) string {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	cl, _ := cfg["cluster"].(map[string]any)
+	if cl == nil {
+		t.Fatalf("%s has no cluster block", path)
+	}
+	id, _ := cl["node_id"].(string)
+	ca := NewCA(t, dir, "example")
+	c := ca.Issue(t, id)
+	cl["tls"] = map[string]any{"ca_file": ca.File, "cert_file": c.CertFile, "key_file": c.KeyFile}
+	out := filepath.Join(dir, filepath.Base(path))
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	if err := os.WriteFile(out, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
