@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,7 +51,7 @@ func startNode(t *testing.T, tn *testNode, join []string, grace time.Duration) {
 func startNodeWith(t *testing.T, tn *testNode, edit func(*Options)) {
 	t.Helper()
 	o := Options{NodeID: tn.id, RaftAddr: tn.raftAddr, GossipAddr: tn.gossipAddr, RPCAddr: tn.rpcAddr, APIAddr: "127.0.0.1:1",
-		DataDir: tn.dir, TLS: tn.tls, GossipKey: []byte("0123456789abcdef"),
+		DataDir: tn.dir, TLS: tn.tls, GossipKey: []byte("0123456789abcdef"), Log: testLogger(t, tn.id),
 		Timing: Timing{Local: true, Reconcile: 200 * time.Millisecond, StableFor: 500 * time.Millisecond, DeadGrace: time.Hour}}
 	edit(&o)
 	n, err := Open(context.Background(), o)
@@ -57,6 +59,25 @@ func startNodeWith(t *testing.T, tn *testNode, edit func(*Options)) {
 		t.Fatal(err)
 	}
 	tn.Node = n
+}
+
+// testLogger logs to the test's output (shown when it fails).
+func testLogger(t *testing.T, id string) *slog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(func() { w.done.Store(true) }) // runs before the nodes close
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", id)
+}
+
+type testWriter struct {
+	t    *testing.T
+	done atomic.Bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	if !w.done.Load() {
+		w.t.Log(strings.TrimSpace(string(p)))
+	}
+	return len(p), nil
 }
 
 // newCA makes the test's cluster CA.

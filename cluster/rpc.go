@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"slices"
@@ -172,7 +173,7 @@ func (n *Node) startRPC() error {
 		return rpcReply{NodeID: n.o.NodeID, Incarnation: n.meta.Incarnation}, nil
 	})
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
-		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10, ErrorLog: nil}
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	if n.o.TLS != nil {
 		cfg := n.o.TLS.MutualServer()
 		s.srv.ConnState = func(c net.Conn, st http.ConnState) {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
@@ -155,8 +156,11 @@ func openAzure(ctx context.Context, c *config.AzureStorage) (*blob.Bucket, error
 		}
 		base = fmt.Sprintf("https://%s.blob.%s/%s", c.AccountName, suffix, c.BucketName)
 	}
-	// Retries are the site's own (counted, with its backoff).
-	opts := &container.ClientOptions{ClientOptions: policy.ClientOptions{Transport: http.DefaultClient, Retry: policy.RetryOptions{MaxRetries: -1}}}
+	// Retries are the site's own (counted, with its backoff); each attempt
+	// is bounded by the site's attempt timeout, and connecting by these.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSHandshakeTimeout, tr.ResponseHeaderTimeout = 30*time.Second, 2*time.Minute
+	opts := &container.ClientOptions{ClientOptions: policy.ClientOptions{Transport: &http.Client{Transport: tr}, Retry: policy.RetryOptions{MaxRetries: -1}}}
 	var client *container.Client
 	var err error
 	switch {

@@ -58,8 +58,12 @@ type SiteOptions struct {
 	// PartSize * UploadConcurrency bytes are buffered per upload.
 	PartSize          int
 	UploadConcurrency int
-	Log               *slog.Logger
-	Stats             *Stats
+	// AttemptTimeout bounds each attempt of a request: an attempt that
+	// makes no progress for this long (no answer, no bytes moved) is
+	// cancelled and retried like a network error (default 2 min).
+	AttemptTimeout time.Duration
+	Log            *slog.Logger
+	Stats          *Stats
 }
 
 // Site is one opened backup site. Keys are relative to the site's prefix.
@@ -140,7 +144,7 @@ var (
 )
 
 func classify(err error) errKind {
-	if errors.Is(err, errRetryUnconditional) || errors.Is(err, errListVanished) {
+	if errors.Is(err, errRetryUnconditional) || errors.Is(err, errListVanished) || errors.Is(err, errStalled) {
 		return kindTransient
 	}
 	if errors.Is(err, errExistsFallback) || errors.Is(err, context.Canceled) {
@@ -208,7 +212,9 @@ func (s *Site) doPolicy(ctx context.Context, p RetryPolicy, opName, key string, 
 			case <-time.After(wait):
 			}
 		}
-		err = op(ctx)
+		g := newGuard(ctx, s.opts.AttemptTimeout)
+		err = g.stalled(op(g.ctx))
+		g.stop()
 		if err == nil {
 			return nil
 		}
@@ -242,6 +248,9 @@ func OpenSite(ctx context.Context, name string, oc *config.ObjectStorage, opts S
 	}
 	if opts.Stats == nil {
 		opts.Stats = &Stats{}
+	}
+	if opts.AttemptTimeout <= 0 {
+		opts.AttemptTimeout = 2 * time.Minute
 	}
 	bucket, err := openBucket(ctx, oc)
 	if err != nil {
@@ -356,7 +365,7 @@ func (s *Site) write(ctx context.Context, key string, r io.Reader, opts PutOptio
 	// Bucket.Upload hands the reader to the driver in one call. (It also
 	// avoids a nil-pipe panic in gocloud v0.47's azureblob writer when an
 	// upload fails after NewWriter+Write.)
-	cr := &countingReader{r: r}
+	cr := &countingReader{r: r, touch: touchOf(ctx)}
 	err := s.bucket.Upload(wctx, key, cr, &blob.WriterOptions{
 		BufferSize: s.opts.PartSize, MaxConcurrency: s.opts.UploadConcurrency,
 		ContentType: ct, DisableContentTypeDetection: true, IfNotExist: ifNotExist,
@@ -397,13 +406,17 @@ func (s *Site) syncFile(key string) error {
 }
 
 type countingReader struct {
-	r io.Reader
-	n int64
+	r     io.Reader
+	n     int64
+	touch func() // progress of the attempt
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if n > 0 {
+		c.touch()
+	}
 	return n, err
 }
 
@@ -475,14 +488,19 @@ type resumingReader struct {
 	off  int64
 	left int64 // -1: to the end
 	r    *blob.Reader
+	g    *guard // the open reader's: no bytes for the attempt timeout cancel it
 	fail int
 }
 
 func (rr *resumingReader) open() error {
-	return rr.s.do(rr.ctx, "get", rr.key, true, func(ctx context.Context) error {
-		r, err := rr.s.bucket.NewRangeReader(ctx, rr.key, rr.off, rr.left, nil)
+	return rr.s.do(rr.ctx, "get", rr.key, true, func(context.Context) error {
+		if rr.g != nil {
+			rr.g.stop()
+		}
+		rr.g = newGuard(rr.ctx, rr.s.opts.AttemptTimeout)
+		r, err := rr.s.bucket.NewRangeReader(rr.g.ctx, rr.key, rr.off, rr.left, nil)
 		if err != nil {
-			return err
+			return rr.g.stalled(err)
 		}
 		rr.r = r
 		return nil
@@ -498,6 +516,12 @@ func (rr *resumingReader) Read(p []byte) (int, error) {
 	}
 	for {
 		n, err := rr.r.Read(p)
+		if n > 0 {
+			rr.g.touch()
+		}
+		if err != nil && err != io.EOF {
+			err = rr.g.stalled(err)
+		}
 		rr.off += int64(n)
 		if rr.left > 0 {
 			rr.left -= int64(n)
@@ -531,10 +555,58 @@ func (rr *resumingReader) Read(p []byte) (int, error) {
 }
 
 func (rr *resumingReader) Close() error {
+	if rr.g != nil {
+		rr.g.stop()
+	}
 	if rr.r != nil {
 		return rr.r.Close()
 	}
 	return nil
+}
+
+// errStalled: an attempt made no progress within the attempt timeout.
+var errStalled = errors.New("no progress within the storage attempt timeout")
+
+// guard cancels an attempt's context when it makes no progress (touch)
+// for d; stalled tells a failure it caused.
+type guard struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	timer  *time.Timer
+	d      time.Duration
+}
+
+type touchKey struct{}
+
+func newGuard(ctx context.Context, d time.Duration) *guard {
+	g := &guard{d: d}
+	g.ctx, g.cancel = context.WithCancelCause(ctx)
+	g.timer = time.AfterFunc(d, func() { g.cancel(fmt.Errorf("%w (%v)", errStalled, d)) })
+	g.ctx = context.WithValue(g.ctx, touchKey{}, g.touch)
+	return g
+}
+
+func (g *guard) touch() { g.timer.Reset(g.d) }
+
+func (g *guard) stop() {
+	g.timer.Stop()
+	g.cancel(nil)
+}
+
+// stalled replaces err by the stall when the guard cancelled the attempt.
+func (g *guard) stalled(err error) error {
+	if cause := context.Cause(g.ctx); err != nil && errors.Is(cause, errStalled) {
+		return fmt.Errorf("%w: %v", cause, err)
+	}
+	return err
+}
+
+// touchOf is the progress function of the attempt that ctx belongs to.
+func touchOf(ctx context.Context) func() {
+	if f, ok := ctx.Value(touchKey{}).(func()); ok {
+		return f
+	}
+	return func() {}
 }
 
 // List calls fn for every object under prefix, in key order, a page at a
