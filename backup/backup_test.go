@@ -38,13 +38,36 @@ func TestBuildCommand(t *testing.T) {
 			}
 		}
 	}
-	cnf := DefaultsFile("[mysqld]\ndatadir=/var/lib/mysql\n", mysql.ConnParams{User: "bk", Password: "s3cret", Socket: "/run/mysqld.sock", Host: "127.0.0.1"})
-	if !strings.Contains(cnf, "[client]\nuser=bk\npassword=s3cret\nsocket=/run/mysqld.sock\n") || strings.Contains(cnf, "host=") {
+	cnf := DefaultsFile("[mysqld]\ndatadir=/var/lib/mysql\n", mysql.ConnParams{User: "bk", Password: "s3cret", Socket: "/run/mysqld.sock", Host: "127.0.0.1"}, mysql.FlavorMariaDB)
+	if !strings.Contains(cnf, "[client]\nuser=bk\npassword=s3cret\nsocket=/run/mysqld.sock\n") || strings.Contains(cnf, "host=") || strings.Contains(cnf, "ssl") {
 		t.Errorf("defaults file with a socket:\n%s", cnf)
 	}
-	cnf = DefaultsFile("", mysql.ConnParams{User: "bk", Host: "db1", Port: 3307})
+	cnf = DefaultsFile("", mysql.ConnParams{User: "bk", Host: "db1", Port: 3307}, mysql.FlavorMariaDB)
 	if !strings.Contains(cnf, "host=db1\nport=3307\n") {
 		t.Errorf("defaults file over TCP:\n%s", cnf)
+	}
+}
+
+func TestDefaultsFileTLSAndQuoting(t *testing.T) {
+	tests := []struct {
+		name   string
+		flavor mysql.Flavor
+		conn   mysql.ConnParams
+		want   string
+	}{
+		{"MariaDB TLS with a CA", mysql.FlavorMariaDB, mysql.ConnParams{User: "bk", Host: "db1", Port: 3306, RequireTLS: true, CAFile: "/etc/ca.pem"},
+			"port=3306\nssl\nssl-ca=/etc/ca.pem\nssl-verify-server-cert\n"},
+		{"MariaDB TLS", mysql.FlavorMariaDB, mysql.ConnParams{User: "bk", Host: "db1", Port: 3306, RequireTLS: true}, "port=3306\nssl\n"},
+		{"MySQL TLS with a CA", mysql.FlavorMySQL, mysql.ConnParams{User: "bk", Host: "db1", Port: 3306, RequireTLS: true, CAFile: "/etc/ca.pem"},
+			"port=3306\nssl-mode=VERIFY_CA\nssl-ca=/etc/ca.pem\n"},
+		{"MySQL TLS", mysql.FlavorMySQL, mysql.ConnParams{User: "bk", Host: "db1", Port: 3306, RequireTLS: true}, "port=3306\nssl-mode=REQUIRED\n"},
+		{"a password with a comment sign and quotes", mysql.FlavorMariaDB, mysql.ConnParams{User: "bk", Password: `a#b"c\d e`, Socket: "/s"},
+			"password=\"a#b\\\"c\\\\d e\"\n"},
+	}
+	for _, tc := range tests {
+		if got := DefaultsFile("", tc.conn, tc.flavor); !strings.Contains(got, tc.want) {
+			t.Errorf("%s:\n%s\nwant it to hold %q", tc.name, got, tc.want)
+		}
 	}
 }
 

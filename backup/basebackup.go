@@ -85,22 +85,45 @@ func BuildCommand(o BasebackupOptions, defaultsFile, targetDir, lsnDir string) [
 }
 
 // DefaultsFile is the temporary defaults file: the server's config, then a
-// [client] section with the credentials. (No host= when a socket is given:
-// mariabackup would otherwise connect over TCP as user@127.0.0.1.)
-func DefaultsFile(serverConfig string, c mysql.ConnParams) string {
+// [client] section with the credentials and, with require_ssl, TLS to the
+// server (verified against ca_file when given) in the flavor's option
+// names. (No host= when a socket is given: mariabackup would otherwise
+// connect over TCP as user@127.0.0.1.)
+func DefaultsFile(serverConfig string, c mysql.ConnParams, f mysql.Flavor) string {
 	var b strings.Builder
 	b.WriteString(serverConfig)
 	b.WriteString("\n\n[client]\n")
-	fmt.Fprintf(&b, "user=%s\n", c.User)
+	fmt.Fprintf(&b, "user=%s\n", optionValue(c.User))
 	if c.Password != "" {
-		fmt.Fprintf(&b, "password=%s\n", c.Password)
+		fmt.Fprintf(&b, "password=%s\n", optionValue(c.Password))
 	}
 	if c.Socket != "" {
-		fmt.Fprintf(&b, "socket=%s\n", c.Socket)
+		fmt.Fprintf(&b, "socket=%s\n", optionValue(c.Socket))
 	} else {
-		fmt.Fprintf(&b, "host=%s\nport=%d\n", c.Host, c.Port)
+		fmt.Fprintf(&b, "host=%s\nport=%d\n", optionValue(c.Host), c.Port)
+	}
+	if c.RequireTLS {
+		switch {
+		case f == mysql.FlavorMySQL && c.CAFile != "":
+			fmt.Fprintf(&b, "ssl-mode=VERIFY_CA\nssl-ca=%s\n", optionValue(c.CAFile))
+		case f == mysql.FlavorMySQL:
+			b.WriteString("ssl-mode=REQUIRED\n")
+		case c.CAFile != "":
+			fmt.Fprintf(&b, "ssl\nssl-ca=%s\nssl-verify-server-cert\n", optionValue(c.CAFile))
+		default:
+			b.WriteString("ssl\n")
+		}
 	}
 	return b.String()
+}
+
+// optionValue writes a value for an option file, quoted when it holds
+// what the file's syntax would otherwise take (a '#' starts a comment).
+func optionValue(v string) string {
+	if v == "" || strings.ContainsAny(v, "#;\"'\\ \t\n") {
+		return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\t", `\t`).Replace(v) + `"`
+	}
+	return v
 }
 
 // ConsistencyPoint is where a full backup stops: binlog file, position and
@@ -167,7 +190,7 @@ func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o 
 	}
 	defer os.RemoveAll(tmp)
 	cnf := filepath.Join(tmp, "backup.cnf")
-	if err := os.WriteFile(cnf, []byte(DefaultsFile(string(serverConfig), o.Conn)), 0o600); err != nil {
+	if err := os.WriteFile(cnf, []byte(DefaultsFile(string(serverConfig), o.Conn, o.Flavor)), 0o600); err != nil {
 		return nil, fmt.Errorf("basebackup: %w", err)
 	}
 	lsnDir := filepath.Join(tmp, "lsn")

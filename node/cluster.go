@@ -3,9 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
-	"net"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
@@ -248,29 +246,18 @@ func (c *Controller) startReplication(ctx context.Context) error {
 	if !ok || primary.MySQLAddr == "" || view.Primary == c.nodeID() {
 		return nil // no primary known yet
 	}
-	host, port, err := net.SplitHostPort(primary.MySQLAddr)
+	src, err := mysql.ParseReplicationSource(primary.MySQLAddr)
 	if err != nil {
-		return fmt.Errorf("primary %s advertises a bad MySQL address %q", view.Primary, primary.MySQLAddr)
+		return fmt.Errorf("primary %s advertises a bad MySQL address: %w", view.Primary, err)
 	}
-	user, pass := sqlQuote(cfg.Cluster.ReplicationUser), sqlQuote(cfg.Cluster.ReplicationPassword)
-	stmts := []string{"STOP SLAVE", fmt.Sprintf("CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER=%s, MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=5",
-		sqlQuote(host), port, user, pass), "START SLAVE"}
-	if flavor == mysql.FlavorMySQL {
-		stmts = []string{"STOP REPLICA", fmt.Sprintf("CHANGE REPLICATION SOURCE TO SOURCE_HOST=%s, SOURCE_PORT=%s, SOURCE_USER=%s, SOURCE_PASSWORD=%s, SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=5",
-			sqlQuote(host), port, user, pass), "START REPLICA"}
-	}
-	for _, q := range stmts {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("replicate from the primary %s: %s: %w", view.Primary, strings.SplitN(q, " MASTER_PASSWORD", 2)[0], err)
-		}
+	cp := cfg.MySQL.ClientParams
+	src.User, src.Password, src.SSL, src.CAFile = cfg.Cluster.ReplicationUser, cfg.Cluster.ReplicationPassword, cp.RequireSSL, cp.CAFile
+	if err := mysql.StartReplication(ctx, db, flavor, src); err != nil {
+		return fmt.Errorf("replicate from the primary %s: %w", view.Primary, err)
 	}
 	c.log.Info("replicating from the primary", "primary", view.Primary, "address", primary.MySQLAddr)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.state.ReplicationStarted = true
 	return c.saveLocked()
-}
-
-func sqlQuote(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }
