@@ -20,13 +20,16 @@ import (
 type Backup struct {
 	BasebackupInfo *storage.BasebackupManifest `json:"basebackup_info"`
 	BrokenAt       *time.Time                  `json:"broken_at"`
-	ClosedAt       *time.Time                  `json:"closed_at"`
-	CompletedAt    *time.Time                  `json:"completed_at"`
-	PreserveUntil  *time.Time                  `json:"preserve_until"`
-	RecoverySite   bool                        `json:"recovery_site"`
-	Resumable      bool                        `json:"resumable"`
-	Site           string                      `json:"site"`
-	StreamID       string                      `json:"stream_id"`
+	// BrokenReason: why a backup lists as broken without a broken marker
+	// (its basebackup.json or a marker cannot be read).
+	BrokenReason  string     `json:"broken_reason,omitempty"`
+	ClosedAt      *time.Time `json:"closed_at"`
+	CompletedAt   *time.Time `json:"completed_at"`
+	PreserveUntil *time.Time `json:"preserve_until"`
+	RecoverySite  bool       `json:"recovery_site"`
+	Resumable     bool       `json:"resumable"`
+	Site          string     `json:"site"`
+	StreamID      string     `json:"stream_id"`
 	// RestorableFrom/Until bound the point-in-time window: from the end of
 	// the full backup to the close (null while binlogs are still added).
 	RestorableFrom  *time.Time `json:"restorable_from"`

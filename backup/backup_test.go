@@ -305,3 +305,62 @@ func TestBasebackupOnMariaDB(t *testing.T) {
 }
 
 func timeNow() time.Time { return time.Now() }
+
+// TestListingSurvivesBadObjects: among ten backups, a corrupt
+// basebackup.json, a newer-version one and a corrupt marker each list as
+// broken with the reason; the others list as before.
+func TestListingSurvivesBadObjects(t *testing.T) {
+	site, _ := fileSite(t)
+	ctx := context.Background()
+	base := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	var ids []string
+	for i := 0; i < 10; i++ {
+		id := storage.NewStreamID(base.Add(time.Duration(i) * time.Hour))
+		ids = append(ids, id)
+		part := storage.StreamPrefix(id) + "basebackup/00000"
+		if err := site.PutBytes(ctx, part, []byte("data"), storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		m := storage.BasebackupManifest{Version: storage.ManifestVersion, StreamID: id, Flavor: mysql.FlavorMariaDB, BinlogName: "binlog.000001",
+			SHA256: "x", Parts: []storage.BasebackupPart{{Key: part, EncodedSize: 4}}}
+		body, err := storage.MarshalManifest(&m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := site.PutBytes(ctx, storage.BasebackupManifestKey(id), body, storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for _, mk := range []storage.Marker{storage.MarkerCompleted, storage.MarkerClosed} {
+			if err := WriteMarker(ctx, site, id, mk, storage.MarkerRecord{At: base.Add(time.Duration(i) * time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	put := func(key, body string) {
+		if err := site.PutBytes(ctx, key, []byte(body), storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(storage.BasebackupManifestKey(ids[2]), `{"version": 1, "stream_id": "`)
+	put(storage.BasebackupManifestKey(ids[5]), `{"version": 99, "stream_id": "x"}`)
+	put(storage.MarkerKey(ids[7], storage.MarkerClosed), `garbage`)
+	list, err := ListBackups(ctx, site, false)
+	if err != nil {
+		t.Fatalf("one bad object failed the listing: %v", err)
+	}
+	if len(list) != 10 {
+		t.Fatalf("%d backups listed, want 10", len(list))
+	}
+	want := map[string]string{ids[2]: "not JSON", ids[5]: "version 99 is not supported", ids[7]: "closed.json"}
+	for _, b := range list {
+		reason, bad := want[b.StreamID]
+		switch {
+		case bad && (b.BrokenAt == nil || !strings.Contains(b.BrokenReason, reason)):
+			t.Errorf("%s: broken %v %q, want the reason %q", b.StreamID, b.BrokenAt, b.BrokenReason, reason)
+		case !bad && (b.BrokenAt != nil || b.Basebackup == nil || b.CompletedAt == nil || b.ClosedAt == nil):
+			t.Errorf("%s lists as %+v", b.StreamID, b)
+		case b.StreamID == ids[2] && (b.CompletedAt == nil || b.ClosedAt == nil):
+			t.Errorf("the backup with a corrupt manifest does not age out: %+v", b)
+		}
+	}
+}

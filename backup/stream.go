@@ -2,7 +2,6 @@ package backup
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -81,19 +80,27 @@ func WriteMarker(ctx context.Context, site *storage.Site, streamID string, m sto
 
 // BackupInfo is one backup as listed from storage.
 type BackupInfo struct {
-	Site          string                      `json:"site"`
-	StreamID      string                      `json:"stream_id"`
-	Basebackup    *storage.BasebackupManifest `json:"basebackup_info"`
-	CompletedAt   *time.Time                  `json:"completed_at"`
-	ClosedAt      *time.Time                  `json:"closed_at"`
-	BrokenAt      *time.Time                  `json:"broken_at"`
-	PreserveUntil *time.Time                  `json:"preserve_until"`
-	RecoverySite  bool                        `json:"recovery_site"`
-	Resumable     bool                        `json:"resumable"`
+	Site        string                      `json:"site"`
+	StreamID    string                      `json:"stream_id"`
+	Basebackup  *storage.BasebackupManifest `json:"basebackup_info"`
+	CompletedAt *time.Time                  `json:"completed_at"`
+	ClosedAt    *time.Time                  `json:"closed_at"`
+	BrokenAt    *time.Time                  `json:"broken_at"`
+	// BrokenReason says why a backup lists as broken without a broken
+	// marker: its basebackup.json or a marker cannot be read (corrupt, or
+	// written by a newer myhoard).
+	BrokenReason  string     `json:"broken_reason,omitempty"`
+	PreserveUntil *time.Time `json:"preserve_until"`
+	RecoverySite  bool       `json:"recovery_site"`
+	Resumable     bool       `json:"resumable"`
 }
 
 // ListBackups lists the site's streams: only those whose basebackup.json
 // exists (a partial backup is never listed) and whose parts are all there.
+// A basebackup.json or marker that cannot be decoded (corrupt, or of a
+// newer version) does not fail the listing: that backup is listed as
+// broken with the reason, and every other one as usual. Storage errors
+// fail it.
 func ListBackups(ctx context.Context, site *storage.Site, recoverySite bool) ([]BackupInfo, error) {
 	var ids []string
 	err := site.ListDir(ctx, storage.StreamsPrefix, func(o storage.ObjectInfo, isDir bool) error {
@@ -111,28 +118,49 @@ func ListBackups(ctx context.Context, site *storage.Site, recoverySite bool) ([]
 		if _, err := storage.ParseStreamID(id); err != nil {
 			continue
 		}
-		info := BackupInfo{Site: site.Name, StreamID: id, RecoverySite: recoverySite}
-		markers := map[string]bool{}
-		err := site.ListDir(ctx, storage.StreamPrefix(id), func(o storage.ObjectInfo, isDir bool) error {
-			if !isDir {
-				markers[strings.TrimPrefix(o.Key, storage.StreamPrefix(id))] = true
-			}
-			return nil
-		})
+		info, ok, err := readBackup(ctx, site, id, recoverySite)
 		if err != nil {
 			return nil, err
 		}
-		if !markers["basebackup.json"] {
-			continue
+		if ok {
+			out = append(out, info)
 		}
-		data, err := site.GetBytes(ctx, storage.BasebackupManifestKey(id))
-		if err != nil {
-			return nil, err
+	}
+	return out, nil
+}
+
+// readBackup reads one stream's basebackup.json and markers (ok false: no
+// basebackup.json).
+func readBackup(ctx context.Context, site *storage.Site, id string, recoverySite bool) (BackupInfo, bool, error) {
+	info := BackupInfo{Site: site.Name, StreamID: id, RecoverySite: recoverySite}
+	objects := map[string]storage.ObjectInfo{}
+	err := site.ListDir(ctx, storage.StreamPrefix(id), func(o storage.ObjectInfo, isDir bool) error {
+		if !isDir {
+			objects[strings.TrimPrefix(o.Key, storage.StreamPrefix(id))] = o
 		}
-		var m storage.BasebackupManifest
-		if err := storage.UnmarshalManifest(storage.BasebackupManifestKey(id), data, &m); err != nil {
-			return nil, err
+		return nil
+	})
+	if err != nil {
+		return info, false, err
+	}
+	bb, ok := objects["basebackup.json"]
+	if !ok {
+		return info, false, nil
+	}
+	broken := func(o storage.ObjectInfo, err error) {
+		if info.BrokenReason == "" {
+			at := o.ModTime.UTC()
+			info.BrokenAt, info.BrokenReason = &at, err.Error()
 		}
+	}
+	data, err := site.GetBytes(ctx, storage.BasebackupManifestKey(id))
+	if err != nil {
+		return info, false, err
+	}
+	var m storage.BasebackupManifest
+	if err := storage.UnmarshalManifest(storage.BasebackupManifestKey(id), data, &m); err != nil {
+		broken(bb, err)
+	} else {
 		info.Basebackup = &m
 		parts := map[string]bool{}
 		_ = site.List(ctx, storage.StreamPrefix(id)+"basebackup/", func(o storage.ObjectInfo) error {
@@ -145,49 +173,44 @@ func ListBackups(ctx context.Context, site *storage.Site, recoverySite bool) ([]
 				info.Resumable = false
 			}
 		}
-		read := func(mk storage.Marker) (*storage.MarkerRecord, error) {
-			if !markers[string(mk)+".json"] {
-				return nil, nil
-			}
-			data, err := site.GetBytes(ctx, storage.MarkerKey(id, mk))
-			if errors.Is(err, storage.ErrNotFound) {
-				return nil, nil
-			}
-			if err != nil {
-				return nil, err
-			}
-			var rec storage.MarkerRecord
-			if err := json.Unmarshal(data, &rec); err != nil {
-				return nil, fmt.Errorf("marker %s: %w", storage.MarkerKey(id, mk), err)
-			}
-			return &rec, nil
-		}
-		for _, mk := range []storage.Marker{storage.MarkerCompleted, storage.MarkerClosed, storage.MarkerBroken, storage.MarkerPreserved} {
-			rec, err := read(mk)
-			if err != nil {
-				return nil, err
-			}
-			if rec == nil {
-				continue
-			}
-			at := rec.At
-			switch mk {
-			case storage.MarkerCompleted:
-				if info.Resumable {
-					info.CompletedAt = &at
-				}
-			case storage.MarkerClosed:
-				info.ClosedAt = &at
-			case storage.MarkerBroken:
-				info.BrokenAt = &at
-			case storage.MarkerPreserved:
-				info.PreserveUntil = rec.PreserveUntil
-			}
-		}
-		if info.CompletedAt == nil {
-			info.ClosedAt = nil
-		}
-		out = append(out, info)
 	}
-	return out, nil
+	for _, mk := range []storage.Marker{storage.MarkerCompleted, storage.MarkerClosed, storage.MarkerBroken, storage.MarkerPreserved} {
+		o, ok := objects[string(mk)+".json"]
+		if !ok {
+			continue
+		}
+		data, err := site.GetBytes(ctx, storage.MarkerKey(id, mk))
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return info, false, err
+		}
+		var rec storage.MarkerRecord
+		if err := storage.UnmarshalManifest(storage.MarkerKey(id, mk), data, &rec); err != nil {
+			broken(o, err)
+			continue
+		}
+		at := rec.At
+		switch mk {
+		case storage.MarkerCompleted:
+			// a backup whose manifest cannot be read still completed
+			// (and ages out like the others)
+			if info.Resumable || info.Basebackup == nil {
+				info.CompletedAt = &at
+			}
+		case storage.MarkerClosed:
+			info.ClosedAt = &at
+		case storage.MarkerBroken:
+			if info.BrokenAt == nil || info.BrokenReason != "" {
+				info.BrokenAt = &at
+			}
+		case storage.MarkerPreserved:
+			info.PreserveUntil = rec.PreserveUntil
+		}
+	}
+	if info.CompletedAt == nil {
+		info.ClosedAt = nil
+	}
+	return info, true, nil
 }

@@ -501,6 +501,14 @@ func (c *Controller) refreshBackups(ctx context.Context, force bool) error {
 	if all == nil {
 		all = []backup.BackupInfo{}
 	}
+	bad := 0
+	for _, b := range all {
+		if b.BrokenReason != "" {
+			bad++
+			c.log.Warn("a backup's objects cannot be read; it is listed as broken", "stream", b.StreamID, "site", b.Site, "reason", b.BrokenReason)
+		}
+	}
+	c.m().Gauge("myhoard.backup_list.unreadable_objects", float64(bad), nil)
 	c.mu.Lock()
 	c.backups, c.listedAt = all, time.Now()
 	c.mu.Unlock()

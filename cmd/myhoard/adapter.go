@@ -27,7 +27,7 @@ func (n nodeAPI) Backups() []api.Backup {
 	out := make([]api.Backup, 0, len(list))
 	for _, b := range list {
 		e := api.Backup{
-			BasebackupInfo: b.Basebackup, BrokenAt: b.BrokenAt, ClosedAt: b.ClosedAt, CompletedAt: b.CompletedAt,
+			BasebackupInfo: b.Basebackup, BrokenAt: b.BrokenAt, BrokenReason: b.BrokenReason, ClosedAt: b.ClosedAt, CompletedAt: b.CompletedAt,
 			PreserveUntil: b.PreserveUntil, RecoverySite: b.RecoverySite, Resumable: b.Resumable, Site: b.Site, StreamID: b.StreamID,
 		}
 		if b.CompletedAt != nil && b.Basebackup != nil {
