@@ -192,6 +192,9 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		rpcc: newRPCClient(o.TLS),
 		meta: nodeMeta{ID: o.NodeID, APIAddr: o.APIAddr, RaftAddr: o.RaftAddr, RPCAddr: o.RPCAddr, ServerID: o.ServerID, ServerUUID: o.ServerUUID,
 			Flavor: o.Flavor, MySQLAddr: o.MySQLAddr, Expect: o.BootstrapExpect}}
+	if o.RPCAddr == "" || o.RaftAddr == "" || o.GossipAddr == "" {
+		return nil, fmt.Errorf("a cluster node needs its Raft, gossip and RPC addresses (got %q, %q, %q)", o.RaftAddr, o.GossipAddr, o.RPCAddr)
+	}
 	if o.TLS != nil && !slices.Contains(o.TLS.Names(), o.NodeID) {
 		return nil, fmt.Errorf("cluster.tls.cert_file names %v, not this node's id %q (cluster.node_id)", o.TLS.Names(), o.NodeID)
 	}

@@ -26,8 +26,10 @@ type clusterNode struct {
 	cfgPath string
 	gossip  string
 	dataDir string // cluster.data_dir (the Raft state)
-	ca      *tlstest.CA
-	d       *daemonProc
+	// raftAddr and rpcAddr are its cluster.raft_address and rpc_address.
+	raftAddr, rpcAddr string
+	ca                *tlstest.CA
+	d                 *daemonProc
 }
 
 func freeAddr(t testing.TB) string {
@@ -81,7 +83,7 @@ func newClusterNodeAt(t testing.TB, ca *tlstest.CA, id string, serverID int, in 
 	}
 	n := &clusterNode{id: id, in: in, url: fmt.Sprintf("http://127.0.0.1:%d", port),
 		cfgPath: filepath.Join(dir, "myhoard.json"), gossip: gossip, dataDir: filepath.Join(dir, "cluster"), ca: ca}
-	cert := ca.Issue(t, id)
+	tlsFiles := n.useCert(t, ca.File, ca.Issue(t, id))
 	cfg := daemonConfig(t, dir, port, in)
 	cfg["server_id"] = serverID
 	cfg["backup_sites"] = map[string]any{
@@ -89,15 +91,37 @@ func newClusterNodeAt(t testing.TB, ca *tlstest.CA, id string, serverID int, in 
 	}
 	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 1}
 	cfg["binlog_purge_settings"] = map[string]any{"enabled": true, "min_binlog_age_before_purge": 1, "purge_interval": 1}
-	cl := map[string]any{"node_id": id, "raft_address": freeAddr(t), "gossip_address": gossip, "rpc_address": freeAddr(t), "local_timing": true,
+	n.raftAddr, n.rpcAddr = freeAddr(t), freeAddr(t)
+	cl := map[string]any{"node_id": id, "raft_address": n.raftAddr, "gossip_address": gossip, "rpc_address": n.rpcAddr, "local_timing": true,
 		"dead_member_grace": 3, "data_dir": n.dataDir, "gossip_key": "bXlob2FyZC10ZXN0a2V5IQ==",
-		"tls": map[string]any{"ca_file": ca.File, "cert_file": cert.CertFile, "key_file": cert.KeyFile}}
+		"tls": tlsFiles}
 	for k, v := range cluster {
 		cl[k] = v
 	}
 	cfg["cluster"] = cl
 	writeJSON(t, n.cfgPath, cfg)
 	return n
+}
+
+// useCert puts a CA bundle and a certificate into the node's own TLS
+// files (as on a host of its own) and returns its cluster.tls block.
+func (n *clusterNode) useCert(t testing.TB, bundle string, c tlstest.Cert) map[string]any {
+	t.Helper()
+	dir := filepath.Join(filepath.Dir(n.cfgPath), "tls")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]any{"ca_file": filepath.Join(dir, "ca.pem"), "cert_file": filepath.Join(dir, "cert.pem"), "key_file": filepath.Join(dir, "key.pem")}
+	for src, dst := range map[string]any{bundle: files["ca_file"], c.CertFile: files["cert_file"], c.KeyFile: files["key_file"]} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst.(string), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return files
 }
 
 func (n *clusterNode) start(t testing.TB) {
@@ -543,8 +567,11 @@ func TestClusterRestartAndConcurrentPromotions(t *testing.T) {
 	if code, body := doJSON(t, "PUT", nodes[1].url+"/status", map[string]any{"mode": "promote"}); code != 400 || !strings.Contains(fmt.Sprint(body["message"]), "n1 is the primary") {
 		t.Errorf("promote without force: %d %v", code, body)
 	}
-	// Two forced promotions at once: one wins, the other is told why.
+	// Two forced promotions at once: each that commits takes an epoch of
+	// its own (the compare-and-set on the epoch it read); one that read
+	// the same epoch as the winner is refused and told why.
 	type result struct {
+		id   string
 		code int
 		body map[string]any
 	}
@@ -552,27 +579,29 @@ func TestClusterRestartAndConcurrentPromotions(t *testing.T) {
 	for _, n := range nodes[1:] {
 		go func() {
 			code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "promote", "force": true})
-			res <- result{code, body}
+			res <- result{n.id, code, body}
 		}()
 	}
-	a, b := <-res, <-res
-	won := 0
-	for _, r := range []result{a, b} {
+	won := map[string]bool{}
+	for range 2 {
+		r := <-res
 		switch {
 		case r.code == 200:
-			won++
-		case r.code == 400 && (strings.Contains(fmt.Sprint(r.body["message"]), "promoted meanwhile") || strings.Contains(fmt.Sprint(r.body["message"]), "is the primary at epoch 2")):
+			won[r.id] = true
+		case r.code == 400 && strings.Contains(fmt.Sprint(r.body["message"]), "promoted meanwhile"):
 		default:
-			t.Errorf("concurrent promotion: %d %v", r.code, r.body)
+			t.Errorf("concurrent promotion on %s: %d %v", r.id, r.code, r.body)
 		}
 	}
-	if won != 1 {
-		t.Errorf("%d of two concurrent promotions won", won)
+	if len(won) == 0 {
+		t.Fatal("no concurrent promotion won")
 	}
-	waitFor(t, "epoch 2 everywhere", 30*time.Second, func() (bool, string) {
+	want := float64(1 + len(won))
+	waitFor(t, fmt.Sprintf("epoch %v everywhere, the primary one of the winners", want), 30*time.Second, func() (bool, string) {
 		for _, n := range nodes {
-			if v := n.clusterView(t); v["epoch"] != float64(2) {
-				return false, fmt.Sprint(n.id, v["epoch"])
+			v := n.clusterView(t)
+			if p, _ := v["primary"].(string); v["epoch"] != want || !won[p] {
+				return false, fmt.Sprint(n.id, v["epoch"], v["primary"])
 			}
 		}
 		return true, ""

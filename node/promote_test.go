@@ -92,7 +92,7 @@ func TestMarkersPassTheWriterGate(t *testing.T) {
 		}
 		return fmt.Sprintf("127.0.0.1:%d", p)
 	}
-	cn, err := cluster.Open(ctx, cluster.Options{NodeID: cfg.Cluster.NodeID, RaftAddr: addr(), GossipAddr: addr(), DataDir: t.TempDir(),
+	cn, err := cluster.Open(ctx, cluster.Options{NodeID: cfg.Cluster.NodeID, RaftAddr: addr(), GossipAddr: addr(), RPCAddr: addr(), DataDir: t.TempDir(),
 		Timing: cluster.Timing{Local: true}})
 	if err != nil {
 		t.Fatal(err)
@@ -140,6 +140,9 @@ func TestMarkersPassTheWriterGate(t *testing.T) {
 	}
 	if keys := markers(); len(keys) != 0 {
 		t.Fatalf("markers written without passing the gate: %v", keys)
+	}
+	if err := cn.EnsureMember(ctx); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := cn.Promote(ctx, cluster.PromoteRequest{NodeID: cfg.Cluster.NodeID}); err != nil {
 		t.Fatal(err)
