@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -19,18 +18,18 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/tlsconfig"
 	"github.com/myhoard/myhoard/tlsconfig/tlstest"
 )
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := harness.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", p)
 }
 
 // testNode is a cluster node with its certificate from the test's CA.

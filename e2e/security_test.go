@@ -232,6 +232,8 @@ func TestClusterStrangersAndRotation(t *testing.T) {
 	if c, _ := readCluster(stranger); c.bootstrap == "" {
 		t.Errorf("the stranger thinks it is in a cluster: %+v", c)
 	}
+	_ = stranger.d.cmd.Process.Kill()
+	_, _ = stranger.d.wait(t, 10*time.Second)
 	// A certificate for another node id: refused before it starts.
 	n5 := newClusterNodeAt(t, old, "n5", 105, nil, t.TempDir(), freeAddr(t), map[string]any{"join": []string{nodes[0].gossip}})
 	patchConfig(t, n5.cfgPath, func(cfg map[string]any) {

@@ -128,14 +128,39 @@ type Instance struct {
 	waitErr error
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// handedOut are the ports FreePort returned in this process: the kernel
+// may offer a port again once its probe socket is closed, before the test
+// that got it first binds it, and parallel tests then collide.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// FreePort returns a port on 127.0.0.1 that was free for TCP and UDP a
+// moment ago (gossip binds both) and that this process never handed out
+// before.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("find a free port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, uerr := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l.Close()
+		if uerr != nil {
+			continue
+		}
+		u.Close()
+		if handedOut.ports[port] {
+			continue
+		}
+		handedOut.ports[port] = true
+		return port, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("find a free port: no new one in 100 tries")
 }
 
 // NewInstance writes the instance's my.cnf and initialises its data
