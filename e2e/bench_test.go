@@ -294,7 +294,10 @@ func vmHWM(pid int) int64 {
 //     GET /cluster (target <= 2 s);
 //   - failover: the primary's daemon and server killed, until gossip marks
 //     it failed (reported on its own), then promote without force until
-//     the new primary's first binlog is in storage (target <= 5 s in all).
+//     the new primary's first binlog is in storage (target <= 5 s in all);
+//
+// the last two with mutual TLS (the default) and with cluster.insecure,
+// in alternating runs: TLS within 10% of insecure.
 func BenchmarkCluster(b *testing.B) {
 	var formation []time.Duration
 	for i := 0; i < 5; i++ {
@@ -312,17 +315,71 @@ func BenchmarkCluster(b *testing.B) {
 		}
 	}
 	slices.Sort(formation)
+	runs := map[bool]*clusterRun{false: {}, true: {}}
+	for i := 0; i < 3; i++ {
+		for _, insecure := range []bool{i%2 == 1, i%2 == 0} {
+			runs[insecure].measure(b, insecure, 51+i)
+		}
+	}
+	tlsRun, plain := runs[false], runs[true]
+	fmt.Printf("\ncluster benchmark (3 nodes on loopback, %d runs each with mutual TLS and with cluster.insecure, alternating):\n"+
+		"  formation, default timing, 3 daemons started together -> leader and 3 voters everywhere: median %v, max %v of %d (target <= 3s)\n"+
+		"  GTID change to every GET /cluster: TLS median %v (max %v), insecure %v: %.2fx (target <= 2s, TLS within 1.10x)\n"+
+		"  failover: primary killed -> gossip marks it failed: TLS %v, insecure %v; promote (no force) -> first binlog of the new primary: TLS %v, insecure %v\n"+
+		"  failover in all: TLS median %v, insecure %v: %.2fx (target <= 5s, TLS within 1.10x)\n",
+		len(tlsRun.failover),
+		formation[len(formation)/2].Round(time.Millisecond), formation[len(formation)-1].Round(time.Millisecond), len(formation),
+		medianDur(tlsRun.spread).Round(time.Millisecond), slices.Max(tlsRun.spread).Round(time.Millisecond), medianDur(plain.spread).Round(time.Millisecond),
+		ratioOf(medianDur(tlsRun.spread), medianDur(plain.spread)),
+		medianDur(tlsRun.detect).Round(time.Millisecond), medianDur(plain.detect).Round(time.Millisecond),
+		medianDur(tlsRun.promote).Round(time.Millisecond), medianDur(plain.promote).Round(time.Millisecond),
+		medianDur(tlsRun.failover).Round(time.Millisecond), medianDur(plain.failover).Round(time.Millisecond),
+		ratioOf(medianDur(tlsRun.failover), medianDur(plain.failover)))
+	b.ReportMetric(formation[len(formation)/2].Seconds(), "formation_s")
+	b.ReportMetric(medianDur(tlsRun.spread).Seconds(), "gtid_spread_s")
+	b.ReportMetric(medianDur(tlsRun.failover).Seconds(), "failover_s")
+	b.ReportMetric(ratioOf(medianDur(tlsRun.failover), medianDur(plain.failover)), "failover_tls_ratio")
+	for b.Loop() {
+	}
+}
 
-	ins, nodes, backups := replicatedCluster(b)
+func ratioOf(a, b time.Duration) float64 { return float64(a) / float64(b) }
+
+// clusterRun collects the measures of BenchmarkCluster's runs of one kind.
+type clusterRun struct {
+	spread, detect, promote, failover []time.Duration
+}
+
+// measure starts a replicated cluster (insecure: cluster.insecure), times
+// GTID changes reaching every GET /cluster, then a failover.
+func (r *clusterRun) measure(b *testing.B, insecure bool, seed int) {
+	ins := harness.StartInstances(b, 3, harness.Options{})
 	ctx := context.Background()
+	for _, in := range ins[1:] {
+		if err := in.ReplicateFrom(ctx, ins[0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	backups := filepath.Join(b.TempDir(), "backups")
+	nodes := newClusterNodes(b, ins, backups)
+	if insecure {
+		for _, n := range nodes {
+			patchConfig(b, n.cfgPath, func(cfg map[string]any) {
+				cl := cfg["cluster"].(map[string]any)
+				cl["insecure"] = true
+				delete(cl, "tls")
+			})
+		}
+	}
+	startTogether(b, nodes)
+	waitOneCluster(b, nodes, 3)
 	setRoles(b, nodes)
 	waitCompletedBackup(b, nodes[0].url)
 	db1 := harness.OpenDB(b, ins[0])
-	load, err := harness.NewLoadGen(ctx, db1, 51)
+	load, err := harness.NewLoadGen(ctx, db1, uint64(seed))
 	if err != nil {
 		b.Fatal(err)
 	}
-	var spread []time.Duration
 	for i := 0; i < 7; i++ {
 		if err := load.WriteTransactions(ctx, 1); err != nil {
 			b.Fatal(err)
@@ -337,11 +394,11 @@ func BenchmarkCluster(b *testing.B) {
 			}
 			return true, ""
 		})
-		spread = append(spread, time.Since(t0))
+		r.spread = append(r.spread, time.Since(t0))
 	}
 	pos1 := harness.QueryString(b, db1, "SELECT @@gtid_binlog_pos")
-	for _, r := range ins[1:] {
-		if err := r.WaitForGTID(ctx, pos1); err != nil {
+	for _, in := range ins[1:] {
+		if err := in.WaitForGTID(ctx, pos1); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -363,19 +420,12 @@ func BenchmarkCluster(b *testing.B) {
 		n, _ := epochUploads(b, backups, 2)
 		return n > 0, ""
 	})
-	promote := time.Since(t1)
-	slices.Sort(spread)
-	fmt.Printf("\ncluster benchmark (3 nodes on loopback):\n"+
-		"  formation, default timing, 3 daemons started together -> leader and 3 voters everywhere: median %v, max %v of %d (target <= 3s)\n"+
-		"  GTID change to every GET /cluster: median %v, max %v (target <= 2s)\n"+
-		"  failover: primary killed -> gossip marks it failed %v; promote (no force) -> first binlog uploaded by the new primary %v; in all %v (target <= 5s)\n",
-		formation[len(formation)/2].Round(time.Millisecond), formation[len(formation)-1].Round(time.Millisecond), len(formation),
-		spread[len(spread)/2].Round(time.Millisecond), spread[len(spread)-1].Round(time.Millisecond),
-		detect.Round(time.Millisecond), promote.Round(time.Millisecond), (detect + promote).Round(time.Millisecond))
-	b.ReportMetric(formation[len(formation)/2].Seconds(), "formation_s")
-	b.ReportMetric(spread[len(spread)/2].Seconds(), "gtid_spread_s")
-	b.ReportMetric(detect.Seconds(), "detect_s")
-	b.ReportMetric((detect + promote).Seconds(), "failover_s")
-	for b.Loop() {
+	r.detect, r.promote, r.failover = append(r.detect, detect), append(r.promote, time.Since(t1)), append(r.failover, time.Since(t0))
+	for _, n := range nodes {
+		_ = n.d.cmd.Process.Kill()
+		_, _ = n.d.wait(b, 10*time.Second)
+	}
+	for _, in := range ins[1:] {
+		_ = in.Stop(ctx)
 	}
 }
