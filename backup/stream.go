@@ -17,12 +17,12 @@ type Phase string
 
 // A stream takes its full backup (basebackup), uploads the binlogs written
 // since (catchup), is completed once caught up and keeps uploading (binlog),
-// and is closed when a newer stream has completed.
+// and is closed when a newer stream has completed: its closed marker is
+// written and this node drops it (Streams.Closed).
 const (
 	PhaseBasebackup Phase = "basebackup"
 	PhaseCatchup    Phase = "catchup"
 	PhaseBinlog     Phase = "binlog"
-	PhaseClosed     Phase = "closed"
 )
 
 // StreamState is an owned stream's persisted state (the controller keeps
@@ -50,7 +50,6 @@ type StreamState struct {
 	NextAttemptAt     time.Time  `json:"next_attempt_at"`
 	LastError         string     `json:"last_error,omitempty"`
 	CompletedAt       *time.Time `json:"completed_at,omitempty"`
-	ClosedAt          *time.Time `json:"closed_at,omitempty"`
 	LastUploadAt      *time.Time `json:"last_upload_at,omitempty"`
 }
 

@@ -90,3 +90,41 @@ func DetectFlavor(ctx context.Context, db *sql.DB) (Flavor, string, error) {
 	}
 	return f, version, nil
 }
+
+// FlushBinaryLogs closes the current binlog (FLUSH BINARY LOGS) and
+// returns the name of the file it closed (the second newest afterwards;
+// "" when the server lists fewer than two).
+func FlushBinaryLogs(ctx context.Context, db *sql.DB) (string, error) {
+	if _, err := db.ExecContext(ctx, "FLUSH BINARY LOGS"); err != nil {
+		return "", fmt.Errorf("FLUSH BINARY LOGS: %w", err)
+	}
+	rows, err := db.QueryContext(ctx, "SHOW BINARY LOGS")
+	if err != nil {
+		return "", fmt.Errorf("SHOW BINARY LOGS: %w", err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return "", err
+	}
+	var names []string
+	for rows.Next() {
+		var name string
+		vals := make([]any, len(cols))
+		vals[0] = &name
+		for i := 1; i < len(cols); i++ {
+			vals[i] = new(any)
+		}
+		if err := rows.Scan(vals...); err != nil {
+			return "", fmt.Errorf("SHOW BINARY LOGS: %w", err)
+		}
+		names = append(names, name)
+	}
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("SHOW BINARY LOGS: %w", err)
+	}
+	if len(names) < 2 {
+		return "", nil
+	}
+	return names[len(names)-2], nil
+}

@@ -326,13 +326,9 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 			break
 		}
 	}
-	// The stream keeps its place in the backup schedule: no new full
-	// backup just because the primary changed.
 	bs := cfg.BackupSettings
-	started := f.open.Basebackup.StartedAt
-	st := backup.StreamState{ID: f.open.StreamID, Site: f.open.Site, Phase: backup.PhaseBinlog, CreatedAt: started, Reason: "scheduled", Epoch: epoch,
-		NormalizedTime:   normalizedBackupTime(started, bs.BackupHour, bs.BackupMinute, bs.BackupIntervalMinutes, time.Time{}),
-		InitialNextIndex: first, FirstLocalIndex: first, LastUploadedLocal: first - 1, NextRemoteIndex: f.rec.StartIndex, CompletedAt: f.open.CompletedAt}
+	st := backup.Continue(f.open, backup.Schedule{Hour: bs.BackupHour, Minute: bs.BackupMinute, IntervalMinutes: bs.BackupIntervalMinutes},
+		epoch, f.rec.StartIndex, first)
 	c.log.Info("promote: continuing the backup stream", "stream", f.open.StreamID, "epoch", epoch, "start_index", f.rec.StartIndex,
 		"first_local", filepath.Base(scanner.Path(first)))
 	return c.finishPromotion(&st)
@@ -577,10 +573,10 @@ func (c *Controller) finishPromotion(st *backup.StreamState) error {
 	defer c.mu.Unlock()
 	prev := c.state
 	if st != nil {
-		c.state.Streams = []backup.StreamState{*st}
+		c.state.Streams.List = []backup.StreamState{*st}
 	}
 	c.state.Mode = ModeActive
-	c.state.LastRotation = time.Now().UTC()
+	c.state.Streams.LastRotation = time.Now().UTC()
 	if err := c.saveLocked(); err != nil {
 		c.state = prev
 		return err

@@ -105,7 +105,7 @@ func TestMarkersPassTheWriterGate(t *testing.T) {
 	}
 	c.scanner = scanner
 	at := time.Now().UTC()
-	c.state.Streams = []backup.StreamState{
+	c.state.Streams.List = []backup.StreamState{
 		{ID: "s1", Site: "s", Phase: backup.PhaseBinlog, Epoch: 1, CreatedAt: at},
 		{ID: "s2", Site: "s", Phase: backup.PhaseCatchup, Epoch: 1, CreatedAt: at.Add(time.Second), LastUploadedLocal: 5},
 	}
@@ -132,8 +132,8 @@ func TestMarkersPassTheWriterGate(t *testing.T) {
 	if !errors.Is(err, backup.ErrGateClosed) || !strings.Contains(err.Error(), "stream s2: mark completed") {
 		t.Fatalf("complete while not the primary: %v", err)
 	}
-	c.state.Streams[1].LastUploadedLocal = -1 // not complete: only the close is due
-	c.state.Streams[1].Phase = backup.PhaseBinlog
+	c.state.Streams.List[1].LastUploadedLocal = -1 // not complete: only the close is due
+	c.state.Streams.List[1].Phase = backup.PhaseBinlog
 	err = c.completeAndClose(ctx)
 	if !errors.Is(err, backup.ErrGateClosed) || !strings.Contains(err.Error(), "stream s1: mark closed") {
 		t.Fatalf("close while not the primary: %v", err)
@@ -147,7 +147,7 @@ func TestMarkersPassTheWriterGate(t *testing.T) {
 	if _, err := cn.Promote(ctx, cluster.PromoteRequest{NodeID: cfg.Cluster.NodeID}); err != nil {
 		t.Fatal(err)
 	}
-	c.state.Streams[1].Phase, c.state.Streams[1].LastUploadedLocal = backup.PhaseCatchup, 5
+	c.state.Streams.List[1].Phase, c.state.Streams.List[1].LastUploadedLocal = backup.PhaseCatchup, 5
 	if err := c.completeAndClose(ctx); err != nil {
 		t.Fatalf("complete and close as the primary: %v", err)
 	}

@@ -11,11 +11,10 @@ import (
 
 // controllerState is persisted in myhoard_controller_state.json.
 type controllerState struct {
-	Mode             Mode                              `json:"mode"`
-	Streams          []backup.StreamState              `json:"streams"`
-	Request          *backupRequest                    `json:"backup_request,omitempty"`
-	PausedUntil      *time.Time                        `json:"paused_backups_until,omitempty"`
-	LastRotation     time.Time                         `json:"last_binlog_rotation"`
+	Mode Mode `json:"mode"`
+	// Streams are the backup streams this node owns (active mode); their
+	// fields are at the top level of the file.
+	backup.Streams
 	BinlogsPurgedAt  time.Time                         `json:"binlogs_purged_at"`
 	ReplicationState map[string]mysql.ReplicationState `json:"replication_state"`
 	Epoch            int64                             `json:"epoch"`
@@ -26,11 +25,6 @@ type controllerState struct {
 	// PromoteAfterRestore: a forced promotion arrived during the restore.
 	PromoteAfterRestore bool `json:"promote_after_restore,omitempty"`
 	ReplicationStarted  bool `json:"replication_started,omitempty"`
-}
-
-type backupRequest struct {
-	Reason         string    `json:"reason"` // requested | scheduled
-	NormalizedTime time.Time `json:"normalized_time"`
 }
 
 // RequestError is a request the controller refuses (HTTP 400).
@@ -68,30 +62,6 @@ func checkTransition(from, to Mode) error {
 		return badRequest("switch from active to %s mode is not allowed: an active node stays active; stop myhoard to end its role", to)
 	}
 	return badRequest("switch from %s to %s mode is not supported", from, to)
-}
-
-// normalizedBackupTime is the backup slot for now (reference 5.1): the
-// latest slot not after now, aligned to backup_hour:backup_minute when the
-// interval is a whole number of days.
-func normalizedBackupTime(now time.Time, hour, minute, intervalMinutes int, last time.Time) time.Time {
-	interval := time.Duration(intervalMinutes) * time.Minute
-	var t time.Time
-	if !last.IsZero() {
-		t = last.UTC()
-		if intervalMinutes%1440 == 0 {
-			t = time.Date(t.Year(), t.Month(), t.Day(), hour, minute, 0, 0, time.UTC)
-		}
-	} else {
-		n := now.UTC()
-		t = time.Date(n.Year(), n.Month(), n.Day(), hour, minute, 0, 0, time.UTC)
-	}
-	for t.After(now) {
-		t = t.Add(-24 * time.Hour)
-	}
-	for !t.Add(interval).After(now) {
-		t = t.Add(interval)
-	}
-	return t
 }
 
 var errNotReady = errors.New("the controller is not ready yet (database or backup sites not reachable)")

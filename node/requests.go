@@ -1,0 +1,213 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/myhoard/myhoard/backup"
+	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/storage"
+)
+
+// The requests of the HTTP API that act on backups (active mode's, and
+// the markers any mode may write).
+
+// RequestBasebackup queues a full backup (POST /backup basebackup).
+func (c *Controller) RequestBasebackup() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.Mode != ModeActive {
+		return badRequest("backups can only be requested in active mode (mode is %s)", c.state.Mode)
+	}
+	c.state.Streams.Request = &backup.Request{Reason: "requested", NormalizedTime: time.Now().UTC()}
+	c.metrics.Inc("myhoard.backup_stream.basebackup_requested", 1, nil)
+	if err := c.saveLocked(); err != nil {
+		return err
+	}
+	c.poke()
+	return nil
+}
+
+// RotateBinlog closes the current binlog (FLUSH BINARY LOGS) and, with a
+// wait, blocks until every streaming stream has uploaded it (no error on
+// timeout, as the spec says).
+func (c *Controller) RotateBinlog(ctx context.Context, wait time.Duration) error {
+	c.mu.Lock()
+	db, mode := c.db, c.state.Mode
+	c.mu.Unlock()
+	if mode != ModeActive {
+		return badRequest("binlog rotation can only be requested in active mode (mode is %s)", mode)
+	}
+	if db == nil {
+		return errNotReady
+	}
+	name, err := mysql.FlushBinaryLogs(ctx, db)
+	if err != nil {
+		return fmt.Errorf("rotate binlog: %w", err)
+	}
+	c.mu.Lock()
+	c.state.Streams.LastRotation = time.Now().UTC()
+	c.mu.Unlock()
+	c.poke()
+	if wait <= 0 || name == "" {
+		return nil
+	}
+	index, err := backup.BinlogIndexOf(name)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		if c.uploadedThrough(index) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func (c *Controller) uploadedThrough(index int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state.Streams.UploadedThrough(index)
+}
+
+// SetBinlogIndex skips a hole in the local binlog sequence (PATCH /binlogs).
+func (c *Controller) SetBinlogIndex(n int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.scanner == nil {
+		return errNotReady
+	}
+	if err := c.scanner.SetNextIndex(n); err != nil {
+		return &RequestError{Msg: err.Error()}
+	}
+	c.poke()
+	return nil
+}
+
+// PauseBackups sets or clears (nil) paused_until (PATCH /backup/settings).
+func (c *Controller) PauseBackups(until *time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if until != nil && !until.After(time.Now()) {
+		return badRequest("paused_until %s is not in the future", until.Format(time.RFC3339))
+	}
+	c.state.Streams.PausedUntil = until
+	return c.saveLocked()
+}
+
+// ReplicationState returns the stored replication state.
+func (c *Controller) ReplicationState() map[string]map[string][][2]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]map[string][][2]uint64{}
+	for k, v := range c.state.ReplicationState {
+		out[k] = v
+	}
+	return out
+}
+
+// SetReplicationState stores PUT /replication_state.
+//
+// In a cluster it also goes into the Raft view (next to what the members
+// publish themselves), which is what the purge rules read there.
+func (c *Controller) SetReplicationState(rs map[string]map[string][][2]uint64) error {
+	c.mu.Lock()
+	state := map[string]mysql.ReplicationState{}
+	texts := map[string]string{}
+	for k, v := range rs {
+		if c.flavor != "" {
+			set, err := mysql.GTIDSetFromReplicationState(c.flavor, v)
+			if err != nil {
+				c.mu.Unlock()
+				return badRequest("server %q: %v", k, err)
+			}
+			texts[k] = set.String()
+		}
+		state[k] = v
+	}
+	c.state.ReplicationState = state
+	err := c.saveLocked()
+	cn := c.cluster
+	c.mu.Unlock()
+	if err != nil || cn == nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return cn.SetExternal(ctx, texts)
+}
+
+// Preserve writes or removes (until nil) a backup's preservation marker
+// and, with a wait, waits until the backup list shows it.
+func (c *Controller) Preserve(ctx context.Context, streamID string, until *time.Time, wait time.Duration) (bool, error) {
+	site, err := c.siteOfBackup(streamID, false)
+	if err != nil {
+		return false, err
+	}
+	if until == nil {
+		err = site.Delete(ctx, storage.MarkerKey(streamID, storage.MarkerPreserved))
+	} else {
+		err = backup.WriteMarker(ctx, site, streamID, storage.MarkerPreserved, storage.MarkerRecord{At: time.Now().UTC(), PreserveUntil: until, NodeID: c.Config().Cluster.NodeID})
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := c.refreshBackups(ctx, true); err != nil {
+		return false, err
+	}
+	_ = wait // the marker is in storage and the list refreshed before returning
+	for _, b := range c.Backups() {
+		if b.StreamID == streamID {
+			return true, nil
+		}
+	}
+	return false, nil // the backup disappeared meanwhile
+}
+
+// MarkBroken writes or removes a backup's broken marker (active mode only).
+func (c *Controller) MarkBroken(ctx context.Context, streamID string, broken bool) error {
+	if Mode(c.Mode()) != ModeActive {
+		return badRequest("backups can only be marked broken in active mode (mode is %s)", c.Mode())
+	}
+	site, err := c.siteOfBackup(streamID, true)
+	if err != nil {
+		return err
+	}
+	if broken {
+		c.m().Inc("myhoard.basebackup_broken", 1, nil)
+		err = backup.WriteMarker(ctx, site, streamID, storage.MarkerBroken, storage.MarkerRecord{At: time.Now().UTC(), NodeID: c.Config().Cluster.NodeID})
+	} else {
+		err = site.Delete(ctx, storage.MarkerKey(streamID, storage.MarkerBroken))
+	}
+	if err != nil {
+		return err
+	}
+	return c.refreshBackups(ctx, true)
+}
+
+// siteOfBackup finds the writable site holding a listed backup.
+func (c *Controller) siteOfBackup(streamID string, writable bool) (*storage.Site, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.backups == nil {
+		return nil, errNotReady
+	}
+	for _, b := range c.backups {
+		if b.StreamID == streamID {
+			if b.RecoverySite {
+				return nil, badRequest("backup %s is on recovery-only site %s, which myhoard never writes to", streamID, b.Site)
+			}
+			if s := c.sites[b.Site]; s != nil {
+				return s, nil
+			}
+		}
+	}
+	return nil, badRequest("no backup %q in the backup list", streamID)
+}
