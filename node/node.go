@@ -39,18 +39,6 @@ import (
 	"github.com/myhoard/myhoard/storage"
 )
 
-// Mode is a controller main mode.
-type Mode string
-
-// The modes of the spec.
-const (
-	ModeIdle    Mode = "idle"
-	ModeRestore Mode = "restore"
-	ModeObserve Mode = "observe"
-	ModePromote Mode = "promote"
-	ModeActive  Mode = "active"
-)
-
 // Timing knobs; tests shorten them.
 type Timing struct {
 	Loop          time.Duration // controller tick
@@ -523,39 +511,4 @@ func (c *Controller) Backups() []backup.BackupInfo {
 		return nil
 	}
 	return append([]backup.BackupInfo{}, c.backups...)
-}
-
-// setModeUnchecked persists a mode change the caller already checked.
-func (c *Controller) setModeUnchecked(to Mode) (Mode, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.setModeLocked(to)
-}
-
-// setModeLocked persists a mode change (c.mu held).
-func (c *Controller) setModeLocked(to Mode) (Mode, error) {
-	prev := c.state.Mode
-	c.state.Mode = to
-	if err := c.saveLocked(); err != nil {
-		c.state.Mode = prev
-		return prev, err
-	}
-	c.mode.Store(to)
-	c.log.Info("mode changed", "from", prev, "to", to)
-	c.poke()
-	return to, nil
-}
-
-// SetMode handles PUT /status: a table-driven transition check, then the
-// change is persisted.
-func (c *Controller) SetMode(to Mode) (Mode, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := checkTransition(c.state.Mode, to); err != nil {
-		return c.state.Mode, err
-	}
-	if c.state.Mode == to {
-		return to, nil
-	}
-	return c.setModeLocked(to)
 }

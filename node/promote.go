@@ -56,7 +56,10 @@ func (c *Controller) promote(ctx context.Context, force bool) (Mode, error) {
 		if from != ModeObserve {
 			return from, badRequest("switch from %s to promote mode is not allowed: promote an observing node (after a restore)", from)
 		}
-		return c.setModeUnchecked(ModePromote)
+		if err := c.changeMode(ModePromote, nil); err != nil {
+			return from, err
+		}
+		return ModePromote, nil
 	}
 	// Decide on a current view (a restarted node replays an old one), in
 	// which this node is a member.
@@ -184,15 +187,9 @@ func (c *Controller) takeUpPrimary(epoch int64) (Mode, error) {
 	default:
 		return from, nil // active or promoting at this epoch already
 	}
-	prev := c.state
-	c.state.Epoch, c.state.Mode = epoch, to
-	if err := c.saveLocked(); err != nil {
-		c.state = prev
+	if err := c.changeModeLocked(to, func(s *controllerState) { s.Epoch = epoch }); err != nil {
 		return from, err
 	}
-	c.mode.Store(to)
-	c.log.Info("mode changed", "from", from, "to", to, "epoch", epoch)
-	c.poke()
 	return to, nil
 }
 
@@ -569,19 +566,10 @@ func isExists(err error) bool { return errors.Is(err, storage.ErrExists) }
 
 // finishPromotion switches to active with the adopted stream (nil: none).
 func (c *Controller) finishPromotion(st *backup.StreamState) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	prev := c.state
-	if st != nil {
-		c.state.Streams.List = []backup.StreamState{*st}
-	}
-	c.state.Mode = ModeActive
-	c.state.Streams.LastRotation = time.Now().UTC()
-	if err := c.saveLocked(); err != nil {
-		c.state = prev
-		return err
-	}
-	c.mode.Store(ModeActive)
-	c.log.Info("mode changed", "from", ModePromote, "to", ModeActive, "epoch", c.state.Epoch)
-	return nil
+	return c.changeMode(ModeActive, func(s *controllerState) {
+		if st != nil {
+			s.Streams.List = []backup.StreamState{*st}
+		}
+		s.Streams.LastRotation = time.Now().UTC()
+	})
 }

@@ -74,7 +74,7 @@ func (c *Controller) RequestMode(ctx context.Context, r ModeRequest) (Mode, erro
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state.Mode != from {
-		return c.state.Mode, badRequest("the mode changed to %s meanwhile", c.state.Mode)
+		return c.state.Mode, badRequest("%v: it is %s now", errStateChanged, c.state.Mode)
 	}
 	c.stopRestoreLocked()
 	if err := os.Remove(c.restoreStatePath()); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -83,12 +83,9 @@ func (c *Controller) RequestMode(ctx context.Context, r ModeRequest) (Mode, erro
 	if _, err := restore.New(c.restoreOptionsLocked(nil), req); err != nil {
 		return from, err
 	}
-	c.state.Mode = ModeRestore
-	if err := c.saveLocked(); err != nil {
-		c.state.Mode = from
+	if err := c.changeModeLocked(ModeRestore, nil); err != nil {
 		return from, err
 	}
-	c.mode.Store(ModeRestore)
 	c.log.Info("restore requested", "site", req.Site, "stream", req.StreamID, "target_time", req.TargetTime, "target_gtid", req.TargetGTID)
 	c.poke()
 	return ModeRestore, nil
@@ -343,12 +340,9 @@ func (c *Controller) restoreEnded(ctx context.Context, job *restoreJob, phase re
 	case restore.PhaseCompleted:
 		c.log.Info("restore completed", "backup", st.BackupStreamID, "binlogs", st.BinlogsRestored)
 		c.mu.Lock()
-		c.state.Mode = ModeObserve
 		promote := c.state.PromoteAfterRestore
-		c.state.PromoteAfterRestore = false
-		err := c.saveLocked()
+		err := c.changeModeLocked(ModeObserve, func(s *controllerState) { s.PromoteAfterRestore = false })
 		if err == nil {
-			c.mode.Store(ModeObserve)
 			c.listedAt = time.Time{}
 			_ = os.Rename(c.restoreStatePath(), c.restoreStatePath()+".completed")
 		}

@@ -39,29 +39,4 @@ func badRequest(format string, args ...any) error {
 	return &RequestError{Msg: fmt.Sprintf(format, args...)}
 }
 
-// transitions lists the API-driven mode changes this node allows; later
-// issues add restore, observe and promote.
-var transitions = map[Mode]map[Mode]bool{
-	ModeIdle:    {ModeActive: true, ModeObserve: true},
-	ModeObserve: {ModeObserve: true},
-	ModePromote: {ModePromote: true},
-	ModeActive:  {ModeActive: true},
-}
-
-// allModes are the spec's modes, for validating requests.
-var allModes = map[Mode]bool{ModeIdle: true, ModeRestore: true, ModeObserve: true, ModePromote: true, ModeActive: true}
-
-func checkTransition(from, to Mode) error {
-	if !allModes[to] {
-		return badRequest("unknown mode %q (want active, idle, observe, promote or restore)", to)
-	}
-	if transitions[from][to] {
-		return nil
-	}
-	if from == ModeActive {
-		return badRequest("switch from active to %s mode is not allowed: an active node stays active; stop myhoard to end its role", to)
-	}
-	return badRequest("switch from %s to %s mode is not supported", from, to)
-}
-
 var errNotReady = errors.New("the controller is not ready yet (database or backup sites not reachable)")
