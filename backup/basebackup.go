@@ -56,12 +56,7 @@ type BasebackupOptions struct {
 }
 
 // ToolName is the backup program of a flavor.
-func ToolName(f mysql.Flavor) string {
-	if f == mysql.FlavorMariaDB {
-		return "mariabackup"
-	}
-	return "xtrabackup"
-}
+func ToolName(f mysql.Flavor) string { return mysql.DialectOf(f).BackupTool() }
 
 // BuildCommand returns the backup command line. Credentials are in the
 // defaults file, never on the command line.
@@ -72,16 +67,7 @@ func BuildCommand(o BasebackupOptions, defaultsFile, targetDir, lsnDir string) [
 	}
 	args := []string{tool, "--defaults-file=" + defaultsFile, "--backup", "--stream=xbstream",
 		"--target-dir=" + targetDir, "--extra-lsndir=" + lsnDir, "--parallel=" + strconv.Itoa(max(1, o.CopyThreads))}
-	if o.Flavor == mysql.FlavorMySQL {
-		args = append(args, "--no-version-check")
-		if o.RegisterRedoLogConsumer {
-			args = append(args, "--register-redo-log-consumer")
-		}
-		if o.EstimateMemory {
-			args = append(args, "--estimate-memory=ON")
-		}
-	}
-	return args
+	return append(args, mysql.DialectOf(o.Flavor).BackupFlags(o.RegisterRedoLogConsumer, o.EstimateMemory)...)
 }
 
 // DefaultsFile is the temporary defaults file: the server's config, then a
@@ -93,37 +79,21 @@ func DefaultsFile(serverConfig string, c mysql.ConnParams, f mysql.Flavor) strin
 	var b strings.Builder
 	b.WriteString(serverConfig)
 	b.WriteString("\n\n[client]\n")
-	fmt.Fprintf(&b, "user=%s\n", optionValue(c.User))
+	fmt.Fprintf(&b, "user=%s\n", mysql.OptionValue(c.User))
 	if c.Password != "" {
-		fmt.Fprintf(&b, "password=%s\n", optionValue(c.Password))
+		fmt.Fprintf(&b, "password=%s\n", mysql.OptionValue(c.Password))
 	}
 	if c.Socket != "" {
-		fmt.Fprintf(&b, "socket=%s\n", optionValue(c.Socket))
+		fmt.Fprintf(&b, "socket=%s\n", mysql.OptionValue(c.Socket))
 	} else {
-		fmt.Fprintf(&b, "host=%s\nport=%d\n", optionValue(c.Host), c.Port)
+		fmt.Fprintf(&b, "host=%s\nport=%d\n", mysql.OptionValue(c.Host), c.Port)
 	}
 	if c.RequireTLS {
-		switch {
-		case f == mysql.FlavorMySQL && c.CAFile != "":
-			fmt.Fprintf(&b, "ssl-mode=VERIFY_CA\nssl-ca=%s\n", optionValue(c.CAFile))
-		case f == mysql.FlavorMySQL:
-			b.WriteString("ssl-mode=REQUIRED\n")
-		case c.CAFile != "":
-			fmt.Fprintf(&b, "ssl\nssl-ca=%s\nssl-verify-server-cert\n", optionValue(c.CAFile))
-		default:
-			b.WriteString("ssl\n")
+		for _, line := range mysql.DialectOf(f).ClientTLS(c.CAFile) {
+			b.WriteString(line + "\n")
 		}
 	}
 	return b.String()
-}
-
-// optionValue writes a value for an option file, quoted when it holds
-// what the file's syntax would otherwise take (a '#' starts a comment).
-func optionValue(v string) string {
-	if v == "" || strings.ContainsAny(v, "#;\"'\\ \t\n") {
-		return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\t", `\t`).Replace(v) + `"`
-	}
-	return v
 }
 
 // ConsistencyPoint is where a full backup stops: binlog file, position and
@@ -170,11 +140,7 @@ func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o 
 	if p, lerr := exec.LookPath(tool); lerr == nil {
 		tool = p
 	} else {
-		pkg := "percona-xtrabackup"
-		if o.Flavor == mysql.FlavorMariaDB {
-			pkg = "mariadb-backup"
-		}
-		return nil, fmt.Errorf("basebackup: %w: %s is not installed (package %s)", ErrToolMissing, tool, pkg)
+		return nil, fmt.Errorf("basebackup: %w: %s is not installed (package %s)", ErrToolMissing, tool, mysql.DialectOf(o.Flavor).ToolPackage())
 	}
 	o.Tool = tool
 	serverConfig, err := os.ReadFile(o.ConfigFile)

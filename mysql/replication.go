@@ -56,43 +56,30 @@ type Execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-// ReplicateStatements are the statements that make a server of flavor f
-// replicate from r: stop, point at r with GTID auto-position (and TLS when
-// asked), start.
-func ReplicateStatements(f Flavor, r ReplicationSource) ([]string, error) {
+// replicateStatements builds a dialect's statements that make a server
+// replicate from r.
+func replicateStatements(pre, change, autoPosition, stop, start string, r ReplicationSource) ([]string, error) {
 	if err := r.validate(); err != nil {
 		return nil, err
-	}
-	pre := "MASTER_"
-	if f == FlavorMySQL {
-		pre = "SOURCE_"
 	}
 	opts := []string{
 		fmt.Sprintf("%sHOST=%s", pre, quote(r.Host)), fmt.Sprintf("%sPORT=%d", pre, r.Port),
 		fmt.Sprintf("%sUSER=%s", pre, quote(r.User)), fmt.Sprintf("%sPASSWORD=%s", pre, quote(r.Password)),
+		autoPosition, pre + "CONNECT_RETRY=5",
 	}
-	if f == FlavorMySQL {
-		opts = append(opts, "SOURCE_AUTO_POSITION=1")
-	} else {
-		opts = append(opts, "MASTER_USE_GTID=slave_pos")
-	}
-	opts = append(opts, pre+"CONNECT_RETRY=5")
 	if r.SSL {
 		opts = append(opts, pre+"SSL=1")
 		if r.CAFile != "" {
 			opts = append(opts, fmt.Sprintf("%sSSL_CA=%s", pre, quote(r.CAFile)))
 		}
 	}
-	if f == FlavorMySQL {
-		return []string{"STOP REPLICA", "CHANGE REPLICATION SOURCE TO " + strings.Join(opts, ", "), "START REPLICA"}, nil
-	}
-	return []string{"STOP SLAVE", "CHANGE MASTER TO " + strings.Join(opts, ", "), "START SLAVE"}, nil
+	return []string{stop, change + strings.Join(opts, ", "), start}, nil
 }
 
-// StartReplication runs ReplicateStatements; a failing statement is named
-// in the error with its password hidden.
-func StartReplication(ctx context.Context, db Execer, f Flavor, r ReplicationSource) error {
-	stmts, err := ReplicateStatements(f, r)
+// StartReplication makes the server replicate from r; a failing statement
+// is named in the error with its password hidden.
+func StartReplication(ctx context.Context, db Execer, d Dialect, r ReplicationSource) error {
+	stmts, err := d.ReplicateFrom(r)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@ import (
 
 func TestReplicateStatements(t *testing.T) {
 	src := ReplicationSource{Host: "10.0.0.2", Port: 3306, User: "repl", Password: "p'w", SSL: true, CAFile: "/etc/ca.pem"}
-	my, err := ReplicateStatements(FlavorMySQL, src)
+	my, err := DialectOf(FlavorMySQL).ReplicateFrom(src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +22,7 @@ func TestReplicateStatements(t *testing.T) {
 		t.Errorf("MySQL:\n%q\nwant\n%q", my, want)
 	}
 	src.SSL, src.CAFile = false, ""
-	ma, err := ReplicateStatements(FlavorMariaDB, src)
+	ma, err := DialectOf(FlavorMariaDB).ReplicateFrom(src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestReplicationSourceValidated(t *testing.T) {
 			t.Errorf("%q: %v", addr, err)
 		}
 	}
-	if _, err := ReplicateStatements(FlavorMySQL, ReplicationSource{Host: "x'); DROP TABLE t; --", Port: 3306}); err == nil {
+	if _, err := DialectOf(FlavorMySQL).ReplicateFrom(ReplicationSource{Host: "x'); DROP TABLE t; --", Port: 3306}); err == nil {
 		t.Error("a host with SQL in it was accepted")
 	}
 }
@@ -65,7 +65,7 @@ func TestFailedStatementHidesThePassword(t *testing.T) {
 	for _, f := range []Flavor{FlavorMySQL, FlavorMariaDB} {
 		var logs bytes.Buffer
 		log := slog.New(slog.NewTextHandler(&logs, nil))
-		err := StartReplication(context.Background(), failingDB{}, f, ReplicationSource{Host: "db1", Port: 3306, User: "repl", Password: "hunter2-secret"})
+		err := StartReplication(context.Background(), failingDB{}, DialectOf(f), ReplicationSource{Host: "db1", Port: 3306, User: "repl", Password: "hunter2-secret"})
 		if err == nil {
 			t.Fatalf("%s: no error", f)
 		}

@@ -9,7 +9,6 @@ import (
 	"github.com/myhoard/myhoard/backup"
 	"github.com/myhoard/myhoard/cluster"
 	"github.com/myhoard/myhoard/mysql"
-	"github.com/myhoard/myhoard/restore"
 )
 
 // SetCluster attaches this node's cluster membership (nil: a lone node).
@@ -43,7 +42,7 @@ func (c *Controller) publishState(ctx context.Context) {
 	var gtids string
 	if db != nil && Mode(c.Mode()) != ModeRestore {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		set, err := restore.ServerExecuted(pctx, db, flavor)
+		set, err := mysql.DialectOf(flavor).Executed(pctx, db)
 		cancel()
 		if err == nil {
 			gtids = set.String()
@@ -252,7 +251,7 @@ func (c *Controller) startReplication(ctx context.Context) error {
 	}
 	cp := cfg.MySQL.ClientParams
 	src.User, src.Password, src.SSL, src.CAFile = cfg.Cluster.ReplicationUser, cfg.Cluster.ReplicationPassword, cp.RequireSSL, cp.CAFile
-	if err := mysql.StartReplication(ctx, db, flavor, src); err != nil {
+	if err := mysql.StartReplication(ctx, db, mysql.DialectOf(flavor), src); err != nil {
 		return fmt.Errorf("replicate from the primary %s: %w", view.Primary, err)
 	}
 	c.log.Info("replicating from the primary", "primary", view.Primary, "address", primary.MySQLAddr)

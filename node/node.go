@@ -352,10 +352,7 @@ func (c *Controller) connectDB(ctx context.Context) error {
 	f, version, err := mysql.DetectFlavor(dctx, db)
 	var uuid string
 	if err == nil {
-		err = db.QueryRowContext(dctx, "SELECT @@GLOBAL.server_uuid").Scan(&uuid)
-		if err != nil && f == mysql.FlavorMariaDB {
-			uuid, err = "", nil // MariaDB has no server_uuid variable
-		}
+		uuid, err = mysql.DialectOf(f).ServerUUID(dctx, db)
 	}
 	cancel()
 	if err != nil {

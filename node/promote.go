@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -252,7 +251,7 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 	// yet is applied before anything else (the relay logs are dropped
 	// when replication is reset below).
 	c.failpoint("promote-drain")
-	if err := drainRelayLog(ctx, db, flavor); err != nil {
+	if err := mysql.DrainRelayLog(ctx, db, mysql.DialectOf(flavor)); err != nil {
 		return fmt.Errorf("promote: %w", err)
 	}
 	if f == nil {
@@ -260,7 +259,7 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 		return c.finishPromotion(nil)
 	}
 	epoch = f.rec.Epoch
-	executed, err := restore.ServerExecuted(ctx, db, flavor)
+	executed, err := mysql.DialectOf(flavor).Executed(ctx, db)
 	if err != nil {
 		return err
 	}
@@ -292,10 +291,7 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 	}
 	// stop replicating from the old primary (or from the catch-up's relay
 	// logs)
-	for _, q := range []string{"STOP SLAVE", "RESET SLAVE ALL"} {
-		if flavor == mysql.FlavorMySQL {
-			q = map[string]string{"STOP SLAVE": "STOP REPLICA", "RESET SLAVE ALL": "RESET REPLICA ALL"}[q]
-		}
+	for _, q := range mysql.DialectOf(flavor).ResetReplica() {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("promote: %s: %w", q, err)
 		}
@@ -483,64 +479,6 @@ func belowStart(chain []restore.StoredBinlog, rec storage.PromotionRecord) []res
 		}
 	}
 	return out
-}
-
-// drainRelayLog stops receiving from the old primary and waits until the
-// SQL thread applied everything already received (reference 2.3: the
-// original required this state before a promotion; here it is reached).
-func drainRelayLog(ctx context.Context, db *sql.DB, flavor mysql.Flavor) error {
-	stopIO, status, posCol, wait := "STOP SLAVE IO_THREAD", "SHOW SLAVE STATUS", "Gtid_IO_Pos", "SELECT MASTER_GTID_WAIT(?, ?)"
-	if flavor == mysql.FlavorMySQL {
-		stopIO, status, posCol, wait = "STOP REPLICA IO_THREAD", "SHOW REPLICA STATUS", "Retrieved_Gtid_Set", "SELECT WAIT_FOR_EXECUTED_GTID_SET(?, ?)"
-	}
-	rows, err := db.QueryContext(ctx, status)
-	if err != nil {
-		return fmt.Errorf("%s: %w", status, err)
-	}
-	cols, _ := rows.Columns()
-	var received, sqlRunning, sqlError string
-	if rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			rows.Close()
-			return err
-		}
-		for i, c := range cols {
-			switch c {
-			case posCol:
-				received = vals[i].String
-			case "Slave_SQL_Running", "Replica_SQL_Running":
-				sqlRunning = vals[i].String
-			case "Last_SQL_Error":
-				sqlError = vals[i].String
-			}
-		}
-	}
-	rows.Close()
-	if len(cols) == 0 || received == "" {
-		return nil // not a replica
-	}
-	if _, err := db.ExecContext(ctx, stopIO); err != nil {
-		return fmt.Errorf("%s: %w", stopIO, err)
-	}
-	if sqlRunning != "Yes" {
-		if sqlError != "" {
-			return fmt.Errorf("the SQL thread stopped with %q; fix replication before promoting", sqlError)
-		}
-		return nil
-	}
-	var res sql.NullInt64
-	if err := db.QueryRowContext(ctx, wait, received, 300).Scan(&res); err != nil {
-		return fmt.Errorf("wait for the relay log (%s) to be applied: %w", received, err)
-	}
-	if !res.Valid || res.Int64 != 0 {
-		return fmt.Errorf("the relay log (up to %s) was not applied within 300 s", received)
-	}
-	return nil
 }
 
 // streamEpoch is the highest epoch of a stream's binlog keys and

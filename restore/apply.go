@@ -70,7 +70,8 @@ func ApplyBinlogs(ctx context.Context, o ApplyOptions) error {
 	// Reset the replica first: it removes the relay logs of an earlier
 	// batch, and the new index must be written before the relay log is
 	// initialised again (the server reads it only then).
-	for _, q := range resetStatements(o.Flavor) {
+	d := mysql.DialectOf(o.Flavor)
+	for _, q := range d.ResetReplica() {
 		if _, err := o.DB.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("apply binlogs: %s: %w", q, err)
 		}
@@ -136,7 +137,7 @@ wait:
 			return fmt.Errorf("apply binlogs: %s not reached within %v", o.Target, o.Timeout)
 		}
 	}
-	for _, q := range append(resetStatements(o.Flavor), parallelStatement(o.Flavor, 0)) {
+	for _, q := range append(d.ResetReplica(), d.ParallelWorkers(0)) {
 		if _, err := o.DB.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("apply binlogs: %s: %w", q, err)
 		}
@@ -144,14 +145,10 @@ wait:
 	return nil
 }
 
-// InitGTIDState gives a restored server the basebackup's GTID state, so
-// that strict GTID mode (MariaDB) or GTID auto-skip (MySQL) rejects any
-// replay. MariaDB: its replica position and binlog state (reference
-// mariadb-notes section 5.5). MySQL: RESET MASTER and gtid_purged, which
-// leaves mysql.gtid_executed exactly as the reference's row patching does
-// (the binlog stays on during apply here, so the server keeps it right).
+// InitGTIDState gives a restored server the basebackup's GTID state
+// (mysql.Dialect.InitGTIDState), so that any replay is rejected.
 func InitGTIDState(ctx context.Context, db *sql.DB, flavor mysql.Flavor, gtid mysql.GTIDSet) error {
-	for _, q := range initGTIDStatements(flavor, gtid) {
+	for _, q := range mysql.DialectOf(flavor).InitGTIDState(gtid) {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("set the GTID state %s: %s: %w", gtid, q, err)
 		}
@@ -159,85 +156,15 @@ func InitGTIDState(ctx context.Context, db *sql.DB, flavor mysql.Flavor, gtid my
 	return nil
 }
 
-func initGTIDStatements(flavor mysql.Flavor, gtid mysql.GTIDSet) []string {
-	if flavor == mysql.FlavorMySQL {
-		return append(resetStatements(flavor), "RESET MASTER", "SET GLOBAL gtid_purged = '"+sqlEscape(gtid.String())+"'")
-	}
-	pos := sqlEscape(gtid.MariaDBPosition())
-	return append(resetStatements(flavor), "SET GLOBAL gtid_slave_pos = '"+pos+"'", "RESET MASTER", "SET GLOBAL gtid_binlog_state = '"+pos+"'")
-}
-
-// GTIDTarget formats a GTID set for the flavor's wait function.
-func GTIDTarget(flavor mysql.Flavor, s mysql.GTIDSet) string {
-	if flavor == mysql.FlavorMySQL {
-		return s.String()
-	}
-	return s.MariaDBPosition()
-}
-
-func resetStatements(flavor mysql.Flavor) []string {
-	if flavor == mysql.FlavorMySQL {
-		return []string{"STOP REPLICA", "RESET REPLICA ALL"}
-	}
-	return []string{"STOP SLAVE", "RESET SLAVE ALL"}
-}
-
-func parallelStatement(flavor mysql.Flavor, n int) string {
-	if flavor == mysql.FlavorMySQL {
-		return fmt.Sprintf("SET GLOBAL replica_parallel_workers = %d", max(0, n))
-	}
-	return fmt.Sprintf("SET GLOBAL slave_parallel_threads = %d", max(0, n))
-}
-
-// startStatements point the SQL thread at the relay logs and start it.
-// MariaDB needs MASTER_USE_GTID=no and both MASTER_LOG_* and RELAY_LOG_*
-// (without MASTER_LOG_* its parallel workers crash); MySQL needs
-// SOURCE_AUTO_POSITION=0 and no privilege checks user.
+// startStatements set the batch's workers, point the SQL thread at the
+// relay logs and start it.
 func startStatements(o ApplyOptions) []string {
-	first := filepath.Base(RelayName(o.RelayPrefix, 0))
-	if o.Flavor == mysql.FlavorMySQL {
-		start := "START REPLICA SQL_THREAD"
-		if o.UntilGTID != "" {
-			start += " UNTIL SQL_AFTER_GTIDS = '" + sqlEscape(o.UntilGTID) + "'"
-		}
-		return []string{parallelStatement(o.Flavor, o.Parallel),
-			fmt.Sprintf("CHANGE REPLICATION SOURCE TO SOURCE_AUTO_POSITION=0, SOURCE_HOST='dummy', RELAY_LOG_FILE='%s', RELAY_LOG_POS=%d, PRIVILEGE_CHECKS_USER=NULL",
-				sqlEscape(first), o.StartPos),
-			start}
-	}
-	start := "START SLAVE SQL_THREAD"
+	d := mysql.DialectOf(o.Flavor)
+	r := mysql.RelayApply{FirstRelay: filepath.Base(RelayName(o.RelayPrefix, 0)), StartFile: o.StartFile, StartPos: o.StartPos, UntilGTID: o.UntilGTID}
 	if o.UntilPos > 0 {
-		start += fmt.Sprintf(" UNTIL RELAY_LOG_FILE='%s', RELAY_LOG_POS=%d", sqlEscape(filepath.Base(RelayName(o.RelayPrefix, o.UntilFile))), o.UntilPos)
+		r.UntilRelay, r.UntilPos = filepath.Base(RelayName(o.RelayPrefix, o.UntilFile)), o.UntilPos
 	}
-	return []string{parallelStatement(o.Flavor, o.Parallel),
-		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='dummy', MASTER_USE_GTID=no, MASTER_LOG_FILE='%s', MASTER_LOG_POS=%d, RELAY_LOG_FILE='%s', RELAY_LOG_POS=%d",
-			sqlEscape(o.StartFile), o.StartPos, sqlEscape(first), o.StartPos),
-		start}
-}
-
-// ServerExecuted is the GTID set the server has executed (MariaDB: its
-// replica position and binlog state together).
-func ServerExecuted(ctx context.Context, db *sql.DB, flavor mysql.Flavor) (mysql.GTIDSet, error) {
-	if flavor == mysql.FlavorMySQL {
-		var s string
-		if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_executed").Scan(&s); err != nil {
-			return mysql.GTIDSet{}, fmt.Errorf("read gtid_executed: %w", err)
-		}
-		return mysql.ParseMySQLGTIDSet(s)
-	}
-	var slave, binlog string
-	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_slave_pos, @@GLOBAL.gtid_binlog_pos").Scan(&slave, &binlog); err != nil {
-		return mysql.GTIDSet{}, fmt.Errorf("read the GTID position: %w", err)
-	}
-	a, err := mysql.ParseMariaDBGTIDSet(slave)
-	if err != nil {
-		return a, err
-	}
-	b, err := mysql.ParseMariaDBGTIDSet(binlog)
-	if err != nil {
-		return b, err
-	}
-	return a.Union(b), nil
+	return append([]string{d.ParallelWorkers(o.Parallel)}, d.ApplyRelayLogs(r)...)
 }
 
 // pollSeconds is how long one wait for the target lasts before the SQL
@@ -245,12 +172,8 @@ func ServerExecuted(ctx context.Context, db *sql.DB, flavor mysql.Flavor) (mysql
 const pollSeconds = 0.25
 
 func gtidWait(ctx context.Context, db *sql.DB, flavor mysql.Flavor, target string, seconds float64) (bool, error) {
-	q := "SELECT MASTER_GTID_WAIT(?, ?)"
-	if flavor == mysql.FlavorMySQL {
-		q = "SELECT WAIT_FOR_EXECUTED_GTID_SET(?, ?)"
-	}
 	var res sql.NullInt64
-	if err := db.QueryRowContext(ctx, q, target, seconds).Scan(&res); err != nil {
+	if err := db.QueryRowContext(ctx, mysql.DialectOf(flavor).WaitForGTIDs(), target, seconds).Scan(&res); err != nil {
 		return false, fmt.Errorf("apply binlogs: wait for %s: %w", target, err)
 	}
 	return res.Valid && res.Int64 == 0, nil
@@ -259,11 +182,7 @@ func gtidWait(ctx context.Context, db *sql.DB, flavor mysql.Flavor, target strin
 // sqlThreadState reads Slave_SQL_Running (Replica_SQL_Running),
 // Last_SQL_Errno and Last_SQL_Error.
 func sqlThreadState(ctx context.Context, db *sql.DB, flavor mysql.Flavor) (running bool, errno int64, msg string, err error) {
-	q := "SHOW SLAVE STATUS"
-	if flavor == mysql.FlavorMySQL {
-		q = "SHOW REPLICA STATUS"
-	}
-	rows, err := db.QueryContext(ctx, q)
+	rows, err := db.QueryContext(ctx, mysql.DialectOf(flavor).ReplicaStatus())
 	if err != nil {
 		return false, 0, "", fmt.Errorf("apply binlogs: SHOW SLAVE STATUS: %w", err)
 	}
@@ -294,8 +213,4 @@ func sqlThreadState(ctx context.Context, db *sql.DB, flavor mysql.Flavor) (runni
 		}
 	}
 	return running, errno, msg, nil
-}
-
-func sqlEscape(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s)
 }

@@ -79,10 +79,8 @@ var ErrDataDirNotEmpty = errors.New("the data directory is not empty")
 var ErrToolMissing = errors.New("backup tool not installed")
 
 func tools(f mysql.Flavor) (extract, prepare string) {
-	if f == mysql.FlavorMariaDB {
-		return "mbstream", "mariabackup"
-	}
-	return "xbstream", "xtrabackup"
+	d := mysql.DialectOf(f)
+	return d.StreamTool(), d.BackupTool()
 }
 
 // PrepareCommand is the tool's --prepare command line.
@@ -91,13 +89,7 @@ func PrepareCommand(o BasebackupOptions, dir string) []string {
 	if o.Prepare != "" {
 		prepare = o.Prepare
 	}
-	args := []string{prepare, "--prepare", "--target-dir=" + dir}
-	if o.Flavor == mysql.FlavorMySQL {
-		args = append(args, "--no-version-check")
-		if o.FreeMemoryPercent != nil {
-			args = append(args, "--use-free-memory-pct="+strconv.Itoa(*o.FreeMemoryPercent))
-		}
-	}
+	args := append([]string{prepare, "--prepare", "--target-dir=" + dir}, mysql.DialectOf(o.Flavor).PrepareFlags(o.FreeMemoryPercent)...)
 	return args
 }
 
@@ -198,7 +190,7 @@ func RestoreBasebackup(ctx context.Context, site *storage.Site, m *storage.Baseb
 		return toolError(fmt.Sprintf("restore basebackup %s: %s --prepare in %s failed: %v", m.StreamID, filepath.Base(prepare), tmp, err), out, base)
 	}
 	log.Info("basebackup prepared", "stream", m.StreamID)
-	if o.Flavor == mysql.FlavorMySQL {
+	if mysql.DialectOf(o.Flavor).BackupHasBinlogs() {
 		if err := cleanMySQLBackup(tmp); err != nil {
 			return fmt.Errorf("restore basebackup %s: %w", m.StreamID, err)
 		}

@@ -96,7 +96,7 @@ func ApplyFromStorage(ctx context.Context, binlogs []StoredBinlog, o FromStorage
 	if err != nil {
 		return err
 	}
-	executed, err := ServerExecuted(ctx, o.DB, o.Flavor)
+	executed, err := mysql.DialectOf(o.Flavor).Executed(ctx, o.DB)
 	if err != nil {
 		return err
 	}
@@ -129,7 +129,7 @@ func applyChain(ctx context.Context, chain []StoredBinlog, o FromStorageOptions,
 		for _, b := range chain[i : i+n] {
 			size += b.Manifest.Size
 		}
-		executed, err := ServerExecuted(ctx, o.DB, o.Flavor)
+		executed, err := mysql.DialectOf(o.Flavor).Executed(ctx, o.DB)
 		if err != nil {
 			return applied, err
 		}
@@ -159,7 +159,7 @@ func applyChain(ctx context.Context, chain []StoredBinlog, o FromStorageOptions,
 		last := i+n == len(chain)
 		batch := chain[i+skip : i+n]
 		opts := ApplyOptions{DB: o.DB, RelayPrefix: o.RelayPrefix, RelayIndex: o.RelayIndex, Files: files[skip:],
-			Parallel: o.Parallel, Target: GTIDTarget(o.Flavor, chain[i+n-1].End()), Flavor: o.Flavor}
+			Parallel: o.Parallel, Target: mysql.DialectOf(o.Flavor).GTIDTarget(chain[i+n-1].End()), Flavor: o.Flavor}
 		if len(batch) > 0 {
 			opts.StartFile, opts.StartPos = batch[0].Manifest.LocalName, start
 		}
@@ -179,8 +179,9 @@ func applyChain(ctx context.Context, chain []StoredBinlog, o FromStorageOptions,
 			case sp.Reached.IsSubsetOf(executed):
 				opts.Files = nil // already there (a resumed restore)
 			default:
-				opts.UntilFile, opts.UntilPos, opts.Target, opts.Parallel = sp.File, sp.Pos, GTIDTarget(o.Flavor, sp.Reached), 0
-				if o.Flavor == mysql.FlavorMySQL {
+				d := mysql.DialectOf(o.Flavor)
+				opts.UntilFile, opts.UntilPos, opts.Target, opts.Parallel = sp.File, sp.Pos, d.GTIDTarget(sp.Reached), 0
+				if d.StopsByGTID() {
 					opts.UntilGTID, opts.UntilPos = sp.GTID.String(), 0
 				}
 			}

@@ -461,7 +461,7 @@ func (c *Coordinator) startPrefetch(ctx context.Context, fromServer bool) error 
 		if err != nil {
 			return err
 		}
-		if executed, err = ServerExecuted(ctx, db, m.Flavor); err != nil {
+		if executed, err = mysql.DialectOf(m.Flavor).Executed(ctx, db); err != nil {
 			return err
 		}
 	}
@@ -621,7 +621,7 @@ func (c *Coordinator) applyServerID() uint32 {
 // are applied: another server_id, no replica start, no events, relaxed
 // durability (a crash during apply is handled by resuming the restore).
 func (c *Coordinator) serverOptions() []string {
-	f := mysql.FlavorMariaDB
+	var f mysql.Flavor // DialectOf's default until the manifest is read
 	if c.manifest != nil {
 		f = c.manifest.Flavor
 	}
@@ -640,11 +640,7 @@ func (c *Coordinator) serverOptions() []string {
 // is a synchronous disk read (BenchmarkRestore: 26k reads, 407 MiB, on
 // every apply, none with fsync, and fewer slow outliers).
 func ApplyServerOptions(f mysql.Flavor, serverID uint32) []string {
-	replica := "--skip-slave-start"
-	if f == mysql.FlavorMySQL {
-		replica = "--skip-replica-start"
-	}
-	return []string{replica, "--event-scheduler=OFF", "--server-id=" + strconv.FormatUint(uint64(serverID), 10),
+	return []string{mysql.DialectOf(f).SkipReplicaStart(), "--event-scheduler=OFF", "--server-id=" + strconv.FormatUint(uint64(serverID), 10),
 		"--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0", "--relay-log-purge=ON", "--max-binlog-size=1073741824",
 		"--innodb-flush-method=fsync"}
 }
@@ -707,7 +703,7 @@ func (c *Coordinator) startServer(ctx context.Context) error {
 	if st.GTIDStateSet {
 		// a restarted daemon: the SQL thread may still be applying the
 		// last batch; stop it so that its state is final
-		if _, err := db.ExecContext(ctx, resetStatements(m.Flavor)[0]); err != nil {
+		if _, err := db.ExecContext(ctx, mysql.DialectOf(m.Flavor).StopReplica()); err != nil {
 			return fmt.Errorf("stop the SQL thread: %w", err)
 		}
 	} else {
@@ -806,7 +802,7 @@ func (c *Coordinator) finalize(ctx context.Context) error {
 	}
 	db, err := c.conn(ctx)
 	if err == nil {
-		for _, q := range resetStatements(m.Flavor) {
+		for _, q := range mysql.DialectOf(m.Flavor).ResetReplica() {
 			if _, err := db.ExecContext(ctx, q); err != nil {
 				return fmt.Errorf("finalize restore: %s: %w", q, err)
 			}

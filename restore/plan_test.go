@@ -30,10 +30,10 @@ func TestStatementPlans(t *testing.T) {
 		got  []string
 		want []string
 	}{
-		{"mysql gtid state", initGTIDStatements(mysql.FlavorMySQL, mysqlSet), []string{
+		{"mysql gtid state", mysql.DialectOf(mysql.FlavorMySQL).InitGTIDState(mysqlSet), []string{
 			"STOP REPLICA", "RESET REPLICA ALL", "RESET MASTER",
 			"SET GLOBAL gtid_purged = '3e11fa47-71ca-11e1-9e33-c80aa9429562:1-77,4e11fa47-71ca-11e1-9e33-c80aa9429562:1-5'"}},
-		{"mariadb gtid state", initGTIDStatements(mysql.FlavorMariaDB, mustSet(t, mysql.FlavorMariaDB, "0-101-93,1-7-5")), []string{
+		{"mariadb gtid state", mysql.DialectOf(mysql.FlavorMariaDB).InitGTIDState(mustSet(t, mysql.FlavorMariaDB, "0-101-93,1-7-5")), []string{
 			"STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL gtid_slave_pos = '0-101-93,1-7-5'", "RESET MASTER", "SET GLOBAL gtid_binlog_state = '0-101-93,1-7-5'"}},
 		{"mysql batch", startStatements(ApplyOptions{Flavor: mysql.FlavorMySQL, RelayPrefix: relay, StartFile: "binlog.000003", StartPos: 1234, Parallel: 4}), []string{
 			"SET GLOBAL replica_parallel_workers = 4",
@@ -55,11 +55,11 @@ func TestStatementPlans(t *testing.T) {
 			}
 		})
 	}
-	if got := GTIDTarget(mysql.FlavorMySQL, mysqlSet); got != mysqlSet.String() {
+	if got := mysql.DialectOf(mysql.FlavorMySQL).GTIDTarget(mysqlSet); got != mysqlSet.String() {
 		t.Errorf("mysql wait target %q", got)
 	}
 	// A MariaDB set that does not start at 1 still gives a position.
-	if got := GTIDTarget(mysql.FlavorMariaDB, mustSet(t, mysql.FlavorMariaDB, "0-101-50-93")); got != "0-101-93" {
+	if got := mysql.DialectOf(mysql.FlavorMariaDB).GTIDTarget(mustSet(t, mysql.FlavorMariaDB, "0-101-50-93")); got != "0-101-93" {
 		t.Errorf("mariadb wait target %q", got)
 	}
 }

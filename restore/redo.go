@@ -38,10 +38,7 @@ func GrowRedoLog(ctx context.Context, db *sql.DB, flavor mysql.Flavor, dataDir s
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	variable := "innodb_log_file_size"
-	if flavor == mysql.FlavorMySQL {
-		variable = "innodb_redo_log_capacity"
-	}
+	variable := mysql.DialectOf(flavor).RedoLogSizeVariable()
 	var cur int64
 	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL."+variable).Scan(&cur); err != nil {
 		if ctx.Err() != nil {
