@@ -9,6 +9,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -21,13 +22,28 @@ import (
 	"time"
 
 	"github.com/julienschmidt/httprouter"
+	"github.com/myhoard/myhoard/wire"
 )
 
-// Node is what the API needs from the node controller.
+// Node is everything the API needs from the node controller, declared
+// here; cmd/myhoard adapts the controller to it and asserts at compile
+// time that it does.
 type Node interface {
+	StatusNode
+	BackupNode
+	ClusterNode
+}
+
+// StatusNode is what the status endpoints need.
+type StatusNode interface {
 	// Mode is the current main mode: idle, restore, observe, promote or
 	// active.
 	Mode() string
+	// RequestMode handles PUT /status.
+	RequestMode(ctx context.Context, r StatusRequest) (string, error)
+	// RestoreStatus is GET /status/restore (a bad request when the mode
+	// is not restore).
+	RestoreStatus() (wire.RestoreStatus, error)
 }
 
 // Server is the HTTP handler of the API.
@@ -60,12 +76,10 @@ func New(node Node, log *slog.Logger) *Server {
 	s.SetToken("")
 	r := s.router
 	r.GET("/status", s.getStatus)
-	if bn, ok := node.(BackupNode); ok {
-		s.routeBackups(bn)
-	}
-	if cn, ok := node.(ClusterNode); ok {
-		s.routeCluster(cn)
-	}
+	r.PUT("/status", s.putStatus)
+	r.GET("/status/restore", s.getRestoreStatus)
+	s.routeBackups()
+	r.GET("/cluster", s.getCluster)
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		WriteError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", req.Method, req.URL.Path))
 	})
@@ -143,10 +157,6 @@ func extendWrite(w http.ResponseWriter, wait time.Duration) {
 func (r *statusRecorder) WriteHeader(code int) {
 	r.status = code
 	r.ResponseWriter.WriteHeader(code)
-}
-
-func (s *Server) getStatus(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
-	WriteJSON(w, http.StatusOK, map[string]any{"mode": s.node.Mode()})
 }
 
 // WriteJSON writes v as a JSON response.

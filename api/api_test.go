@@ -10,12 +10,16 @@ import (
 	"testing"
 )
 
-type fakeNode struct{ mode string }
+// fakeNode answers Mode; the other methods are not called by these tests.
+type fakeNode struct {
+	Node
+	mode string
+}
 
 func (f fakeNode) Mode() string { return f.mode }
 
 func TestRoutes(t *testing.T) {
-	srv := httptest.NewServer(New(fakeNode{"idle"}, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	srv := httptest.NewServer(New(fakeNode{mode: "idle"}, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	defer srv.Close()
 	tests := []struct {
 		method, path string

@@ -4,6 +4,8 @@ import (
 	"net/http"
 
 	"github.com/julienschmidt/httprouter"
+
+	"github.com/myhoard/myhoard/wire"
 )
 
 // ClusterNode is what the cluster endpoint needs from the node. Node-to-
@@ -11,16 +13,14 @@ import (
 // mutual TLS.
 type ClusterNode interface {
 	// ClusterStatus is GET /cluster (a bad request without a cluster).
-	ClusterStatus() (any, error)
+	ClusterStatus() (wire.ClusterStatus, error)
 }
 
-func (s *Server) routeCluster(n ClusterNode) {
-	s.router.GET("/cluster", func(w http.ResponseWriter, req *http.Request, _ httprouter.Params) {
-		st, err := n.ClusterStatus()
-		if err != nil {
-			writeNodeError(w, err)
-			return
-		}
-		WriteJSON(w, http.StatusOK, st)
-	})
+func (s *Server) getCluster(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
+	st, err := s.node.ClusterStatus()
+	if err != nil {
+		writeNodeError(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, st)
 }

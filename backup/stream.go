@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/storage"
+	"github.com/myhoard/myhoard/wire"
 )
 
 // Phase is where a backup stream is in its life.
@@ -77,22 +78,9 @@ func WriteMarker(ctx context.Context, site *storage.Site, streamID string, m sto
 	return site.PutBytes(ctx, storage.MarkerKey(streamID, m), body, storage.PutOptions{ContentType: "application/json"})
 }
 
-// BackupInfo is one backup as listed from storage.
-type BackupInfo struct {
-	Site        string                      `json:"site"`
-	StreamID    string                      `json:"stream_id"`
-	Basebackup  *storage.BasebackupManifest `json:"basebackup_info"`
-	CompletedAt *time.Time                  `json:"completed_at"`
-	ClosedAt    *time.Time                  `json:"closed_at"`
-	BrokenAt    *time.Time                  `json:"broken_at"`
-	// BrokenReason says why a backup lists as broken without a broken
-	// marker: its basebackup.json or a marker cannot be read (corrupt, or
-	// written by a newer myhoard).
-	BrokenReason  string     `json:"broken_reason,omitempty"`
-	PreserveUntil *time.Time `json:"preserve_until"`
-	RecoverySite  bool       `json:"recovery_site"`
-	Resumable     bool       `json:"resumable"`
-}
+// BackupInfo is one backup as listed from storage: the wire shape of
+// GET /backup.
+type BackupInfo = wire.Backup
 
 // ListBackups lists the site's streams: only those whose basebackup.json
 // exists (a partial backup is never listed) and whose parts are all there.
@@ -210,6 +198,10 @@ func readBackup(ctx context.Context, site *storage.Site, id string, recoverySite
 	}
 	if info.CompletedAt == nil {
 		info.ClosedAt = nil
+	}
+	if info.CompletedAt != nil && info.Basebackup != nil {
+		from := info.Basebackup.EndedAt
+		info.RestorableFrom, info.RestorableUntil = &from, info.ClosedAt
 	}
 	return info, true, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/myhoard/myhoard/backup"
 	"github.com/myhoard/myhoard/cluster"
 	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/wire"
 )
 
 // SetCluster attaches this node's cluster membership (nil: a lone node).
@@ -93,56 +94,24 @@ func (c *Controller) passGate(ctx context.Context, epoch int64) error {
 	return nil
 }
 
-// ClusterMember is one row of GET /cluster.
-type ClusterMember struct {
-	ID       string `json:"node_id"`
-	APIAddr  string `json:"api_address"`
-	RaftAddr string `json:"raft_address"`
-	ServerID uint32 `json:"server_id,omitempty"`
-	Mode     string `json:"mode"`
-	Voter    bool   `json:"voter"`
-	InRaft   bool   `json:"in_raft"`
-	// Gossip is what this node's gossip knows of the member: alive,
-	// failed, left or unknown; Alive is Gossip == alive.
-	Gossip     string    `json:"gossip"`
-	Alive      bool      `json:"alive"`
-	LastSeen   time.Time `json:"last_seen"`
-	GTIDs      string    `json:"gtid_executed"`
-	Behind     *uint64   `json:"transactions_behind_primary"`
-	IsPrimary  bool      `json:"primary"`
-	IsLeader   bool      `json:"leader"`
-	ServerUUID string    `json:"server_uuid,omitempty"`
-}
-
-// ClusterStatus is GET /cluster.
-type ClusterStatus struct {
-	NodeID    string `json:"node_id"`
-	ClusterID string `json:"cluster_id,omitempty"`
-	// Bootstrap says what a node without Raft state waits for.
-	Bootstrap  string              `json:"bootstrap,omitempty"`
-	Leader     string              `json:"leader"`
-	Primary    string              `json:"primary"`
-	Epoch      int64               `json:"epoch"`
-	Members    []ClusterMember     `json:"members"`
-	Promotions []cluster.Promotion `json:"promotions"`
-	External   map[string]string   `json:"replication_state,omitempty"`
-}
-
 // ClusterStatus reports the cluster view as this node sees it: the
 // members of the view, and those gossip sees that the view does not
 // have yet (in_raft false).
-func (c *Controller) ClusterStatus() (any, error) {
+func (c *Controller) ClusterStatus() (wire.ClusterStatus, error) {
 	cn := c.clusterNode()
 	if cn == nil {
-		return nil, badRequest("this node is not part of a cluster (cluster.raft_address is not set)")
+		return wire.ClusterStatus{}, badRequest("this node is not part of a cluster (cluster.raft_address is not set)")
 	}
 	view := cn.View()
 	voters, err := cn.Servers()
 	if err != nil {
-		return nil, err
+		return wire.ClusterStatus{}, err
 	}
-	st := ClusterStatus{NodeID: c.nodeID(), ClusterID: view.ClusterID, Bootstrap: cn.Bootstrap(), Leader: cn.Leader(), Primary: view.Primary,
-		Epoch: view.Epoch, Promotions: view.Promotions, External: view.External, Members: []ClusterMember{}}
+	st := wire.ClusterStatus{NodeID: c.nodeID(), ClusterID: view.ClusterID, Bootstrap: cn.Bootstrap(), Leader: cn.Leader(), Primary: view.Primary,
+		Epoch: view.Epoch, External: view.External, Members: []wire.ClusterMember{}, Promotions: []wire.Promotion{}}
+	for _, p := range view.Promotions {
+		st.Promotions = append(st.Promotions, wire.Promotion{Epoch: p.Epoch, NodeID: p.NodeID, StreamID: p.StreamID, StartIndex: p.StartIndex, GTIDs: p.GTIDs, At: p.At})
+	}
 	flavor := mysql.Flavor(view.Members[view.Primary].Flavor)
 	primarySet, perr := mysql.ParseGTIDSet(flavor, view.GTIDs[view.Primary])
 	ids := view.MemberIDs()
@@ -155,7 +124,7 @@ func (c *Controller) ClusterStatus() (any, error) {
 		m := view.Members[id]
 		voter, inRaft := voters[id]
 		gossip := cn.GossipState(id)
-		row := ClusterMember{ID: id, APIAddr: m.APIAddr, RaftAddr: m.RaftAddr, ServerID: m.ServerID, ServerUUID: m.ServerUUID, Mode: m.Mode,
+		row := wire.ClusterMember{ID: id, APIAddr: m.APIAddr, RaftAddr: m.RaftAddr, ServerID: m.ServerID, ServerUUID: m.ServerUUID, Mode: m.Mode,
 			Voter: voter, InRaft: inRaft, Gossip: gossip, Alive: gossip == cluster.GossipAlive, LastSeen: m.LastSeen, GTIDs: view.GTIDs[id],
 			IsPrimary: id == view.Primary, IsLeader: id == st.Leader}
 		if view.Primary != "" && perr == nil && view.GTIDs[view.Primary] != "" {

@@ -16,6 +16,7 @@ import (
 	"github.com/myhoard/myhoard/restore"
 	"github.com/myhoard/myhoard/statefile"
 	"github.com/myhoard/myhoard/storage"
+	"github.com/myhoard/myhoard/wire"
 )
 
 // ModeRequest is PUT /status.
@@ -390,9 +391,9 @@ func (c *Controller) fallBack(ctx context.Context, job *restoreJob, st restore.S
 }
 
 // RestoreStatus is GET /status/restore.
-func (c *Controller) RestoreStatus() (any, error) {
+func (c *Controller) RestoreStatus() (wire.RestoreStatus, error) {
 	if Mode(c.Mode()) != ModeRestore {
-		return nil, badRequest("mode is %s, not restore: no restore status", c.Mode())
+		return wire.RestoreStatus{}, badRequest("mode is %s, not restore: no restore status", c.Mode())
 	}
 	c.mu.Lock()
 	job := c.restoreJob
@@ -402,9 +403,9 @@ func (c *Controller) RestoreStatus() (any, error) {
 	}
 	var st restore.State
 	if _, err := statefile.Load(c.restoreStatePath(), &st); err != nil {
-		return nil, err
+		return wire.RestoreStatus{}, err
 	}
-	return restore.Status{Phase: st.Phase, CurrentBackupName: st.BackupStreamID, RequestedBackupName: st.Request.StreamID,
+	return wire.RestoreStatus{Phase: string(st.Phase), CurrentBackupName: st.BackupStreamID, RequestedBackupName: st.Request.StreamID,
 		BinlogsRestored: st.BinlogsRestored, LastError: st.LastError, BasebackupErrors: st.BasebackupErrors, StartedAt: st.StartedAt}, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/statefile"
 	"github.com/myhoard/myhoard/storage"
+	"github.com/myhoard/myhoard/wire"
 )
 
 // Phase is a restore phase (the spec's names).
@@ -76,24 +77,6 @@ type State struct {
 	ForceComplete bool `json:"force_complete,omitempty"`
 }
 
-// Status is GET /status/restore.
-type Status struct {
-	Phase                     Phase     `json:"phase"`
-	BasebackupBytesDownloaded int64     `json:"basebackup_compressed_bytes_downloaded"`
-	BasebackupBytesTotal      int64     `json:"basebackup_compressed_bytes_total"`
-	BasebackupPrepareProgress *float64  `json:"basebackup_prepare_progress,omitempty"`
-	BinlogsBeingRestored      int       `json:"binlogs_being_restored"`
-	BinlogsPending            int       `json:"binlogs_pending"`
-	BinlogsRestored           int       `json:"binlogs_restored"`
-	BinlogBytesPrefetched     int64     `json:"binlog_bytes_downloaded"`
-	CurrentBackupName         string    `json:"current_backup_name"`
-	RequestedBackupName       string    `json:"requested_backup_name"`
-	BasebackupErrors          int       `json:"basebackup_errors"`
-	LastError                 string    `json:"last_error,omitempty"`
-	StartedAt                 time.Time `json:"started_at"`
-	ForceComplete             bool      `json:"force_complete,omitempty"`
-}
-
 // Options configure a coordinator.
 type Options struct {
 	StatePath string
@@ -127,7 +110,7 @@ type Coordinator struct {
 
 	mu     sync.Mutex
 	st     State
-	status Status
+	status wire.RestoreStatus
 
 	manifest *storage.BasebackupManifest
 	chain    []StoredBinlog // binlogs still to apply
@@ -160,7 +143,7 @@ func New(o Options, req *Request) (*Coordinator, error) {
 			return nil, err
 		}
 	}
-	c.status = Status{Phase: c.st.Phase, CurrentBackupName: c.st.BackupStreamID, RequestedBackupName: c.st.Request.StreamID,
+	c.status = wire.RestoreStatus{Phase: string(c.st.Phase), CurrentBackupName: c.st.BackupStreamID, RequestedBackupName: c.st.Request.StreamID,
 		BinlogsRestored: c.st.BinlogsRestored, LastError: c.st.LastError, BasebackupErrors: c.st.BasebackupErrors, StartedAt: c.st.StartedAt}
 	return c, nil
 }
@@ -173,7 +156,8 @@ func (c *Coordinator) State() State {
 }
 
 // Status is the live progress.
-func (c *Coordinator) Status() Status {
+// Status is what GET /status/restore shows.
+func (c *Coordinator) Status() wire.RestoreStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.status
@@ -200,7 +184,7 @@ func (c *Coordinator) update(f func(*State)) error {
 	if c.st.Phase != prev.Phase {
 		c.log.Info("restore phase", "phase", c.st.Phase, "backup", c.st.BackupStreamID)
 	}
-	c.status.Phase, c.status.BinlogsRestored, c.status.LastError = c.st.Phase, c.st.BinlogsRestored, c.st.LastError
+	c.status.Phase, c.status.BinlogsRestored, c.status.LastError = string(c.st.Phase), c.st.BinlogsRestored, c.st.LastError
 	c.status.BasebackupErrors, c.status.CurrentBackupName = c.st.BasebackupErrors, c.st.BackupStreamID
 	return nil
 }
@@ -742,14 +726,14 @@ func (c *Coordinator) applyBinlogs(ctx context.Context) error {
 	o.Batch = func(files, pending int) {
 		c.mu.Lock()
 		c.status.BinlogsBeingRestored, c.status.BinlogsPending = files, pending
-		c.status.Phase = PhaseWaitingForApply
+		c.status.Phase = string(PhaseWaitingForApply)
 		c.mu.Unlock()
 	}
 	o.Progress = func(applied, pending int) {
 		_ = c.update(func(s *State) { s.BinlogsRestored = base + applied })
 		c.mu.Lock()
 		c.status.BinlogsPending, c.status.BinlogsBeingRestored = pending, 0
-		c.status.Phase = PhaseApplyingBinlogs
+		c.status.Phase = string(PhaseApplyingBinlogs)
 		c.mu.Unlock()
 		c.o.Metrics.Gauge("myhoard.restore.binlogs_restored", float64(base+applied), nil)
 		c.o.Metrics.Gauge("myhoard.restore.pending_binlogs", float64(pending), nil)

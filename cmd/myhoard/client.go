@@ -1,10 +1,9 @@
 package main
 
 import (
-	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -16,18 +15,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/myhoard/myhoard/client"
 	"github.com/myhoard/myhoard/config"
+	"github.com/myhoard/myhoard/wire"
 )
-
-// apiClient calls the daemon's API: its URL, the token every request
-// bears (http_auth_token_file of the config, or $MYHOARD_TOKEN) and, for
-// HTTPS, the CA its certificate is verified against (http_tls.ca_file, or
-// $MYHOARD_CA_FILE; default the system's roots).
-type apiClient struct {
-	url   string
-	token string
-	http  *http.Client
-}
 
 // Environment variables of the CLI.
 const (
@@ -37,7 +28,7 @@ const (
 
 // clientFlags parses a client command's flags: --url, or the daemon's
 // address from --config / $MYHOARD_CONFIG.
-func clientFlags(name string, args []string, stderr io.Writer, extra func(fs *flag.FlagSet)) (*apiClient, *flag.FlagSet, bool) {
+func clientFlags(name string, args []string, stderr io.Writer, extra func(fs *flag.FlagSet)) (*client.Client, *flag.FlagSet, bool) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	url := fs.String("url", "", "the daemon's API (default: http_address:http_port of the config)")
@@ -48,7 +39,8 @@ func clientFlags(name string, args []string, stderr io.Writer, extra func(fs *fl
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, false
 	}
-	c := &apiClient{url: "http://127.0.0.1:16001", token: os.Getenv(envToken)}
+	c := client.New("http://127.0.0.1:16001")
+	c.Token = os.Getenv(envToken)
 	caFile := os.Getenv(envCAFile)
 	path := *cfgPath
 	if path == "" {
@@ -70,18 +62,18 @@ func clientFlags(name string, args []string, stderr io.Writer, extra func(fs *fl
 				caFile = cfg.HTTPTLS.CAFile
 			}
 		}
-		c.url = scheme + "://" + net.JoinHostPort(host, strconv.Itoa(cfg.HTTPPort))
-		if c.token == "" && cfg.HTTPAuthTokenFile != "" {
+		c.URL = scheme + "://" + net.JoinHostPort(host, strconv.Itoa(cfg.HTTPPort))
+		if c.Token == "" && cfg.HTTPAuthTokenFile != "" {
 			tok, err := config.ReadToken(cfg.HTTPAuthTokenFile)
 			if err != nil {
 				fmt.Fprintf(stderr, "myhoard %s: http_auth_token_file: %v\n", name, err)
 				return nil, nil, false
 			}
-			c.token = tok
+			c.Token = tok
 		}
 	}
 	if *url != "" {
-		c.url = strings.TrimRight(*url, "/")
+		c.URL = strings.TrimRight(*url, "/")
 	}
 	tr := &http.Transport{}
 	if caFile != "" {
@@ -96,51 +88,8 @@ func clientFlags(name string, args []string, stderr io.Writer, extra func(fs *fl
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	c.http = &http.Client{Timeout: 10 * time.Minute, Transport: tr}
+	c.HTTP.Transport = tr
 	return c, fs, true
-}
-
-// call sends a request and decodes the JSON answer; API errors come back as
-// their message.
-func (c *apiClient) call(method, path string, body any, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, c.url+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the myhoard daemon: %w", err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Message string `json:"message"`
-		}
-		if json.Unmarshal(data, &e) == nil && e.Message != "" {
-			return fmt.Errorf("%s (HTTP %d)", e.Message, resp.StatusCode)
-		}
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(data))
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
 }
 
 func statusCommand(args []string, stdout, stderr io.Writer) int {
@@ -148,10 +97,8 @@ func statusCommand(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	var st struct {
-		Mode string `json:"mode"`
-	}
-	if err := srv.call("GET", "/status", nil, &st); err != nil {
+	st, err := srv.Status(context.Background())
+	if err != nil {
 		fmt.Fprintf(stderr, "myhoard status: %v\n", err)
 		return 1
 	}
@@ -164,26 +111,12 @@ func backupsCommand(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	var list struct {
-		Backups []struct {
-			StreamID       string     `json:"stream_id"`
-			Site           string     `json:"site"`
-			CompletedAt    *time.Time `json:"completed_at"`
-			ClosedAt       *time.Time `json:"closed_at"`
-			BrokenAt       *time.Time `json:"broken_at"`
-			PreserveUntil  *time.Time `json:"preserve_until"`
-			RestorableFrom *time.Time `json:"restorable_from"`
-			BasebackupInfo *struct {
-				EncodedSize int64 `json:"encoded_size"`
-				Size        int64 `json:"size"`
-			} `json:"basebackup_info"`
-		} `json:"backups"`
-	}
-	if err := srv.call("GET", "/backup?order=asc", nil, &list); err != nil {
+	list, err := srv.Backups(context.Background(), "asc")
+	if err != nil {
 		fmt.Fprintf(stderr, "myhoard backups: %v\n", err)
 		return 1
 	}
-	if list.Backups == nil {
+	if list == nil {
 		fmt.Fprintln(stdout, "the daemon has not listed the backups yet")
 		return 0
 	}
@@ -195,10 +128,10 @@ func backupsCommand(args []string, stdout, stderr io.Writer) int {
 		}
 		return t.UTC().Format("2006-01-02 15:04:05")
 	}
-	for _, b := range list.Backups {
+	for _, b := range list {
 		size, stored := "-", "-"
-		if b.BasebackupInfo != nil {
-			size, stored = humanBytes(b.BasebackupInfo.Size), humanBytes(b.BasebackupInfo.EncodedSize)
+		if b.Basebackup != nil {
+			size, stored = humanBytes(b.Basebackup.Size), humanBytes(b.Basebackup.EncodedSize)
 		}
 		window := "-"
 		if b.RestorableFrom != nil {
@@ -231,14 +164,14 @@ func backupCommand(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	body := map[string]any{"backup_type": "basebackup"}
+	body := wire.BackupRequest{BackupType: "basebackup"}
 	if binlog {
-		body = map[string]any{"backup_type": "binlog", "wait_for_upload": wait}
+		body = wire.BackupRequest{BackupType: "binlog", WaitForUpload: &wait}
 	} else if wait != 0 {
 		fmt.Fprintln(stderr, "myhoard backup: --wait only goes with --binlog")
 		return 2
 	}
-	if err := srv.call("POST", "/backup", body, nil); err != nil {
+	if err := srv.Backup(context.Background(), body); err != nil {
 		fmt.Fprintf(stderr, "myhoard backup: %v\n", err)
 		return 1
 	}
@@ -269,24 +202,8 @@ func clusterCommand(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	var st struct {
-		Leader    string `json:"leader"`
-		Primary   string `json:"primary"`
-		Epoch     int64  `json:"epoch"`
-		Bootstrap string `json:"bootstrap"`
-		Members   []struct {
-			ID       string    `json:"node_id"`
-			API      string    `json:"api_address"`
-			Mode     string    `json:"mode"`
-			Voter    bool      `json:"voter"`
-			InRaft   bool      `json:"in_raft"`
-			Gossip   string    `json:"gossip"`
-			LastSeen time.Time `json:"last_seen"`
-			GTIDs    string    `json:"gtid_executed"`
-			Behind   *uint64   `json:"transactions_behind_primary"`
-		} `json:"members"`
-	}
-	if err := srv.call("GET", "/cluster", nil, &st); err != nil {
+	st, err := srv.Cluster(context.Background())
+	if err != nil {
 		fmt.Fprintf(stderr, "myhoard cluster: %v\n", err)
 		return 1
 	}
@@ -318,7 +235,7 @@ func clusterCommand(args []string, stdout, stderr io.Writer) int {
 		if !m.LastSeen.IsZero() {
 			seen = time.Since(m.LastSeen).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.API, m.Mode, role, m.Gossip, seen, behind, m.GTIDs)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.APIAddr, m.Mode, role, m.Gossip, seen, behind, m.GTIDs)
 	}
 	tw.Flush()
 	return 0
@@ -333,10 +250,8 @@ func promoteCommand(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	var out struct {
-		Mode string `json:"mode"`
-	}
-	if err := srv.call("PUT", "/status", map[string]any{"mode": "promote", "force": *force}, &out); err != nil {
+	out, err := srv.SetMode(context.Background(), wire.ModeRequest{Mode: "promote", Force: *force})
+	if err != nil {
 		fmt.Fprintf(stderr, "myhoard promote: %v\n", err)
 		return 1
 	}

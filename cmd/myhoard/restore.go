@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -10,21 +11,8 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/wire"
 )
-
-// restoreStatus is GET /status/restore.
-type restoreStatus struct {
-	Phase                 string   `json:"phase"`
-	Downloaded            int64    `json:"basebackup_compressed_bytes_downloaded"`
-	Total                 int64    `json:"basebackup_compressed_bytes_total"`
-	PrepareProgress       *float64 `json:"basebackup_prepare_progress"`
-	BeingRestored         int      `json:"binlogs_being_restored"`
-	Pending               int      `json:"binlogs_pending"`
-	Restored              int      `json:"binlogs_restored"`
-	BinlogBytesDownloaded int64    `json:"binlog_bytes_downloaded"`
-	Backup                string   `json:"current_backup_name"`
-	LastError             string   `json:"last_error"`
-}
 
 // restoreCommand starts a restore and follows it with a progress line, or
 // (--status) prints its state once.
@@ -44,9 +32,10 @@ func restoreCommand(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
+	ctx := context.Background()
 	if *status {
-		var st restoreStatus
-		if err := srv.call("GET", "/status/restore", nil, &st); err != nil {
+		st, err := srv.RestoreStatus(ctx)
+		if err != nil {
 			fmt.Fprintf(stderr, "myhoard restore: %v\n", err)
 			return 1
 		}
@@ -65,17 +54,12 @@ func restoreCommand(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *site == "" {
-		var list struct {
-			Backups []struct {
-				Site     string `json:"site"`
-				StreamID string `json:"stream_id"`
-			} `json:"backups"`
-		}
-		if err := srv.call("GET", "/backup", nil, &list); err != nil {
+		list, err := srv.Backups(ctx, "")
+		if err != nil {
 			fmt.Fprintf(stderr, "myhoard restore: %v\n", err)
 			return 1
 		}
-		for _, b := range list.Backups {
+		for _, b := range list {
 			if b.StreamID == *stream {
 				*site = b.Site
 			}
@@ -85,15 +69,11 @@ func restoreCommand(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	body := map[string]any{"mode": "restore", "site": *site, "stream_id": *stream}
+	body := wire.ModeRequest{Mode: "restore", Site: *site, StreamID: *stream, TargetGTID: *gtid}
 	if *at != "" {
-		body["target_time"] = *at
-		body["target_time_approximate_ok"] = *approx
+		body.TargetTime, body.TargetTimeApproximateOK = *at, *approx
 	}
-	if *gtid != "" {
-		body["target_gtid"] = *gtid
-	}
-	if err := srv.call("PUT", "/status", body, nil); err != nil {
+	if _, err := srv.SetMode(ctx, body); err != nil {
 		fmt.Fprintf(stderr, "myhoard restore: %v\n", err)
 		return 1
 	}
@@ -102,10 +82,8 @@ func restoreCommand(args []string, stdout, stderr io.Writer) int {
 	tty := isTerminal(stdout)
 	last := ""
 	for {
-		var mode struct {
-			Mode string `json:"mode"`
-		}
-		if err := srv.call("GET", "/status", nil, &mode); err != nil {
+		mode, err := srv.Status(ctx)
+		if err != nil {
 			fmt.Fprintf(stderr, "\nmyhoard restore: %v\n", err)
 			return 1
 		}
@@ -113,8 +91,7 @@ func restoreCommand(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "\nrestore completed in %s; the node is in %s mode\n", time.Since(started).Round(time.Second), mode.Mode)
 			return 0
 		}
-		var st restoreStatus
-		if err := srv.call("GET", "/status/restore", nil, &st); err == nil {
+		if st, err := srv.RestoreStatus(ctx); err == nil {
 			line := progressLine(st, started)
 			switch {
 			case tty:
@@ -133,33 +110,33 @@ func restoreCommand(args []string, stdout, stderr io.Writer) int {
 }
 
 // progressLine is one line: phase, a bar, bytes, binlogs and an ETA.
-func progressLine(st restoreStatus, started time.Time) string {
+func progressLine(st wire.RestoreStatus, started time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-28s", st.Phase)
 	switch st.Phase {
 	case "restoring_basebackup", "preparing_backup", "initiating_binlog_downloads", "getting_backup_info":
 		frac := 0.0
-		if st.Total > 0 {
-			frac = float64(st.Downloaded) / float64(st.Total)
+		if st.BasebackupBytesTotal > 0 {
+			frac = float64(st.BasebackupBytesDownloaded) / float64(st.BasebackupBytesTotal)
 		}
-		if st.Phase == "preparing_backup" && st.PrepareProgress != nil {
-			frac = *st.PrepareProgress / 100
+		if st.Phase == "preparing_backup" && st.BasebackupPrepareProgress != nil {
+			frac = *st.BasebackupPrepareProgress / 100
 		}
-		fmt.Fprintf(&b, " %s %5.1f%% %s/%s", bar(frac, 24), 100*frac, humanBytes(st.Downloaded), humanBytes(st.Total))
+		fmt.Fprintf(&b, " %s %5.1f%% %s/%s", bar(frac, 24), 100*frac, humanBytes(st.BasebackupBytesDownloaded), humanBytes(st.BasebackupBytesTotal))
 		if st.Phase == "restoring_basebackup" && !started.IsZero() && frac > 0.01 && frac < 1 {
 			el := time.Since(started)
 			fmt.Fprintf(&b, " ETA %s", (time.Duration(float64(el)/frac) - el).Round(time.Second))
 		}
 	default:
-		total := st.Restored + st.BeingRestored + st.Pending
+		total := st.BinlogsRestored + st.BinlogsBeingRestored + st.BinlogsPending
 		frac := 1.0
 		if total > 0 {
-			frac = float64(st.Restored) / float64(total)
+			frac = float64(st.BinlogsRestored) / float64(total)
 		}
-		fmt.Fprintf(&b, " %s binlogs %d applied, %d applying, %d pending", bar(frac, 24), st.Restored, st.BeingRestored, st.Pending)
+		fmt.Fprintf(&b, " %s binlogs %d applied, %d applying, %d pending", bar(frac, 24), st.BinlogsRestored, st.BinlogsBeingRestored, st.BinlogsPending)
 	}
-	if st.Backup != "" {
-		fmt.Fprintf(&b, " [%s]", st.Backup)
+	if st.CurrentBackupName != "" {
+		fmt.Fprintf(&b, " [%s]", st.CurrentBackupName)
 	}
 	return b.String()
 }

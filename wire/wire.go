@@ -1,0 +1,147 @@
+// Package wire holds the JSON shapes of myhoard's HTTP API, one
+// definition each: package api serves them, the packages that compute
+// them fill them (backup's listing, the restore coordinator's status, the
+// node's cluster view), and package client reads them (the CLI, the
+// end-to-end tests). It holds shapes only, never logic, and imports
+// nothing of myhoard but storage's manifest type.
+package wire
+
+import (
+	"time"
+
+	"github.com/myhoard/myhoard/storage"
+)
+
+// Status is GET /status and the answer of PUT /status.
+type Status struct {
+	Mode string `json:"mode"`
+}
+
+// ModeRequest is the body of PUT /status.
+type ModeRequest struct {
+	Mode  string `json:"mode"`
+	Force bool   `json:"force,omitempty"`
+	// Restore only: the backup, and at most one target.
+	Site                    string `json:"site,omitempty"`
+	StreamID                string `json:"stream_id,omitempty"`
+	TargetTime              string `json:"target_time,omitempty"`
+	TargetTimeApproximateOK bool   `json:"target_time_approximate_ok,omitempty"`
+	TargetGTID              string `json:"target_gtid,omitempty"`
+}
+
+// Backup is one backup of GET /backup.
+type Backup struct {
+	Site       string                      `json:"site"`
+	StreamID   string                      `json:"stream_id"`
+	Basebackup *storage.BasebackupManifest `json:"basebackup_info"`
+	BrokenAt   *time.Time                  `json:"broken_at"`
+	// BrokenReason says why a backup lists as broken without a broken
+	// marker: its basebackup.json or a marker cannot be read (corrupt, or
+	// written by a newer myhoard).
+	BrokenReason  string     `json:"broken_reason,omitempty"`
+	ClosedAt      *time.Time `json:"closed_at"`
+	CompletedAt   *time.Time `json:"completed_at"`
+	PreserveUntil *time.Time `json:"preserve_until"`
+	RecoverySite  bool       `json:"recovery_site"`
+	Resumable     bool       `json:"resumable"`
+	// RestorableFrom and RestorableUntil bound the point-in-time window:
+	// from the end of the full backup to the close (null while binlogs are
+	// still added).
+	RestorableFrom  *time.Time `json:"restorable_from"`
+	RestorableUntil *time.Time `json:"restorable_until"`
+}
+
+// BackupList is GET /backup (Backups is null before the first listing).
+type BackupList struct {
+	Backups []Backup `json:"backups"`
+}
+
+// BackupRequest is the body of POST /backup.
+type BackupRequest struct {
+	BackupType    string   `json:"backup_type"` // basebackup | binlog
+	WaitForUpload *float64 `json:"wait_for_upload,omitempty"`
+}
+
+// Success is the answer of the requests that only succeed or fail.
+type Success struct {
+	Success bool `json:"success"`
+}
+
+// Error is every error's body.
+type Error struct {
+	Message string `json:"message"`
+}
+
+// RestoreStatus is GET /status/restore.
+type RestoreStatus struct {
+	Phase                     string    `json:"phase"`
+	BasebackupBytesDownloaded int64     `json:"basebackup_compressed_bytes_downloaded"`
+	BasebackupBytesTotal      int64     `json:"basebackup_compressed_bytes_total"`
+	BasebackupPrepareProgress *float64  `json:"basebackup_prepare_progress,omitempty"`
+	BinlogsBeingRestored      int       `json:"binlogs_being_restored"`
+	BinlogsPending            int       `json:"binlogs_pending"`
+	BinlogsRestored           int       `json:"binlogs_restored"`
+	BinlogBytesPrefetched     int64     `json:"binlog_bytes_downloaded"`
+	CurrentBackupName         string    `json:"current_backup_name"`
+	RequestedBackupName       string    `json:"requested_backup_name"`
+	BasebackupErrors          int       `json:"basebackup_errors"`
+	LastError                 string    `json:"last_error,omitempty"`
+	StartedAt                 time.Time `json:"started_at"`
+	ForceComplete             bool      `json:"force_complete,omitempty"`
+}
+
+// ClusterStatus is GET /cluster: the cluster view as the answering node
+// sees it.
+type ClusterStatus struct {
+	NodeID    string `json:"node_id"`
+	ClusterID string `json:"cluster_id,omitempty"`
+	// Bootstrap says what a node without Raft state waits for.
+	Bootstrap  string            `json:"bootstrap,omitempty"`
+	Leader     string            `json:"leader"`
+	Primary    string            `json:"primary"`
+	Epoch      int64             `json:"epoch"`
+	Members    []ClusterMember   `json:"members"`
+	Promotions []Promotion       `json:"promotions"`
+	External   map[string]string `json:"replication_state,omitempty"`
+}
+
+// Member is the row of id (ok false: none).
+func (s ClusterStatus) Member(id string) (ClusterMember, bool) {
+	for _, m := range s.Members {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return ClusterMember{}, false
+}
+
+// ClusterMember is one row of GET /cluster.
+type ClusterMember struct {
+	ID       string `json:"node_id"`
+	APIAddr  string `json:"api_address"`
+	RaftAddr string `json:"raft_address"`
+	ServerID uint32 `json:"server_id,omitempty"`
+	Mode     string `json:"mode"`
+	Voter    bool   `json:"voter"`
+	InRaft   bool   `json:"in_raft"`
+	// Gossip is what the answering node's gossip knows of the member:
+	// alive, failed, left or unknown; Alive is Gossip == alive.
+	Gossip     string    `json:"gossip"`
+	Alive      bool      `json:"alive"`
+	LastSeen   time.Time `json:"last_seen"`
+	GTIDs      string    `json:"gtid_executed"`
+	Behind     *uint64   `json:"transactions_behind_primary"`
+	IsPrimary  bool      `json:"primary"`
+	IsLeader   bool      `json:"leader"`
+	ServerUUID string    `json:"server_uuid,omitempty"`
+}
+
+// Promotion is where an epoch began.
+type Promotion struct {
+	Epoch      int64     `json:"epoch"`
+	NodeID     string    `json:"node_id"`
+	StreamID   string    `json:"stream_id,omitempty"`
+	StartIndex int64     `json:"start_index,omitempty"`
+	GTIDs      string    `json:"gtids,omitempty"`
+	At         time.Time `json:"at"`
+}
