@@ -115,21 +115,6 @@ func (tn *testNode) useFiles(t *testing.T, bundle string, c tlstest.Cert) {
 	}
 }
 
-func waitUntil(t *testing.T, what string, d time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, s := cond()
-		if ok {
-			return
-		}
-		last = s
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s (last: %s)", what, last)
-}
-
 func threeNodes(t *testing.T, grace time.Duration) ([]*testNode, *tlstest.CA) {
 	t.Helper()
 	ca := newCA(t)
@@ -145,7 +130,7 @@ func threeNodes(t *testing.T, grace time.Duration) ([]*testNode, *tlstest.CA) {
 			}
 		}
 	})
-	waitUntil(t, "three voters", 20*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "three voters", 20*time.Second, func() (bool, string) {
 		count, voters := voterCount(nodes[0])
 		return count == 3, voters
 	})
@@ -168,7 +153,7 @@ func TestClusterFormsForwardsAndFences(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range nodes {
-		waitUntil(t, "the published GTIDs on "+n.id, 5*time.Second, func() (bool, string) {
+		harness.WaitFor(t, "the published GTIDs on "+n.id, 5*time.Second, func() (bool, string) {
 			v := n.View()
 			return v.GTIDs[follower.id] == "0-101-42" && len(v.Members) == 3, fmt.Sprint(v)
 		})
@@ -194,7 +179,7 @@ func TestClusterFormsForwardsAndFences(t *testing.T) {
 		t.Fatal(err)
 	}
 	if p := nodes[0].View().Promotions; len(p) != 1 || p[0].StartIndex != 7 {
-		waitUntil(t, "the promotion record", 5*time.Second, func() (bool, string) {
+		harness.WaitFor(t, "the promotion record", 5*time.Second, func() (bool, string) {
 			p := nodes[0].View().Promotions
 			return len(p) == 1 && p[0].StartIndex == 7, fmt.Sprint(p)
 		})
@@ -215,12 +200,12 @@ func TestClusterRestartLeaveAndDeadMembers(t *testing.T) {
 	for _, n := range nodes[1:] {
 		startNode(t, n, []string{nodes[0].gossipAddr}, 2*time.Second)
 	}
-	waitUntil(t, "a leader after the restart", 20*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "a leader after the restart", 20*time.Second, func() (bool, string) {
 		return nodes[0].Leader() != "", ""
 	})
 	for _, n := range nodes {
 		if v := n.View(); v.Epoch != 1 || v.Primary != "n2" {
-			waitUntil(t, "the view on "+n.id+" after the restart", 10*time.Second, func() (bool, string) {
+			harness.WaitFor(t, "the view on "+n.id+" after the restart", 10*time.Second, func() (bool, string) {
 				v := n.View()
 				return v.Epoch == 1 && v.Primary == "n2", fmt.Sprint(v.Epoch, v.Primary)
 			})
@@ -233,14 +218,14 @@ func TestClusterRestartLeaveAndDeadMembers(t *testing.T) {
 	// A fourth node joins and becomes a voter; then it leaves and is removed.
 	n4 := newTestNode(t, ca, "n4")
 	startNode(t, n4, []string{nodes[0].gossipAddr}, 2*time.Second)
-	waitUntil(t, "n4 a voter", 20*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "n4 a voter", 20*time.Second, func() (bool, string) {
 		voters, _ := nodes[0].Servers()
 		return voters["n4"], fmt.Sprint(voters)
 	})
 	if err := n4.Leave(); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "n4 removed after leaving", 20*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "n4 removed after leaving", 20*time.Second, func() (bool, string) {
 		voters, _ := leaderOf(nodes).Servers()
 		_, still := voters["n4"]
 		return !still, fmt.Sprint(voters)
@@ -255,7 +240,7 @@ func TestClusterRestartLeaveAndDeadMembers(t *testing.T) {
 	}
 	victim.Close() // no leave: it looks dead
 	victim.Node = nil
-	waitUntil(t, victim.id+" removed after the grace period", 30*time.Second, func() (bool, string) {
+	harness.WaitFor(t, victim.id+" removed after the grace period", 30*time.Second, func() (bool, string) {
 		l := leaderOf(nodes)
 		if l == nil {
 			return false, "no leader"

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/myhoard/myhoard/e2e/harness"
 )
 
 func TestBootstrapPlan(t *testing.T) {
@@ -103,7 +104,7 @@ func startAll(t *testing.T, nodes []*testNode, start func(*testNode)) {
 func formed(t *testing.T, nodes []*testNode, want int) *testNode {
 	t.Helper()
 	var leader *testNode
-	waitUntil(t, fmt.Sprintf("one cluster of %d voters", want), 30*time.Second, func() (bool, string) {
+	harness.WaitFor(t, fmt.Sprintf("one cluster of %d voters", want), 30*time.Second, func() (bool, string) {
 		leader = leaderOf(nodes)
 		if leader == nil {
 			return false, "no leader"
@@ -137,7 +138,7 @@ func TestIdenticalConfigsFormOneCluster(t *testing.T) {
 		nodes, start := symmetric(t, 3)
 		start(nodes[2])
 		start(nodes[0])
-		waitUntil(t, "the status of a waiting node", 10*time.Second, func() (bool, string) {
+		harness.WaitFor(t, "the status of a waiting node", 10*time.Second, func() (bool, string) {
 			s := nodes[0].Bootstrap()
 			return s == "waiting for 3 members, 2 seen", s
 		})
@@ -157,7 +158,7 @@ func TestLeaderLostRightAfterFormation(t *testing.T) {
 	leader.Close()
 	leader.Node = nil
 	var next *testNode
-	waitUntil(t, "a new leader", 20*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "a new leader", 20*time.Second, func() (bool, string) {
 		next = leaderOf(nodes)
 		return next != nil, ""
 	})
@@ -197,7 +198,7 @@ func TestRestartsAndLostRaftState(t *testing.T) {
 			t.Fatal(err)
 		}
 		start(victim)
-		waitUntil(t, victim.id+" back in the cluster with a new incarnation", 30*time.Second, func() (bool, string) {
+		harness.WaitFor(t, victim.id+" back in the cluster with a new incarnation", 30*time.Second, func() (bool, string) {
 			l := leaderOf(nodes)
 			if l == nil {
 				return false, "no leader"

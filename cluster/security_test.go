@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/tlsconfig"
 	"github.com/myhoard/myhoard/tlsconfig/tlstest"
 )
@@ -54,7 +55,7 @@ func TestStrangersNeverReachRaft(t *testing.T) {
 	stranger := newTestNode(t, ca, "n9")
 	startNodeWith(t, stranger, func(o *Options) { o.Join = []string{nodes[0].gossipAddr} })
 	defer stranger.Close()
-	waitUntil(t, "the stranger in gossip", 10*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "the stranger in gossip", 10*time.Second, func() (bool, string) {
 		return leader.GossipState("n9") == GossipAlive, leader.GossipState("n9")
 	})
 	before := leader.raft.LastIndex()
@@ -105,7 +106,7 @@ func TestStrangersNeverReachRaft(t *testing.T) {
 	// The stranger stays outside: in gossip, not in Raft nor the view,
 	// after two more reconciles.
 	seen := leader.reconciles.Load()
-	waitUntil(t, "two reconciles after the stranger came", 10*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "two reconciles after the stranger came", 10*time.Second, func() (bool, string) {
 		return leader.reconciles.Load() >= seen+2, ""
 	})
 	voters, _ := leader.Servers()

@@ -15,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/myhoard/myhoard/client"
 	"github.com/myhoard/myhoard/config"
 	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
+	"github.com/myhoard/myhoard/wire"
 )
 
 func doJSON(t testing.TB, method, url string, body any) (int, map[string]any) {
@@ -133,20 +135,18 @@ func listManifests(site *storage.Site) (map[string][]storage.BinlogManifest, err
 	return out, err
 }
 
-func waitCompletedBackup(t testing.TB, url string) map[string]any {
+func waitCompletedBackup(t testing.TB, url string) wire.Backup {
 	t.Helper()
-	var found map[string]any
-	waitFor(t, "a completed backup in GET /backup", 90*time.Second, func() (bool, string) {
-		code, body := doJSON(t, "GET", url+"/backup", nil)
-		list, _ := body["backups"].([]any)
+	var found wire.Backup
+	harness.WaitFor(t, "a completed backup in GET /backup", 90*time.Second, func() (bool, string) {
+		list, err := apiClient(url).Backups(context.Background(), "")
 		for _, b := range list {
-			e := b.(map[string]any)
-			if e["completed_at"] != nil {
-				found = e
+			if b.CompletedAt != nil {
+				found = b
 				return true, ""
 			}
 		}
-		return false, fmt.Sprint(code, body)
+		return false, fmt.Sprint(list, err)
 	})
 	return found
 }
@@ -193,18 +193,18 @@ func TestActiveModeBacksUpEverything(t *testing.T) {
 	}
 	d := startDaemon(t, "--config", s.cfgPath)
 	waitStatus(t, d, s.port)
-	if code, body := doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"}); code != 200 || body["mode"] != "active" {
-		t.Fatalf("PUT /status active: %d %v\n%s", code, body, d.out)
+	if st := setMode(t, s.url, wire.ModeRequest{Mode: "active"}); st.Mode != "active" {
+		t.Fatalf("PUT /status active: %+v\n%s", st, d.out)
 	}
 	entry := waitCompletedBackup(t, s.url)
-	if entry["resumable"] != true || entry["restorable_from"] == nil || entry["site"] != "default" {
+	if !entry.Resumable || entry.RestorableFrom == nil || entry.Site != "default" {
 		t.Errorf("backup entry %v", entry)
 	}
 	// The client commands talk to the daemon.
 	if code, out, errOut := runCLI(t, nil, "status", "--url", s.url); code != 0 || !strings.Contains(out, "mode: active") {
 		t.Errorf("myhoard status: %d %q %q", code, out, errOut)
 	}
-	if code, out, errOut := runCLI(t, nil, "backups", "--config", s.cfgPath); code != 0 || !strings.Contains(out, entry["stream_id"].(string)) || !strings.Contains(out, "RESTORABLE") {
+	if code, out, errOut := runCLI(t, nil, "backups", "--config", s.cfgPath); code != 0 || !strings.Contains(out, entry.StreamID) || !strings.Contains(out, "RESTORABLE") {
 		t.Errorf("myhoard backups: %d %q %q", code, out, errOut)
 	}
 	if code, out, errOut := runCLI(t, nil, "backup", "--binlog", "--wait", "20", "--url", s.url); code != 0 || !strings.Contains(out, "binlog rotated") {
@@ -218,9 +218,10 @@ func TestActiveModeBacksUpEverything(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		code, body := doJSON(t, "POST", s.url+"/backup", map[string]any{"backup_type": "binlog", "wait_for_upload": 20})
-		if code != 200 || body["success"] != true {
-			t.Fatalf("POST /backup binlog: %d %v", code, body)
+		var ok wire.Success
+		wait := 20.0
+		if err := client.New(s.url).Do(ctx, "POST", "/backup", wire.BackupRequest{BackupType: "binlog", WaitForUpload: &wait}, &ok); err != nil || !ok.Success {
+			t.Fatalf("POST /backup binlog: %v %v", ok, err)
 		}
 		t.Logf("rotation + upload took %v", time.Since(start))
 	}
@@ -280,7 +281,7 @@ func TestActiveModeBacksUpEverything(t *testing.T) {
 		}
 	}
 	// Valid settings calls succeed.
-	id := entry["stream_id"].(string)
+	id := entry.StreamID
 	for _, tc := range []struct {
 		method, path string
 		body         any
@@ -293,9 +294,8 @@ func TestActiveModeBacksUpEverything(t *testing.T) {
 			t.Errorf("%s %s: %d %v", tc.method, tc.path, code, body)
 		}
 	}
-	code, body := doJSON(t, "GET", s.url+"/backup", nil)
-	if list, _ := body["backups"].([]any); code != 200 || len(list) != 1 || list[0].(map[string]any)["preserve_until"] == nil {
-		t.Errorf("preserved backup: %d %v", code, body)
+	if list := listBackups(t, s.url); len(list) != 1 || list[0].PreserveUntil == nil {
+		t.Errorf("preserved backup: %+v", list)
 	}
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	if code, err := d.wait(t, 30*time.Second); code != 0 || err != nil {
@@ -330,7 +330,7 @@ func TestKill9LosesNothing(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		if i < len(marks) {
 			mark := marks[i]
-			waitFor(t, "the log line "+mark, 60*time.Second, func() (bool, string) {
+			harness.WaitFor(t, "the log line "+mark, 60*time.Second, func() (bool, string) {
 				return strings.Contains(d.out.String(), mark), d.out.String()
 			})
 		} else {
@@ -339,9 +339,9 @@ func TestKill9LosesNothing(t *testing.T) {
 		_ = d.cmd.Process.Kill()
 		_, _ = d.wait(t, 10*time.Second)
 		d = startDaemon(t, "--config", s.cfgPath)
-		waitFor(t, "the daemon back in active mode", 20*time.Second, func() (bool, string) {
-			code, body, err := getJSON(s.url + "/status")
-			return err == nil && code == 200 && body["mode"] == "active", fmt.Sprint(code, body, err)
+		harness.WaitFor(t, "the daemon back in active mode", 20*time.Second, func() (bool, string) {
+			st, err := statusOf(s.url)
+			return err == nil && st.Mode == "active", fmt.Sprint(st, err)
 		})
 	}
 	cancel()
@@ -381,15 +381,14 @@ func TestKill9LosesNothing(t *testing.T) {
 	t.Logf("%d transactions written, %d stream directories, %d streams with binlogs", load.Written(), listed, len(streams))
 }
 
-func listBackups(t *testing.T, url string) []map[string]any {
+// listBackups is GET /backup?order=asc.
+func listBackups(t testing.TB, url string) []wire.Backup {
 	t.Helper()
-	_, body := doJSON(t, "GET", url+"/backup?order=asc", nil)
-	var out []map[string]any
-	list, _ := body["backups"].([]any)
-	for _, b := range list {
-		out = append(out, b.(map[string]any))
+	list, err := apiClient(url).Backups(context.Background(), "asc")
+	if err != nil {
+		t.Fatalf("GET /backup: %v", err)
 	}
-	return out
+	return list
 }
 
 func TestStreamsRetentionAndPreservation(t *testing.T) {
@@ -408,9 +407,10 @@ func TestStreamsRetentionAndPreservation(t *testing.T) {
 	d := startDaemon(t, "--config", s.cfgPath)
 	waitStatus(t, d, s.port)
 	doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"})
-	first := waitCompletedBackup(t, s.url)["stream_id"].(string)
-	if code, body := doJSON(t, "PUT", s.url+"/backup/"+first+"/preserve", map[string]any{"preserve_until": "2099-01-01T00:00:00Z"}); code != 200 || body["success"] != true {
-		t.Fatalf("preserve: %d %v", code, body)
+	first := waitCompletedBackup(t, s.url).StreamID
+	var ok wire.Success
+	if err := apiClient(s.url).Do(context.Background(), "PUT", "/backup/"+first+"/preserve", map[string]any{"preserve_until": "2099-01-01T00:00:00Z"}, &ok); err != nil || !ok.Success {
+		t.Fatalf("preserve: %v %v", ok, err)
 	}
 	// Two more full backups: each new one completes, then the older closes.
 	for n := 2; n <= 3; n++ {
@@ -420,14 +420,14 @@ func TestStreamsRetentionAndPreservation(t *testing.T) {
 		if code, body := doJSON(t, "POST", s.url+"/backup", map[string]any{"backup_type": "basebackup"}); code != 200 {
 			t.Fatalf("request backup: %d %v", code, body)
 		}
-		waitFor(t, fmt.Sprintf("%d completed backups, all but the newest closed", n), 90*time.Second, func() (bool, string) {
+		harness.WaitFor(t, fmt.Sprintf("%d completed backups, all but the newest closed", n), 90*time.Second, func() (bool, string) {
 			list := listBackups(t, s.url)
 			if len(list) != n {
 				return false, fmt.Sprint(list)
 			}
 			for i, b := range list {
-				closed := b["closed_at"] != nil
-				if b["completed_at"] == nil || closed != (i < n-1) {
+				closed := b.ClosedAt != nil
+				if b.CompletedAt == nil || closed != (i < n-1) {
 					return false, fmt.Sprint(list)
 				}
 			}
@@ -435,32 +435,32 @@ func TestStreamsRetentionAndPreservation(t *testing.T) {
 		})
 	}
 	// The new streams caught up by copying what the old one had uploaded.
-	waitFor(t, "remote copies in statsd", 10*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "remote copies in statsd", 10*time.Second, func() (bool, string) {
 		return strings.Contains(sink.String(), "myhoard.binlog.remote_copy,"), sink.String()
 	})
 	// Over backup_count_max, but the oldest is preserved: all stay.
-	if list := listBackups(t, s.url); len(list) != 3 || list[0]["stream_id"] != first || list[0]["preserve_until"] == nil {
+	if list := listBackups(t, s.url); len(list) != 3 || list[0].StreamID != first || list[0].PreserveUntil == nil {
 		t.Fatalf("with the oldest preserved: %v", list)
 	}
 	// Lifting the preservation lets retention delete it.
 	if code, body := doJSON(t, "PUT", s.url+"/backup/"+first+"/preserve", map[string]any{"preserve_until": nil}); code != 200 {
 		t.Fatalf("unpreserve: %d %v", code, body)
 	}
-	waitFor(t, "the oldest backup deleted by retention", 30*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "the oldest backup deleted by retention", 30*time.Second, func() (bool, string) {
 		list := listBackups(t, s.url)
-		return len(list) == 2 && list[0]["stream_id"] != first, fmt.Sprint(list)
+		return len(list) == 2 && list[0].StreamID != first, fmt.Sprint(list)
 	})
 	streams, _ := s.stored(t)
 	if _, ok := streams[first]; ok {
 		t.Errorf("binlogs of the deleted backup %s are still in storage", first)
 	}
 	// Marking broken and back.
-	id := listBackups(t, s.url)[0]["stream_id"].(string)
+	id := listBackups(t, s.url)[0].StreamID
 	for _, broken := range []bool{true, false} {
 		if code, body := doJSON(t, "PATCH", s.url+"/backup/"+id, map[string]any{"broken": broken}); code != 200 {
 			t.Fatalf("mark broken=%v: %d %v", broken, code, body)
 		}
-		if got := listBackups(t, s.url)[0]["broken_at"] != nil; got != broken {
+		if got := listBackups(t, s.url)[0].BrokenAt != nil; got != broken {
 			t.Errorf("broken_at set = %v, want %v", got, broken)
 		}
 	}
@@ -492,6 +492,8 @@ func TestBinlogPurgeWaitsForReplicas(t *testing.T) {
 	cfg := daemonConfig(t, s.dir, s.port, s.in)
 	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 1}
 	cfg["binlog_purge_settings"] = map[string]any{"enabled": true, "min_binlog_age_before_purge": 0, "purge_interval": 1}
+	sink := newStatsdSink(t)
+	cfg["statsd"] = map[string]any{"host": "127.0.0.1", "port": sink.port(), "tags": map[string]any{"app": "myhoard"}}
 	writeJSON(t, s.cfgPath, cfg)
 	db := harness.OpenDB(t, s.in)
 	load, err := harness.NewLoadGen(context.Background(), db, 6)
@@ -516,7 +518,11 @@ func TestBinlogPurgeWaitsForReplicas(t *testing.T) {
 		}
 		doJSON(t, "POST", s.url+"/backup", map[string]any{"backup_type": "binlog", "wait_for_upload": 10})
 	}
-	time.Sleep(3 * time.Second) // several purge intervals: nothing may go
+	// Three more purge checks ran (the statsd counter proves it): nothing
+	// may go.
+	checks := func() int { return strings.Count(sink.String(), "myhoard.binlog.purge_checks") }
+	seen := checks()
+	harness.WaitFor(t, "three more purge checks", 30*time.Second, func() (bool, string) { return checks() >= seen+3, fmt.Sprint(checks()) })
 	if got := firstBinlog(t, s.in); got != before {
 		t.Fatalf("binlogs purged although the replica lags: first is %s, was %s", got, before)
 	}
@@ -525,7 +531,7 @@ func TestBinlogPurgeWaitsForReplicas(t *testing.T) {
 	if code, body := doJSON(t, "PUT", s.url+"/replication_state", map[string]any{"replica": set.ReplicationState()}); code != 200 {
 		t.Fatalf("replication state: %d %v", code, body)
 	}
-	waitFor(t, "old binlogs purged once the replica caught up", 30*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "old binlogs purged once the replica caught up", 30*time.Second, func() (bool, string) {
 		got := firstBinlog(t, s.in)
 		return got != before, got
 	})
@@ -596,10 +602,10 @@ func TestScheduledBackups(t *testing.T) {
 	d := startDaemon(t, "--config", s.cfgPath)
 	waitStatus(t, d, s.port)
 	doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"})
-	first := waitCompletedBackup(t, s.url)["stream_id"].(string)
-	waitFor(t, "a second, scheduled backup and the first one closed", 150*time.Second, func() (bool, string) {
+	first := waitCompletedBackup(t, s.url).StreamID
+	harness.WaitFor(t, "a second, scheduled backup and the first one closed", 150*time.Second, func() (bool, string) {
 		list := listBackups(t, s.url)
-		return len(list) == 2 && list[0]["stream_id"] == first && list[0]["closed_at"] != nil && list[1]["completed_at"] != nil, fmt.Sprint(list)
+		return len(list) == 2 && list[0].StreamID == first && list[0].ClosedAt != nil && list[1].CompletedAt != nil, fmt.Sprint(list)
 	})
 	if !strings.Contains(d.out.String(), "reason=scheduled") {
 		t.Error("the new stream was not scheduled")

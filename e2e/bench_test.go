@@ -141,19 +141,19 @@ func BenchmarkPrimary(b *testing.B) {
 	writeJSON(b, cfgPath, cfg)
 	d := startDaemon(b, "--config", cfgPath)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	waitFor(b, "the daemon", 30*time.Second, func() (bool, string) {
-		code, _, err := getJSON(url + "/status")
-		return err == nil && code == 200, fmt.Sprint(err)
+	harness.WaitFor(b, "the daemon", 30*time.Second, func() (bool, string) {
+		_, err := statusOf(url)
+		return err == nil, fmt.Sprint(err)
 	})
 	dropCaches()
 	doJSON(b, "PUT", url+"/status", map[string]any{"mode": "active"})
 	backupsDone := func() int { return len(durationRe.FindAllString(d.out.String(), -1)) }
-	waitFor(b, "the first backup", 10*time.Minute, func() (bool, string) { return backupsDone() >= 1, "" })
+	harness.WaitFor(b, "the first backup", 10*time.Minute, func() (bool, string) { return backupsDone() >= 1, "" })
 	for i := 1; i < runs; i++ {
-		waitFor(b, "the stream to complete", 5*time.Minute, func() (bool, string) { return strings.Count(d.out.String(), "backup stream completed") >= i, "" })
+		harness.WaitFor(b, "the stream to complete", 5*time.Minute, func() (bool, string) { return strings.Count(d.out.String(), "backup stream completed") >= i, "" })
 		dropCaches()
 		doJSON(b, "POST", url+"/backup", map[string]any{"backup_type": "basebackup"})
-		waitFor(b, "another backup", 10*time.Minute, func() (bool, string) { return backupsDone() >= i+1, "" })
+		harness.WaitFor(b, "another backup", 10*time.Minute, func() (bool, string) { return backupsDone() >= i+1, "" })
 	}
 	var ours []time.Duration
 	for _, m := range durationRe.FindAllStringSubmatch(d.out.String(), -1) {
@@ -165,7 +165,7 @@ func BenchmarkPrimary(b *testing.B) {
 
 	// Write throughput of the source: alone, during a myhoard backup,
 	// during the raw pipe.
-	waitFor(b, "the stream to complete", 5*time.Minute, func() (bool, string) { return strings.Count(d.out.String(), "backup stream completed") >= runs, "" })
+	harness.WaitFor(b, "the stream to complete", 5*time.Minute, func() (bool, string) { return strings.Count(d.out.String(), "backup stream completed") >= runs, "" })
 	const load = "--time=20"
 	alone := tps(b, sysbench(b, in, "--threads=2", load, "run"))
 	done := make(chan struct{})
@@ -176,7 +176,7 @@ func BenchmarkPrimary(b *testing.B) {
 	}()
 	duringOurs := tps(b, sysbench(b, in, "--threads=2", load, "run"))
 	<-done
-	waitFor(b, "the stream to complete", 5*time.Minute, func() (bool, string) { return strings.Count(d.out.String(), "backup stream completed") >= runs+1, "" })
+	harness.WaitFor(b, "the stream to complete", 5*time.Minute, func() (bool, string) { return strings.Count(d.out.String(), "backup stream completed") >= runs+1, "" })
 	go func() {
 		time.Sleep(2 * time.Second)
 		_ = os.RemoveAll(filepath.Join(work, "t"))
@@ -386,9 +386,9 @@ func (r *clusterRun) measure(b *testing.B, insecure bool, seed int) {
 		}
 		t0 := time.Now()
 		pos := harness.QueryString(b, db1, "SELECT @@gtid_binlog_pos")
-		waitFor(b, "the GTID change in every GET /cluster", 30*time.Second, func() (bool, string) {
+		harness.WaitFor(b, "the GTID change in every GET /cluster", 30*time.Second, func() (bool, string) {
 			for _, n := range nodes {
-				if memberGTIDs(n.clusterView(b))["n1"] != pos {
+				if memberGTIDs(n.view(b))["n1"] != pos {
 					return false, pos
 				}
 			}
@@ -408,15 +408,16 @@ func (r *clusterRun) measure(b *testing.B, insecure bool, seed int) {
 	if err := ins[0].Kill(); err != nil {
 		b.Fatal(err)
 	}
-	waitFor(b, "gossip marking n1 failed", 30*time.Second, func() (bool, string) {
-		return memberField(nodes[1].clusterView(b), "n1", "gossip") == "failed", ""
+	harness.WaitFor(b, "gossip marking n1 failed", 30*time.Second, func() (bool, string) {
+		m, _ := nodes[1].view(b).Member("n1")
+		return m.Gossip == "failed", ""
 	})
 	detect := time.Since(t0)
 	t1 := time.Now()
 	if code, body := doJSON(b, "PUT", nodes[1].url+"/status", map[string]any{"mode": "promote"}); code != 200 {
 		b.Fatalf("promote: %d %v", code, body)
 	}
-	waitFor(b, "the new primary's first binlog in storage", 60*time.Second, func() (bool, string) {
+	harness.WaitFor(b, "the new primary's first binlog in storage", 60*time.Second, func() (bool, string) {
 		n, _ := epochUploads(b, backups, 2)
 		return n > 0, ""
 	})

@@ -16,6 +16,7 @@ import (
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
 	"github.com/myhoard/myhoard/tlsconfig/tlstest"
+	"github.com/myhoard/myhoard/wire"
 )
 
 // clusterNode is a MariaDB server with its daemon in a cluster.
@@ -127,46 +128,47 @@ func (n *clusterNode) useCert(t testing.TB, bundle string, c tlstest.Cert) map[s
 func (n *clusterNode) start(t testing.TB) {
 	t.Helper()
 	n.d = startDaemon(t, "--config", n.cfgPath)
-	waitFor(t, n.id+"'s API", 30*time.Second, func() (bool, string) {
-		code, _, err := getJSON(n.url + "/status")
-		return err == nil && code == 200, fmt.Sprint(err)
+	harness.WaitFor(t, n.id+"'s API", 30*time.Second, func() (bool, string) {
+		_, err := statusOf(n.url)
+		return err == nil, fmt.Sprint(err)
 	})
 }
 
 func (n *clusterNode) mode(t testing.TB) string {
-	_, body, _ := getJSON(n.url + "/status")
-	s, _ := body["mode"].(string)
-	return s
+	st, _ := statusOf(n.url)
+	return st.Mode
 }
 
-func (n *clusterNode) clusterView(t testing.TB) map[string]any {
+// view is n's GET /cluster (empty when it does not answer).
+func (n *clusterNode) view(t testing.TB) wire.ClusterStatus {
 	t.Helper()
-	_, body, _ := getJSON(n.url + "/cluster")
-	return body
-}
-
-// memberField is one field of one member's row in a GET /cluster body.
-func memberField(view map[string]any, id, field string) any {
-	members, _ := view["members"].([]any)
-	for _, m := range members {
-		if e, _ := m.(map[string]any); e["node_id"] == id {
-			return e[field]
-		}
-	}
-	return nil
+	v, _ := apiClient(n.url).Cluster(context.Background())
+	return v
 }
 
 // memberGTIDs maps node ids to the GTID sets GET /cluster shows.
-func memberGTIDs(view map[string]any) map[string]string {
+func memberGTIDs(v wire.ClusterStatus) map[string]string {
 	out := map[string]string{}
-	members, _ := view["members"].([]any)
-	for _, m := range members {
-		e, _ := m.(map[string]any)
-		id, _ := e["node_id"].(string)
-		g, _ := e["gtid_executed"].(string)
-		out[id] = g
+	for _, m := range v.Members {
+		out[m.ID] = m.GTIDs
 	}
 	return out
+}
+
+// stopsUploading waits until the cut-off primary n refuses to upload, then
+// for two more refused attempts (the load keeps writing binlogs), and
+// checks that count (its manifests in storage) did not move meanwhile. It
+// returns the count.
+func stopsUploading(t testing.TB, n *clusterNode, count func() int) int {
+	t.Helper()
+	refusals := func() int { return strings.Count(n.d.out.String(), "not allowed to upload") }
+	harness.WaitFor(t, n.id+" refusing to upload", 30*time.Second, func() (bool, string) { return refusals() > 0, "" })
+	before, seen := count(), refusals()
+	harness.WaitFor(t, "two more refused attempts", 30*time.Second, func() (bool, string) { return refusals() >= seen+2, fmt.Sprint(refusals()) })
+	if after := count(); after != before {
+		t.Errorf("%s uploaded %d manifests after it refused to upload", n.id, after-before)
+	}
+	return before
 }
 
 // replicatedCluster starts three MariaDB servers (the second and third
@@ -203,11 +205,11 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 
 	// Without any PUT /replication_state, every node sees every node's
 	// GTID set, and the replicas' catch up with the primary's.
-	waitFor(t, "every member's GTIDs in every node's GET /cluster", 30*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "every member's GTIDs in every node's GET /cluster", 30*time.Second, func() (bool, string) {
 		for _, n := range nodes {
-			v := n.clusterView(t)
+			v := n.view(t)
 			g := memberGTIDs(v)
-			if len(g) != 3 || g["n1"] == "" || g["n2"] == "" || g["n3"] == "" || v["primary"] != "n1" {
+			if len(g) != 3 || g["n1"] == "" || g["n2"] == "" || g["n3"] == "" || v.Primary != "n1" {
 				return false, fmt.Sprint(n.id, v)
 			}
 		}
@@ -254,14 +256,16 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 	}
 	// Once gossip marks n1 failed, n2 is promoted through its own API
 	// without force; n3 follows it.
-	waitFor(t, "gossip marking n1 failed on n2", 30*time.Second, func() (bool, string) {
-		return memberField(nodes[1].clusterView(t), "n1", "gossip") == "failed", fmt.Sprint(nodes[1].clusterView(t))
+	harness.WaitFor(t, "gossip marking n1 failed on n2", 30*time.Second, func() (bool, string) {
+		v := nodes[1].view(t)
+		m, _ := v.Member("n1")
+		return m.Gossip == "failed", fmt.Sprint(v)
 	})
 	start := time.Now()
 	if code, body := doJSON(t, "PUT", nodes[1].url+"/status", map[string]any{"mode": "promote"}); code != 200 {
 		t.Fatalf("promote n2: %d %v", code, body)
 	}
-	waitFor(t, "n2 active", 60*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "n2 active", 60*time.Second, func() (bool, string) {
 		return nodes[1].mode(t) == "active", nodes[1].d.out.String()
 	})
 	if !strings.Contains(nodes[1].d.out.String(), "applying the binlogs the old primary uploaded") {
@@ -282,13 +286,13 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 	}
 	harness.Exec(t, db2, "FLUSH BINARY LOGS")
 	// The first binlog of the new primary reaches storage under epoch 2.
-	waitFor(t, "a binlog uploaded by n2 under epoch 2", 60*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "a binlog uploaded by n2 under epoch 2", 60*time.Second, func() (bool, string) {
 		n, _ := epochUploads(t, backups, 2)
 		return n > 0, nodes[1].d.out.String()
 	})
 	t.Logf("promotion to the first binlog uploaded under the new epoch: %v", time.Since(start))
-	if v := nodes[2].clusterView(t); v["primary"] != "n2" || v["epoch"] != float64(2) {
-		t.Errorf("n3's view after the promotion: primary %v epoch %v", v["primary"], v["epoch"])
+	if v := nodes[2].view(t); v.Primary != "n2" || v.Epoch != 2 {
+		t.Errorf("n3's view after the promotion: primary %v epoch %v", v.Primary, v.Epoch)
 	}
 	// The old primary comes back, writes on its own and tries to upload.
 	if err := ins[0].Start(ctx); err != nil {
@@ -304,7 +308,7 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 	harness.Exec(t, db1, "FLUSH BINARY LOGS")
 	rogueGTID := harness.QueryString(t, db1, "SELECT @@gtid_binlog_pos")
 	nodes[0].start(t)
-	waitFor(t, "the rogue primary's upload refused", 60*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "the rogue primary's upload refused", 60*time.Second, func() (bool, string) {
 		out := nodes[0].d.out.String()
 		return strings.Contains(out, "not allowed to upload"), out
 	})
@@ -313,7 +317,7 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 	if code, body := doJSON(t, "POST", nodes[0].url+"/backup", map[string]any{"backup_type": "basebackup"}); code != 200 {
 		t.Fatalf("basebackup request on the deposed n1: %d %v", code, body)
 	}
-	waitFor(t, "the deposed primary's basebackup.json refused", 120*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "the deposed primary's basebackup.json refused", 120*time.Second, func() (bool, string) {
 		out := nodes[0].d.out.String()
 		return strings.Contains(out, "write basebackup.json: not allowed to upload"), out
 	})
@@ -414,10 +418,10 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 	cfg4["start_command"] = argv
 	writeJSON(t, n4.cfgPath, cfg4)
 	n4.start(t)
-	waitFor(t, "n4 restored, observing and replicating", 3*time.Minute, func() (bool, string) {
+	harness.WaitFor(t, "n4 restored, observing and replicating", 3*time.Minute, func() (bool, string) {
 		if n4.mode(t) != "observe" {
-			_, st, _ := getJSON(n4.url + "/status/restore")
-			return false, fmt.Sprint(st)
+			st, err := apiClient(n4.url).RestoreStatus(context.Background())
+			return false, fmt.Sprint(st, err)
 		}
 		db4, err := in4.Open()
 		if err != nil {
@@ -452,9 +456,9 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 			t.Errorf("%s: %s", in.Dir, d)
 		}
 	}
-	waitFor(t, "n4 in every node's GET /cluster", 30*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "n4 in every node's GET /cluster", 30*time.Second, func() (bool, string) {
 		for _, n := range []*clusterNode{nodes[1], nodes[2], n4} {
-			if g := memberGTIDs(n.clusterView(t)); g["n4"] == "" {
+			if g := memberGTIDs(n.view(t)); g["n4"] == "" {
 				return false, fmt.Sprint(n.id, g)
 			}
 		}
@@ -466,7 +470,7 @@ func TestThreeNodeFailoverAndRestore(t *testing.T) {
 	}
 	t.Logf("myhoard cluster:\n%s", out)
 	// The observing replica purged binlogs that were safe to purge.
-	waitFor(t, "n3 purged local binlogs", 60*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "n3 purged local binlogs", 60*time.Second, func() (bool, string) {
 		return strings.Contains(nodes[2].d.out.String(), "purged local binlogs"), nodes[2].d.out.String()
 	})
 }
@@ -494,27 +498,20 @@ func TestPrimaryCutOffStopsUploading(t *testing.T) {
 	go func() { _ = load.Run(lctx, 5*time.Millisecond, 0.05) }()
 	waitCompletedBackup(t, nodes[0].url)
 	uploads := func() (int, time.Time) { return epochUploads(t, backups, 1) }
-	waitFor(t, "binlogs flowing", 30*time.Second, func() (bool, string) { n, _ := uploads(); return n >= 3, fmt.Sprint(n) })
+	harness.WaitFor(t, "binlogs flowing", 30*time.Second, func() (bool, string) { n, _ := uploads(); return n >= 3, fmt.Sprint(n) })
 	for _, n := range nodes[1:] {
 		if err := n.d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
 	}
 	cut := time.Now()
-	waitFor(t, "the primary refusing to upload", 30*time.Second, func() (bool, string) {
-		out := nodes[0].d.out.String()
-		return strings.Contains(out, "not allowed to upload"), ""
-	})
-	time.Sleep(3 * time.Second) // binlogs keep coming on the server meanwhile
-	count, last := uploads()
-	if lag := last.Sub(cut); lag > 2*time.Second {
-		t.Errorf("the cut-off primary uploaded until %v after the cut (last manifest %v)", lag, last)
-	}
-	t.Logf("cut off: last manifest %v after the cut", last.Sub(cut).Round(time.Millisecond))
+	count := stopsUploading(t, nodes[0], func() int { n, _ := uploads(); return n })
+	_, last := uploads()
+	t.Logf("cut off: %d manifests, the last %v after the cut", count, last.Sub(cut).Round(time.Millisecond))
 	for _, n := range nodes[1:] {
 		_ = n.d.cmd.Process.Signal(syscall.SIGCONT)
 	}
-	waitFor(t, "uploads resuming after the others are back", 60*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "uploads resuming after the others are back", 60*time.Second, func() (bool, string) {
 		n, _ := uploads()
 		return n > count, fmt.Sprint(n, " ", count)
 	})
@@ -532,9 +529,9 @@ func TestClusterRestartAndConcurrentPromotions(t *testing.T) {
 	}
 	setRoles(t, nodes)
 	waitVoters(t, nodes[0], 3)
-	waitFor(t, "every node sees n1 as the primary", 30*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "every node sees n1 as the primary", 30*time.Second, func() (bool, string) {
 		for _, n := range nodes {
-			if v := n.clusterView(t); v["primary"] != "n1" || v["epoch"] != float64(1) {
+			if v := n.view(t); v.Primary != "n1" || v.Epoch != 1 {
 				return false, fmt.Sprint(n.id, v)
 			}
 		}
@@ -548,10 +545,10 @@ func TestClusterRestartAndConcurrentPromotions(t *testing.T) {
 	for _, n := range nodes {
 		n.start(t)
 	}
-	waitFor(t, "the view back on every node", 30*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "the view back on every node", 30*time.Second, func() (bool, string) {
 		for _, n := range nodes {
-			v := n.clusterView(t)
-			if v["primary"] != "n1" || v["epoch"] != float64(1) || v["leader"] == "" {
+			v := n.view(t)
+			if v.Primary != "n1" || v.Epoch != 1 || v.Leader == "" {
 				return false, fmt.Sprint(n.id, v)
 			}
 		}
@@ -596,12 +593,12 @@ func TestClusterRestartAndConcurrentPromotions(t *testing.T) {
 	if len(won) == 0 {
 		t.Fatal("no concurrent promotion won")
 	}
-	want := float64(1 + len(won))
-	waitFor(t, fmt.Sprintf("epoch %v everywhere, the primary one of the winners", want), 30*time.Second, func() (bool, string) {
+	want := int64(1 + len(won))
+	harness.WaitFor(t, fmt.Sprintf("epoch %v everywhere, the primary one of the winners", want), 30*time.Second, func() (bool, string) {
 		for _, n := range nodes {
-			v := n.clusterView(t)
-			if p, _ := v["primary"].(string); v["epoch"] != want || !won[p] {
-				return false, fmt.Sprint(n.id, v["epoch"], v["primary"])
+			v := n.view(t)
+			if v.Epoch != want || !won[v.Primary] {
+				return false, fmt.Sprint(n.id, v.Epoch, v.Primary)
 			}
 		}
 		return true, ""
@@ -610,11 +607,11 @@ func TestClusterRestartAndConcurrentPromotions(t *testing.T) {
 	// period (3 s here); the other two keep a quorum.
 	_ = nodes[0].d.cmd.Process.Kill()
 	_, _ = nodes[0].d.wait(t, 10*time.Second)
-	waitFor(t, "the dead n1 removed", 60*time.Second, func() (bool, string) {
-		v := nodes[1].clusterView(t)
+	harness.WaitFor(t, "the dead n1 removed", 60*time.Second, func() (bool, string) {
+		v := nodes[1].view(t)
 		ids := memberGTIDs(v)
 		_, still := ids["n1"]
-		return !still && len(ids) == 2 && v["leader"] != "", fmt.Sprint(v)
+		return !still && len(ids) == 2 && v.Leader != "", fmt.Sprint(v)
 	})
 }
 
@@ -632,8 +629,8 @@ func restoreOldestEquals(t *testing.T, backups, listURL string, db *sql.DB) {
 	}
 	var first string
 	for _, b := range listBackups(t, listURL) {
-		if b["completed_at"] != nil && (first == "" || b["stream_id"].(string) < first) {
-			first = b["stream_id"].(string)
+		if b.CompletedAt != nil && (first == "" || b.StreamID < first) {
+			first = b.StreamID
 		}
 	}
 	rn := newRestoreNode(t, backups, nil)
@@ -647,12 +644,11 @@ func restoreOldestEquals(t *testing.T, backups, listURL string, db *sql.DB) {
 // waitVoters waits until n's GET /cluster shows want voters.
 func waitVoters(t testing.TB, n *clusterNode, want int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d voters", want), 30*time.Second, func() (bool, string) {
-		v := n.clusterView(t)
-		members, _ := v["members"].([]any)
+	harness.WaitFor(t, fmt.Sprintf("%d voters", want), 30*time.Second, func() (bool, string) {
+		v := n.view(t)
 		voters := 0
-		for _, m := range members {
-			if e, _ := m.(map[string]any); e["voter"] == true {
+		for _, m := range v.Members {
+			if m.Voter {
 				voters++
 			}
 		}
@@ -682,8 +678,8 @@ func epochUploads(t testing.TB, backups string, epoch int64) (n int, last time.T
 // observers.
 func setRoles(t testing.TB, nodes []*clusterNode) {
 	t.Helper()
-	if code, body := doJSON(t, "PUT", nodes[0].url+"/status", map[string]any{"mode": "active"}); code != 200 || body["mode"] != "active" {
-		t.Fatalf("%s active: %d %v", nodes[0].id, code, body)
+	if st := setMode(t, nodes[0].url, wire.ModeRequest{Mode: "active"}); st.Mode != "active" {
+		t.Fatalf("%s active: %+v", nodes[0].id, st)
 	}
 	for _, n := range nodes[1:] {
 		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "observe"}); code != 200 {

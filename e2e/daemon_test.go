@@ -6,9 +6,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,8 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/myhoard/myhoard/client"
 	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/tlsconfig/tlstest"
+	"github.com/myhoard/myhoard/wire"
 )
 
 // binary is the myhoard binary built once for the package's tests.
@@ -100,36 +101,27 @@ func writeJSON(t testing.TB, path string, v any) {
 	}
 }
 
-func getJSON(url string) (int, map[string]any, error) {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	var body map[string]any
-	b, _ := io.ReadAll(resp.Body)
-	if err := json.Unmarshal(b, &body); err != nil {
-		return resp.StatusCode, nil, fmt.Errorf("body %q: %w", b, err)
-	}
-	return resp.StatusCode, body, nil
+// apiClient is a typed client of the daemon at url, for polls (short
+// timeout).
+func apiClient(url string) *client.Client {
+	c := client.New(url)
+	c.HTTP.Timeout = 5 * time.Second
+	return c
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() (bool, string)) {
+// setMode is PUT /status on the daemon at url; it fails the test when
+// refused.
+func setMode(t testing.TB, url string, r wire.ModeRequest) wire.Status {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		time.Sleep(50 * time.Millisecond)
+	st, err := client.New(url).SetMode(context.Background(), r)
+	if err != nil {
+		t.Fatalf("PUT /status %+v on %s: %v", r, url, err)
 	}
-	t.Fatalf("timed out after %v waiting for %s (last: %s)", timeout, what, last)
+	return st
 }
+
+// statusOf is GET /status of the daemon at url.
+func statusOf(url string) (wire.Status, error) { return apiClient(url).Status(context.Background()) }
 
 type daemonProc struct {
 	cmd  *exec.Cmd
@@ -187,12 +179,12 @@ func (d *daemonProc) wait(t testing.TB, timeout time.Duration) (int, error) {
 
 func waitStatus(t *testing.T, d *daemonProc, port int) {
 	t.Helper()
-	waitFor(t, "GET /status", 20*time.Second, func() (bool, string) {
-		code, body, err := getJSON(fmt.Sprintf("http://127.0.0.1:%d/status", port))
+	harness.WaitFor(t, "GET /status", 20*time.Second, func() (bool, string) {
+		st, err := statusOf(fmt.Sprintf("http://127.0.0.1:%d", port))
 		if err != nil {
 			return false, err.Error() + "\n" + d.out.String()
 		}
-		return code == 200 && body["mode"] == "idle", fmt.Sprint(code, body)
+		return st.Mode == "idle", fmt.Sprint(st)
 	})
 }
 
@@ -210,15 +202,16 @@ func TestDaemonLifecycle(t *testing.T) {
 	d := startDaemon(t, "--config", cfgPath)
 	waitStatus(t, d, port)
 
-	code, body, err := getJSON(fmt.Sprintf("http://127.0.0.1:%d/no/such/thing", port))
-	if err != nil || code != 404 || !strings.Contains(fmt.Sprint(body["message"]), "no such endpoint") {
-		t.Errorf("unknown path: %d %v %v", code, body, err)
+	err = apiClient(fmt.Sprintf("http://127.0.0.1:%d", port)).Do(context.Background(), "GET", "/no/such/thing", nil, nil)
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != 404 || !strings.Contains(apiErr.Message, "no such endpoint") {
+		t.Errorf("unknown path: %v", err)
 	}
-	waitFor(t, "flavor detection in the log", 20*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "flavor detection in the log", 20*time.Second, func() (bool, string) {
 		out := d.out.String()
 		return strings.Contains(out, "database detected") && strings.Contains(out, "flavor=mariadb"), out
 	})
-	waitFor(t, "the backup site check in the log", 20*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "the backup site check in the log", 20*time.Second, func() (bool, string) {
 		out := d.out.String()
 		return strings.Contains(out, "backup site ready") && strings.Contains(out, "site=default"), out
 	})
@@ -234,12 +227,12 @@ func TestDaemonLifecycle(t *testing.T) {
 	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "reload rejection in the log", 10*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "reload rejection in the log", 10*time.Second, func() (bool, string) {
 		out := d.out.String()
 		return strings.Contains(out, "config reload rejected") && strings.Contains(out, `sever_id: unknown key (did you mean \"server_id\"?)`), out
 	})
-	if code, _, err := getJSON(fmt.Sprintf("http://127.0.0.1:%d/status", port)); err != nil || code != 200 {
-		t.Fatalf("after a rejected reload: %d %v", code, err)
+	if _, err := statusOf(fmt.Sprintf("http://127.0.0.1:%d", port)); err != nil {
+		t.Fatalf("after a rejected reload: %v", err)
 	}
 
 	// A good config that moves the HTTP port is applied.
@@ -253,14 +246,14 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStatus(t, d, port2)
-	if _, _, err := getJSON(fmt.Sprintf("http://127.0.0.1:%d/status", port)); err == nil {
+	if _, err := statusOf(fmt.Sprintf("http://127.0.0.1:%d", port)); err == nil {
 		t.Errorf("old port %d still answers after the reload", port)
 	}
 
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	code, err = d.wait(t, 20*time.Second)
+	code, err := d.wait(t, 20*time.Second)
 	if err != nil || code != 0 {
 		t.Fatalf("exit code %d (%v) after SIGTERM; output:\n%s", code, err, d.out)
 	}
@@ -276,16 +269,15 @@ func TestDaemonWithoutDatabaseStillServes(t *testing.T) {
 	writeJSON(t, cfgPath, daemonConfig(t, dir, port, nil))
 	d := startDaemon(t, "--config", cfgPath)
 	waitStatus(t, d, port)
-	waitFor(t, "a clear database error in the log", 10*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "a clear database error in the log", 10*time.Second, func() (bool, string) {
 		out := d.out.String()
 		return strings.Contains(out, "not ready yet") && strings.Contains(out, "127.0.0.1:1"), out
 	})
 	// Backups are listed all the same (a new node waiting for a restore
 	// has no running database).
-	waitFor(t, "GET /backup to list without a database", 10*time.Second, func() (bool, string) {
-		code, body, err := getJSON(fmt.Sprintf("http://127.0.0.1:%d/backup", port))
-		list, isList := body["backups"].([]any)
-		return err == nil && code == 200 && isList && len(list) == 0, fmt.Sprint(code, body, err)
+	harness.WaitFor(t, "GET /backup to list without a database", 10*time.Second, func() (bool, string) {
+		list, err := apiClient(fmt.Sprintf("http://127.0.0.1:%d", port)).Backups(context.Background(), "")
+		return err == nil && list != nil && len(list) == 0, fmt.Sprint(list, err)
 	})
 	_ = d.cmd.Process.Signal(syscall.SIGINT)
 	if code, err := d.wait(t, 20*time.Second); err != nil || code != 0 {

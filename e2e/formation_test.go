@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/e2e/harness"
+	"github.com/myhoard/myhoard/wire"
 )
 
 // permutations are all the orders of n items.
@@ -33,9 +35,9 @@ func startTogether(t testing.TB, nodes []*clusterNode) {
 		n.d = startDaemon(t, "--config", n.cfgPath)
 	}
 	for _, n := range nodes {
-		waitFor(t, n.id+"'s API", 30*time.Second, func() (bool, string) {
-			code, _, err := getJSON(n.url + "/status")
-			return err == nil && code == 200, fmt.Sprint(err)
+		harness.WaitFor(t, n.id+"'s API", 30*time.Second, func() (bool, string) {
+			_, err := statusOf(n.url)
+			return err == nil, fmt.Sprint(err)
 		})
 	}
 }
@@ -43,29 +45,22 @@ func startTogether(t testing.TB, nodes []*clusterNode) {
 // clusterOf is what one node's GET /cluster says about the cluster.
 type clusterOf struct {
 	id, leader, primary, bootstrap string
-	epoch                          float64
+	epoch                          int64
 	voters                         []string
 	alive                          int
 }
 
 func readCluster(n *clusterNode) (clusterOf, error) {
-	code, v, err := getJSON(n.url + "/cluster")
-	if err != nil || code != 200 {
-		return clusterOf{}, fmt.Errorf("%s: GET /cluster: %d %v %v", n.id, code, v, err)
+	v, err := apiClient(n.url).Cluster(context.Background())
+	if err != nil {
+		return clusterOf{}, fmt.Errorf("%s: GET /cluster: %w", n.id, err)
 	}
-	c := clusterOf{}
-	c.id, _ = v["cluster_id"].(string)
-	c.leader, _ = v["leader"].(string)
-	c.primary, _ = v["primary"].(string)
-	c.bootstrap, _ = v["bootstrap"].(string)
-	c.epoch, _ = v["epoch"].(float64)
-	members, _ := v["members"].([]any)
-	for _, m := range members {
-		e, _ := m.(map[string]any)
-		if e["voter"] == true && e["raft_address"] != "" {
-			c.voters = append(c.voters, fmt.Sprint(e["node_id"]))
+	c := clusterOf{id: v.ClusterID, leader: v.Leader, primary: v.Primary, bootstrap: v.Bootstrap, epoch: v.Epoch}
+	for _, m := range v.Members {
+		if m.Voter && m.RaftAddr != "" {
+			c.voters = append(c.voters, m.ID)
 		}
-		if e["gossip"] == "alive" {
+		if m.Gossip == "alive" {
 			c.alive++
 		}
 	}
@@ -78,7 +73,7 @@ func readCluster(n *clusterNode) (clusterOf, error) {
 func waitOneCluster(t testing.TB, nodes []*clusterNode, want int) clusterOf {
 	t.Helper()
 	var first clusterOf
-	waitFor(t, fmt.Sprintf("one cluster of %d voters", want), 60*time.Second, func() (bool, string) {
+	harness.WaitFor(t, fmt.Sprintf("one cluster of %d voters", want), 60*time.Second, func() (bool, string) {
 		var views []string
 		for i, n := range nodes {
 			c, err := readCluster(n)
@@ -128,8 +123,8 @@ func TestClusterFormationFromOneTemplate(t *testing.T) {
 			}
 			c := waitOneCluster(t, nodes, 3)
 			// The first primary of a new cluster.
-			if code, body := doJSON(t, "PUT", nodes[order[0]].url+"/status", map[string]any{"mode": "active"}); code != 200 || body["mode"] != "active" {
-				t.Fatalf("active on %s: %d %v", nodes[order[0]].id, code, body)
+			if st := setMode(t, nodes[order[0]].url, wire.ModeRequest{Mode: "active"}); st.Mode != "active" {
+				t.Fatalf("active on %s: %+v", nodes[order[0]].id, st)
 			}
 			c2 := waitOneCluster(t, nodes, 3)
 			if c2.primary != nodes[order[0]].id || c2.epoch != 1 || c2.id != c.id {
@@ -202,7 +197,7 @@ func TestClusterRestartsAndLostState(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, "a new leader", 30*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "a new leader", 30*time.Second, func() (bool, string) {
 		for _, n := range rest {
 			c, err := readCluster(n)
 			if err != nil || c.leader == "" || c.leader == leader.id {
@@ -214,19 +209,20 @@ func TestClusterRestartsAndLostState(t *testing.T) {
 	if other == nil { // n2, the primary, was the leader
 		other = rest[0]
 	}
-	body := map[string]any{"mode": "active"}
+	body := wire.ModeRequest{Mode: "active"}
 	if leader.id == "n2" {
 		// the primary died: no force once gossip knows
-		waitFor(t, "gossip marking n2 failed", 30*time.Second, func() (bool, string) {
-			return memberField(other.clusterView(t), "n2", "gossip") == "failed", fmt.Sprint(other.clusterView(t))
+		harness.WaitFor(t, "gossip marking n2 failed", 30*time.Second, func() (bool, string) {
+			m, _ := other.view(t).Member("n2")
+			return m.Gossip == "failed", fmt.Sprint(other.view(t))
 		})
 	} else {
-		body["force"] = true // n2, the primary, is alive
+		body.Force = true // n2, the primary, is alive
 	}
-	if code, resp := doJSON(t, "PUT", other.url+"/status", body); code != 200 || resp["mode"] != "active" {
-		t.Fatalf("promote %s after the leader died: %d %v", other.id, code, resp)
+	if st := setMode(t, other.url, body); st.Mode != "active" {
+		t.Fatalf("promote %s after the leader died: %+v", other.id, st)
 	}
-	waitFor(t, other.id+" the primary at epoch 2", 30*time.Second, func() (bool, string) {
+	harness.WaitFor(t, other.id+" the primary at epoch 2", 30*time.Second, func() (bool, string) {
 		c, err := readCluster(rest[0])
 		return err == nil && c.primary == other.id && c.epoch == 2, fmt.Sprint(c, err)
 	})

@@ -134,30 +134,24 @@ func TestPartitionedPrimary(t *testing.T) {
 	go func() { _ = load.Run(lctx, 5*time.Millisecond, 0.05) }()
 	waitCompletedBackup(t, nodes[0].url)
 	uploads := func(epoch int64) (int, time.Time) { return epochUploads(t, backups, epoch) }
-	waitFor(t, "binlogs flowing", 30*time.Second, func() (bool, string) { n, _ := uploads(1); return n >= 3, fmt.Sprint(n) })
+	harness.WaitFor(t, "binlogs flowing", 30*time.Second, func() (bool, string) { n, _ := uploads(1); return n >= 3, fmt.Sprint(n) })
 
 	waitVoters(t, nodes[1], 3)
 	ns.cut(t)
 	cut := time.Now()
-	time.Sleep(3 * time.Second) // the primary keeps writing binlogs meanwhile
+	count := stopsUploading(t, nodes[0], func() int { n, _ := uploads(1); return n })
 	_, last := uploads(1)
-	if lag := last.Sub(cut); lag > time.Second {
-		t.Errorf("the partitioned primary uploaded until %v after the cut", lag)
-	}
-	t.Logf("partitioned: last epoch-1 manifest %v after the cut", last.Sub(cut).Round(time.Millisecond))
-	if out := nodes[0].d.out.String(); !strings.Contains(out, "not allowed to upload") {
-		t.Errorf("the partitioned primary never tried (and failed) to upload:\n%s", out)
-	}
+	t.Logf("partitioned: %d epoch-1 manifests, the last %v after the cut", count, last.Sub(cut).Round(time.Millisecond))
 	// The rest of the cluster promotes n2 while n1 still runs (and its
 	// server still takes writes).
-	waitFor(t, "a leader among n2 and n3", 30*time.Second, func() (bool, string) {
-		l, _ := nodes[1].clusterView(t)["leader"].(string)
+	harness.WaitFor(t, "a leader among n2 and n3", 30*time.Second, func() (bool, string) {
+		l := nodes[1].view(t).Leader
 		return l == "n2" || l == "n3", l
 	})
 	if code, body := doJSON(t, "PUT", nodes[1].url+"/status", map[string]any{"mode": "promote", "force": true}); code != 200 {
 		t.Fatalf("promote n2: %d %v", code, body)
 	}
-	waitFor(t, "n2 active", 60*time.Second, func() (bool, string) { return nodes[1].mode(t) == "active", "" })
+	harness.WaitFor(t, "n2 active", 60*time.Second, func() (bool, string) { return nodes[1].mode(t) == "active", "" })
 	stopLoad() // the old primary's writes stop being interesting here
 	db2 := harness.OpenDB(t, ins[1])
 	load2, err := harness.NewLoadGen(ctx, db2, 62)
@@ -172,7 +166,7 @@ func TestPartitionedPrimary(t *testing.T) {
 	}
 	// The partition heals: n1 learns it is deposed and stays refused.
 	ns.heal(t)
-	waitFor(t, "n1 back in the cluster and refused", 60*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "n1 back in the cluster and refused", 60*time.Second, func() (bool, string) {
 		out := nodes[0].d.out.String()
 		return strings.Contains(out, `primary is \"n2\" at epoch 2`), ""
 	})
@@ -185,9 +179,9 @@ func TestPartitionedPrimary(t *testing.T) {
 
 func waitForAPI(t *testing.T, n *clusterNode) {
 	t.Helper()
-	waitFor(t, n.id+"'s API", 30*time.Second, func() (bool, string) {
-		code, _, err := getJSON(n.url + "/status")
-		return err == nil && code == 200, fmt.Sprint(err)
+	harness.WaitFor(t, n.id+"'s API", 30*time.Second, func() (bool, string) {
+		_, err := statusOf(n.url)
+		return err == nil, fmt.Sprint(err)
 	})
 }
 

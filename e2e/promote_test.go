@@ -99,7 +99,7 @@ func TestPromotionSurvivesKill(t *testing.T) {
 		_ = c.d.cmd.Process.Kill()
 		_, _ = c.d.wait(t, 10*time.Second)
 		c.d = startDaemonEnv(t, []string{"MYHOARD_TEST_KILL_AT=" + st.killAt}, "--config", c.cfgPath)
-		waitFor(t, c.id+"'s API", 30*time.Second, func() (bool, string) {
+		harness.WaitFor(t, c.id+"'s API", 30*time.Second, func() (bool, string) {
 			m := c.mode(t)
 			return m == "observe" || m == "active", c.d.out.String()
 		})
@@ -115,9 +115,9 @@ func TestPromotionSurvivesKill(t *testing.T) {
 			rogue = plantDeposedBinlog(t, nodes[primary], ins[primary], dbs[primary], backups, int64(epoch), int64(epoch+1))
 		}
 		c.start(t)
-		waitFor(t, fmt.Sprintf("%s active at epoch %d", c.id, epoch+1), 120*time.Second, func() (bool, string) {
-			v := c.clusterView(t)
-			return c.mode(t) == "active" && v["primary"] == c.id && v["epoch"] == float64(epoch+1), fmt.Sprint(v)
+		harness.WaitFor(t, fmt.Sprintf("%s active at epoch %d", c.id, epoch+1), 120*time.Second, func() (bool, string) {
+			v := c.view(t)
+			return c.mode(t) == "active" && v.Primary == c.id && v.Epoch == int64(epoch+1), fmt.Sprint(v)
 		})
 		if got := harness.QueryString(t, dbs[st.to], "SELECT @@gtid_binlog_pos"); got != pos {
 			t.Errorf("step %d: %s active at %s, its predecessor ended at %s", i+1, c.id, got, pos)
@@ -126,8 +126,8 @@ func TestPromotionSurvivesKill(t *testing.T) {
 	}
 	// Nothing took an epoch of its own: the kills did not repeat a
 	// compare-and-set.
-	if v := nodes[primary].clusterView(t); v["epoch"] != float64(epoch) {
-		t.Errorf("epoch %v after %d promotions", v["epoch"], len(steps))
+	if v := nodes[primary].view(t); v.Epoch != int64(epoch) {
+		t.Errorf("epoch %v after %d promotions", v.Epoch, len(steps))
 	}
 	executed := harness.QueryString(t, dbs[primary], "SELECT @@gtid_binlog_state")
 	rogueSet, err1 := mysql.ParseGTIDSet(mysql.FlavorMariaDB, rogue)

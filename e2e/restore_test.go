@@ -15,6 +15,7 @@ import (
 	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
+	"github.com/myhoard/myhoard/wire"
 )
 
 // restoreSource is a primary backed up by a daemon into two streams while
@@ -49,7 +50,7 @@ func newRestoreSource(t *testing.T) *restoreSource {
 	errc := make(chan error, 1)
 	go func() { errc <- load.Run(ctx, time.Millisecond, 0.006) }()
 	src := &restoreSource{backups: s.backups}
-	src.b1 = waitCompletedBackup(t, s.url)["stream_id"].(string)
+	src.b1 = waitCompletedBackup(t, s.url).StreamID
 	time.Sleep(3 * time.Second) // some binlogs in the first stream
 	if src.inStream1, err = load.Checkpoint(ctx, "inside the first stream"); err != nil {
 		t.Fatal(err)
@@ -58,11 +59,11 @@ func newRestoreSource(t *testing.T) *restoreSource {
 	if code, body := doJSON(t, "POST", s.url+"/backup", map[string]any{"backup_type": "basebackup"}); code != 200 {
 		t.Fatalf("request backup: %d %v", code, body)
 	}
-	waitFor(t, "the second backup completed and the first stream closed", 120*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "the second backup completed and the first stream closed", 120*time.Second, func() (bool, string) {
 		list := listBackups(t, s.url)
-		return len(list) == 2 && list[1]["completed_at"] != nil && list[0]["closed_at"] != nil, fmt.Sprint(list)
+		return len(list) == 2 && list[1].CompletedAt != nil && list[0].ClosedAt != nil, fmt.Sprint(list)
 	})
-	src.b2 = listBackups(t, s.url)[1]["stream_id"].(string)
+	src.b2 = listBackups(t, s.url)[1].StreamID
 	time.Sleep(2 * time.Second)
 	if src.acrossStream, err = load.Checkpoint(ctx, "after the first stream closed"); err != nil {
 		t.Fatal(err)
@@ -143,9 +144,9 @@ func newRestoreNode(t *testing.T, backups string, extra map[string]any) *restore
 func (n *restoreNode) start(t *testing.T) {
 	t.Helper()
 	n.d = startDaemon(t, "--config", n.cfgPath)
-	waitFor(t, "the restore node's API", 20*time.Second, func() (bool, string) {
-		code, _, err := getJSON(n.url + "/status")
-		return err == nil && code == 200, fmt.Sprint(err)
+	harness.WaitFor(t, "the restore node's API", 20*time.Second, func() (bool, string) {
+		_, err := statusOf(n.url)
+		return err == nil, fmt.Sprint(err)
 	})
 }
 
@@ -155,28 +156,28 @@ func (n *restoreNode) kill(t *testing.T) {
 	_, _ = n.d.wait(t, 10*time.Second)
 }
 
-func (n *restoreNode) restoreStatus(t *testing.T) map[string]any {
+func (n *restoreNode) restoreStatus(t *testing.T) wire.RestoreStatus {
 	t.Helper()
-	_, body, _ := getJSON(n.url + "/status/restore")
-	return body
+	st, _ := apiClient(n.url).RestoreStatus(context.Background())
+	return st
 }
 
 // waitObserve waits until the restore completed and the node observes.
 func (n *restoreNode) waitObserve(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, "the restore to complete (mode observe)", timeout, func() (bool, string) {
-		_, body, err := getJSON(n.url + "/status")
+	harness.WaitFor(t, "the restore to complete (mode observe)", timeout, func() (bool, string) {
+		mode, err := statusOf(n.url)
 		if err != nil {
 			return false, err.Error()
 		}
-		if body["mode"] == "observe" {
+		if mode.Mode == "observe" {
 			return true, ""
 		}
 		st := n.restoreStatus(t)
-		if st["phase"] == "failed" {
+		if st.Phase == "failed" {
 			t.Fatalf("restore failed: %v\n%s", st, n.d.out)
 		}
-		return false, fmt.Sprint(body, st)
+		return false, fmt.Sprint(mode, st)
 	})
 }
 
@@ -265,7 +266,7 @@ func TestRestore(t *testing.T) {
 		}
 		db := harness.OpenDB(t, n.in)
 		harness.Exec(t, db, "FLUSH BINARY LOGS")
-		waitFor(t, "the restored server's binlogs purged in observe mode", 60*time.Second, func() (bool, string) {
+		harness.WaitFor(t, "the restored server's binlogs purged in observe mode", 60*time.Second, func() (bool, string) {
 			rows, err := db.Query("SHOW BINARY LOGS")
 			if err != nil {
 				return false, err.Error()
@@ -327,7 +328,7 @@ func TestRestore(t *testing.T) {
 		for _, mark := range marks {
 			deadline := time.Now().Add(3 * time.Minute)
 			for !strings.Contains(n.d.out.String(), mark) && time.Now().Before(deadline) {
-				if _, body, _ := getJSON(n.url + "/status"); body["mode"] == "observe" {
+				if st, _ := statusOf(n.url); st.Mode == "observe" {
 					break
 				}
 				time.Sleep(2 * time.Millisecond)
@@ -380,8 +381,8 @@ func TestRestore(t *testing.T) {
 		if msg, _ := body["message"].(string); code != 400 || !strings.Contains(msg, n.in.DataDir+" is not empty") {
 			t.Errorf("non-empty data directory: %d %v", code, body)
 		}
-		if _, st, _ := getJSON(n.url + "/status"); st["mode"] != "idle" {
-			t.Errorf("mode after bad requests: %v, want idle", st["mode"])
+		if st, _ := statusOf(n.url); st.Mode != "idle" {
+			t.Errorf("mode after bad requests: %v, want idle", st.Mode)
 		}
 		if code, body := doJSON(t, "GET", n.url+"/status/restore", nil); code != 400 || !strings.Contains(fmt.Sprint(body["message"]), "not restore") {
 			t.Errorf("GET /status/restore in idle mode: %d %v", code, body)
@@ -399,22 +400,22 @@ func TestRestore(t *testing.T) {
 		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1}); code != 200 {
 			t.Fatalf("restore request: %d %v", code, body)
 		}
-		var st map[string]any
-		waitFor(t, "the restore to fail", 2*time.Minute, func() (bool, string) {
+		var st wire.RestoreStatus
+		harness.WaitFor(t, "the restore to fail", 2*time.Minute, func() (bool, string) {
 			st = n.restoreStatus(t)
-			return st["phase"] == "failed", fmt.Sprint(st)
+			return st.Phase == "failed", fmt.Sprint(st)
 		})
-		if msg := fmt.Sprint(st["last_error"]); !strings.Contains(msg, n.in.DataDir) || !strings.Contains(msg, "no space left on device") {
+		if msg := st.LastError; !strings.Contains(msg, n.in.DataDir) || !strings.Contains(msg, "no space left on device") {
 			t.Errorf("last_error %q does not name the full directory %s", msg, n.in.DataDir)
 		}
 		if entries, _ := os.ReadDir(n.in.DataDir); len(entries) != 0 {
 			t.Errorf("the data directory holds %d entries after the failed restore", len(entries))
 		}
-		if list := listBackups(t, n.url); len(list) != 2 || list[0]["broken_at"] != nil {
+		if list := listBackups(t, n.url); len(list) != 2 || list[0].BrokenAt != nil {
 			t.Errorf("a full disk marked the backup broken: %v", list)
 		}
-		if _, body, _ := getJSON(n.url + "/status"); body["mode"] != "restore" {
-			t.Errorf("mode %v after the failure, want restore (with phase failed)", body["mode"])
+		if st, _ := statusOf(n.url); st.Mode != "restore" {
+			t.Errorf("mode %v after the failure, want restore (with phase failed)", st.Mode)
 		}
 	})
 	t.Run("corrupted newest backup falls back to the previous one", func(t *testing.T) {
@@ -447,8 +448,8 @@ func TestRestore(t *testing.T) {
 		n.waitObserve(t, 5*time.Minute)
 		n.assertRestored(t, src.final)
 		for _, b := range listBackups(t, n.url) {
-			if broken := b["broken_at"] != nil; broken != (b["stream_id"] == src.b2) {
-				t.Errorf("backup %s broken_at %v", b["stream_id"], b["broken_at"])
+			if broken := b.BrokenAt != nil; broken != (b.StreamID == src.b2) {
+				t.Errorf("backup %s broken_at %v", b.StreamID, b.BrokenAt)
 			}
 		}
 		if !strings.Contains(n.d.out.String(), "restoring an older backup instead") {
@@ -472,7 +473,7 @@ func TestRestore(t *testing.T) {
 				if time.Now().After(deadline) {
 					t.Fatal("the restore never reached a binlog phase")
 				}
-				if ph := n.restoreStatus(t)["phase"]; ph == "applying_binlogs" || ph == "waiting_for_apply_to_finish" {
+				if ph := n.restoreStatus(t).Phase; ph == "applying_binlogs" || ph == "waiting_for_apply_to_finish" {
 					break
 				}
 				time.Sleep(2 * time.Millisecond)
@@ -489,9 +490,9 @@ func TestRestore(t *testing.T) {
 				t.Fatalf("promote: %d %v", code, body)
 			}
 		}
-		waitFor(t, "the restored node active", 60*time.Second, func() (bool, string) {
-			_, body, _ := getJSON(n.url + "/status")
-			return body["mode"] == "active", n.d.out.String()
+		harness.WaitFor(t, "the restored node active", 60*time.Second, func() (bool, string) {
+			st, _ := statusOf(n.url)
+			return st.Mode == "active", n.d.out.String()
 		})
 		db := harness.OpenDB(t, n.in)
 		load, err := harness.NewLoadGen(context.Background(), db, 77)

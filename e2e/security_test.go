@@ -20,6 +20,7 @@ import (
 	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/storage"
 	"github.com/myhoard/myhoard/tlsconfig/tlstest"
+	"github.com/myhoard/myhoard/wire"
 )
 
 // secureAPI is a daemon (no database) serving its API over HTTPS with a
@@ -56,7 +57,7 @@ func startSecureAPI(t *testing.T) *secureAPI {
 	pool.AppendCertsFromPEM(pem)
 	s.tls = &tls.Config{RootCAs: pool}
 	s.d = startDaemon(t, "--config", s.cfgPath)
-	waitFor(t, "the HTTPS API", 30*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "the HTTPS API", 30*time.Second, func() (bool, string) {
 		code, _, err := s.get("/status", token)
 		return err == nil && code == 200, fmt.Sprint(code, err, s.d.out.String())
 	})
@@ -222,9 +223,10 @@ func TestClusterStrangersAndRotation(t *testing.T) {
 	stranger := newClusterNodeAt(t, other, "n9", 109, nil, t.TempDir(), freeAddr(t),
 		map[string]any{"join": []string{nodes[0].gossip, nodes[1].gossip, nodes[2].gossip}, "bootstrap_expect": 3})
 	startTogether(t, []*clusterNode{stranger})
-	waitFor(t, "the stranger seen in gossip and kept out of Raft", 30*time.Second, func() (bool, string) {
-		v := nodes[0].clusterView(t)
-		return memberField(v, "n9", "gossip") == "alive" && memberField(v, "n9", "in_raft") == false, fmt.Sprint(v)
+	harness.WaitFor(t, "the stranger seen in gossip and kept out of Raft", 30*time.Second, func() (bool, string) {
+		v := nodes[0].view(t)
+		m, ok := v.Member("n9")
+		return ok && m.Gossip == "alive" && !m.InRaft, fmt.Sprint(v)
 	})
 	if c, err := readCluster(nodes[0]); err != nil || len(c.voters) != 3 {
 		t.Errorf("voters with the stranger around: %v %v", c, err)
@@ -257,7 +259,7 @@ func TestClusterStrangersAndRotation(t *testing.T) {
 			}
 		}
 		for _, n := range nodes {
-			waitFor(t, n.id+" reloading", 20*time.Second, func() (bool, string) {
+			harness.WaitFor(t, n.id+" reloading", 20*time.Second, func() (bool, string) {
 				return strings.Count(n.d.out.String(), "cluster certificates reloaded") >= hups, ""
 			})
 		}
@@ -361,7 +363,7 @@ func TestCorruptManifestAmongTenBackups(t *testing.T) {
 	d := startDaemon(t, "--config", s.cfgPath)
 	waitStatus(t, d, s.port)
 	doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"})
-	first := waitCompletedBackup(t, s.url)["stream_id"].(string)
+	first := waitCompletedBackup(t, s.url).StreamID
 	if err := load.WriteTransactions(ctx, 300); err != nil {
 		t.Fatal(err)
 	}
@@ -389,15 +391,14 @@ func TestCorruptManifestAmongTenBackups(t *testing.T) {
 		t.Fatal(err)
 	}
 	rn := newRestoreNode(t, s.backups, nil)
-	var list []map[string]any
-	waitFor(t, "ten backups listed", 30*time.Second, func() (bool, string) {
+	var list []wire.Backup
+	harness.WaitFor(t, "ten backups listed", 30*time.Second, func() (bool, string) {
 		list = listBackups(t, rn.url)
 		return len(list) == 10, fmt.Sprint(len(list))
 	})
 	for _, b := range list {
-		reason, _ := b["broken_reason"].(string)
-		if bad := b["stream_id"] == ids[5]; bad != (b["broken_at"] != nil) || bad != strings.Contains(reason, "not JSON") {
-			t.Errorf("%v: broken_at %v, reason %q", b["stream_id"], b["broken_at"], reason)
+		if bad := b.StreamID == ids[5]; bad != (b.BrokenAt != nil) || bad != strings.Contains(b.BrokenReason, "not JSON") {
+			t.Errorf("%v: broken_at %v, reason %q", b.StreamID, b.BrokenAt, b.BrokenReason)
 		}
 	}
 	if code, body := doJSON(t, "PUT", rn.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": ids[5]}); code != 400 {

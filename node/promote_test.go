@@ -118,16 +118,7 @@ func TestMarkersPassTheWriterGate(t *testing.T) {
 		})
 		return keys
 	}
-	waitFor := func(what string, cond func() bool) {
-		deadline := time.Now().Add(20 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	waitFor("a leader", func() bool { return cn.Leader() != "" })
+	harness.WaitFor(t, "a leader", 20*time.Second, func() (bool, string) { return cn.Leader() != "", "" })
 	err = c.completeAndClose(ctx)
 	if !errors.Is(err, backup.ErrGateClosed) || !strings.Contains(err.Error(), "stream s2: mark completed") {
 		t.Fatalf("complete while not the primary: %v", err)

@@ -79,6 +79,7 @@ func (c *Controller) purgeBinlogsWith(ctx context.Context, now time.Time, backed
 	victims, err := backup.PurgeCandidates(c.scanner.Binlogs(), backedUp, rs, c.flavor, limits, now)
 	db := c.db
 	c.state.BinlogsPurgedAt = now
+	c.metrics.Inc("myhoard.binlog.purge_checks", 1, nil)
 	var last backup.LocalBinlog
 	var to string
 	if len(victims) > 0 {

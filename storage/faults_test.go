@@ -21,11 +21,15 @@ import (
 )
 
 // slowReader spreads a read over time, so that an upload is still running
-// when the server is stopped.
+// when the server is stopped; midway is closed once half the data was
+// read (the upload is then surely under way; half is where).
 type slowReader struct {
-	r     io.Reader
-	chunk int
-	pause time.Duration
+	r      io.Reader
+	chunk  int
+	pause  time.Duration
+	read   int64
+	half   int64
+	midway chan struct{}
 }
 
 func (s *slowReader) Read(p []byte) (int, error) {
@@ -33,7 +37,30 @@ func (s *slowReader) Read(p []byte) (int, error) {
 		p = p[:s.chunk]
 	}
 	time.Sleep(s.pause)
-	return s.r.Read(p)
+	n, err := s.r.Read(p)
+	s.read += int64(n)
+	if s.midway != nil && s.read >= s.half {
+		close(s.midway)
+		s.midway = nil
+	}
+	return n, err
+}
+
+// restartAt stops the server once midway is closed, keeps it down for a
+// while (the outage is the scenario) and starts it again; the returned
+// channel is closed when it is up.
+func restartAt(t *testing.T, srv *harness.StorageServer, midway chan struct{}) chan struct{} {
+	restarted := make(chan struct{})
+	go func() {
+		defer close(restarted)
+		<-midway
+		srv.Stop()
+		time.Sleep(2500 * time.Millisecond)
+		if err := srv.Start(); err != nil {
+			t.Error(err)
+		}
+	}()
+	return restarted
 }
 
 // TestUploadAcrossServerRestart stops the S3 server in the middle of a
@@ -73,26 +100,22 @@ func TestUploadAcrossServerRestart(t *testing.T) {
 	}()
 
 	attempts := 0
-	restarted := make(chan struct{})
-	go func() {
-		time.Sleep(400 * time.Millisecond)
-		srv.Stop()
-		time.Sleep(2500 * time.Millisecond)
-		if err := srv.Start(); err != nil {
-			t.Error(err)
-		}
-		close(restarted)
-	}()
+	midway := make(chan struct{})
+	restarted := restartAt(t, srv, midway)
 	n, err := s.Put(ctx, "restart/big", func() (io.ReadCloser, error) {
 		attempts++
 		f, err := os.Open(path)
 		if err != nil {
 			return nil, err
 		}
+		r := &slowReader{r: f, chunk: 256 << 10, pause: 15 * time.Millisecond, half: int64(len(data) / 2)}
+		if attempts == 1 {
+			r.midway = midway
+		}
 		return struct {
 			io.Reader
 			io.Closer
-		}{&slowReader{r: f, chunk: 256 << 10, pause: 15 * time.Millisecond}, f}, nil
+		}{r, f}, nil
 	}, PutOptions{})
 	<-restarted
 	close(stopWatch)
@@ -112,14 +135,12 @@ func TestUploadAcrossServerRestart(t *testing.T) {
 	// A one-shot stream cannot be retried by the site: it either completes
 	// (the S3 client retries buffered parts itself) or fails, and then
 	// nothing is visible.
-	go func() {
-		time.Sleep(300 * time.Millisecond)
-		srv.Stop()
-		time.Sleep(2500 * time.Millisecond)
-		_ = srv.Start()
-	}()
-	_, err = s.PutStream(ctx, "restart/stream", &slowReader{r: bytes.NewReader(data), chunk: 256 << 10, pause: 15 * time.Millisecond}, PutOptions{})
-	time.Sleep(3 * time.Second)
+	midway = make(chan struct{})
+	restarted = restartAt(t, srv, midway)
+	_, err = s.PutStream(ctx, "restart/stream", &slowReader{r: bytes.NewReader(data), chunk: 256 << 10, pause: 15 * time.Millisecond,
+		half: int64(len(data) * 3 / 4), midway: midway}, PutOptions{}) // parts are buffered ahead: stop later
+
+	<-restarted
 	if err != nil {
 		if ok, err := s.Exists(ctx, "restart/stream"); ok || err != nil {
 			t.Fatalf("after a failed stream: exists=%v err=%v", ok, err)

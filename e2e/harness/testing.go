@@ -90,3 +90,21 @@ func QueryString(t testing.TB, db *sql.DB, q string, args ...any) string {
 	}
 	return s.String
 }
+
+// WaitFor polls cond every 20 ms until it holds; after timeout the test
+// fails with what it waited for and cond's last description of the
+// state. It is the one poll helper of the tests.
+func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s (last: %s)", timeout, what, last)
+}
