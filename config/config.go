@@ -4,14 +4,15 @@
 // of object_storage), loading, and validation that reports every problem at
 // once with the key path it concerns.
 //
-// Deviation from DESIGN.md section 2, which puts the config in `node`: it is
-// its own small package so that `cmd` (check-config) and `node` share it
-// without `cmd` importing the controller. It must never open connections,
-// start anything, or read files other than the config itself.
+// It is its own small package so that `cmd` (check-config) and `node`
+// share it without `cmd` importing the controller. It must never open
+// connections, start anything, or read files other than the config itself
+// and the files it names (certificates, tokens, keys), which it checks.
 //
 // One default differs from the original: compression.algorithm defaults to
-// zstd rather than snappy (DESIGN.md section 4: new sites use zstd; every
-// object records its codec, so old snappy objects still read).
+// zstd rather than snappy (zstd's fastest level compresses backup streams
+// better and faster; every object records its codec, so old snappy
+// objects still read).
 package config
 
 import (

@@ -11,7 +11,7 @@ import (
 
 // observeTick follows the backups other nodes upload: it refreshes the
 // backup list, scans the local binlogs and purges those whose
-// transactions are already in storage (reference 4.5, observe rules).
+// transactions are already in storage.
 func (c *Controller) observeTick(ctx context.Context) error {
 	if err := c.refreshBackups(ctx, false); err != nil {
 		return err

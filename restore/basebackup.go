@@ -1,5 +1,5 @@
-// Package restore owns restoring backups onto a server (DESIGN.md section
-// 6): the restore coordinator and its persisted phases, the basebackup
+// Package restore owns restoring backups onto a server: the restore
+// coordinator and its persisted phases, the basebackup
 // restore (streamed from storage, decoded, extracted, prepared and moved
 // into the data directory), the binlog chain across streams (fenced by
 // promotion records, with gap detection), the bounded prefetch, the
@@ -203,7 +203,7 @@ func RestoreBasebackup(ctx context.Context, site *storage.Site, m *storage.Baseb
 }
 
 // cleanMySQLBackup removes what must not reach a restored MySQL data
-// directory (reference 6.4, move-back): the binlog that xtrabackup 8.0.5+
+// directory (as the original's move-back does): the binlog that xtrabackup 8.0.5+
 // includes with its index (the restored server starts a binlog of its
 // own), and auto.cnf, so that the server gets a new server_uuid.
 func cleanMySQLBackup(dir string) error {

@@ -615,14 +615,13 @@ func (c *Coordinator) serverOptions() []string {
 // ApplyServerOptions are the server's options while binlogs are applied.
 // Besides the relaxed durability, the server's own binlog rotates only
 // every 1 GiB (the maximum): each rotation stalls the committing SQL thread
-// (the old file is synced and a binlog checkpoint waits for InnoDB), and
-// BenchmarkRestore applied ~10% faster than with 16 MiB files. The
+// (the old file is synced and a binlog checkpoint waits for InnoDB). The
 // configured size is back for new writes after finalize. InnoDB reads
 // through the page cache (innodb_flush_method=fsync instead of MariaDB's
 // O_DIRECT): the data directory was just written by the restore and is
 // mostly cached, and with O_DIRECT each buffer pool miss of the SQL thread
-// is a synchronous disk read (BenchmarkRestore: 26k reads, 407 MiB, on
-// every apply, none with fsync, and fewer slow outliers).
+// is a synchronous disk read. (The README's restore section has what
+// BenchmarkRestore measured for each.)
 func ApplyServerOptions(f mysql.Flavor, serverID uint32) []string {
 	return []string{mysql.DialectOf(f).SkipReplicaStart(), "--event-scheduler=OFF", "--server-id=" + strconv.FormatUint(uint64(serverID), 10),
 		"--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0", "--relay-log-purge=ON", "--max-binlog-size=1073741824",
@@ -631,12 +630,9 @@ func ApplyServerOptions(f mysql.Flavor, serverID uint32) []string {
 
 // DefaultParallel is the number of SQL worker threads by CPU count (0:
 // the serial SQL thread). With the apply's relaxed durability a commit
-// costs no fsync, the serial SQL thread is CPU-bound, and on two cores it
-// measured faster than optimistic workers, which need cores of their own
-// (BenchmarkRestore, 200k sysbench write transactions: serial 7,368 tx/s,
-// 2 workers 5,553, 4 workers 5,859 with O_DIRECT; with the page cache
-// about even, serial 6,130-7,680, 2 workers 6,215-7,106, 4 workers
-// 6,104-7,395, while batched serial applies ran 7,000). With cores to spare, workers (as
+// costs no fsync and the serial SQL thread is CPU-bound: on two cores
+// workers only take its CPU (they need cores of their own; the README's
+// restore section has the measurements). With cores to spare, workers (as
 // many as cores, at most 4) apply independent transactions side by side.
 func DefaultParallel() int {
 	if n := runtime.NumCPU(); n > 2 {

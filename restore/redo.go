@@ -14,9 +14,8 @@ import (
 // ApplyRedoLogSize is the InnoDB redo log the restored server gets for the
 // apply when its own is smaller. Applying binlogs is a burst of writes: with
 // a small redo log the checkpoint age keeps reaching the point where the
-// SQL thread itself must wait for pages to be flushed. BenchmarkRestore
-// (200k sysbench write transactions, 256 MiB configured) applied ~10%
-// faster with 1 GiB, in every interleaved pair.
+// SQL thread itself must wait for pages to be flushed (BenchmarkRestore:
+// see the README's restore section).
 const ApplyRedoLogSize = 1 << 30
 
 // redoHeadroom is the free space the data directory's file system must keep

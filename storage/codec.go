@@ -26,7 +26,7 @@ import (
 	"github.com/myhoard/myhoard/config"
 )
 
-// Encoded object format (DESIGN.md section 4):
+// Encoded object format:
 //
 //	header:  "MYHOARD\x00" | version (1) | compression (1) | encryption (1) |
 //	         key id length (1) | key id (ASCII hex) | CRC32C of the above (4)

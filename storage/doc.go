@@ -1,8 +1,8 @@
 // Package storage owns everything myhoard keeps in object storage: backup
 // sites opened with gocloud.dev/blob (file, mem, S3, GCS, Azure), retries
 // with backoff for transient failures and error counters, the object key
-// layout and the JSON manifests of DESIGN.md section 3, and the codec that
-// compresses and encrypts every object (DESIGN.md section 4).
+// layout and the JSON manifests (layout.go, manifest.go), and the codec
+// that compresses and encrypts every object (codec.go).
 //
 // It imports only the bottom packages (config for the site and key
 // settings, mysql for GTID sets in manifests). It must never decide what to

@@ -10,8 +10,7 @@ import (
 	"time"
 )
 
-// Object layout of a backup site (DESIGN.md section 3), under the site's
-// prefix:
+// Object layout of a backup site, under the site's prefix:
 //
 //	streams/<stream_id>/basebackup.json
 //	streams/<stream_id>/basebackup/<part:05d>
