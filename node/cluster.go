@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
@@ -102,41 +101,7 @@ func (c *Controller) ClusterStatus() (wire.ClusterStatus, error) {
 	if cn == nil {
 		return wire.ClusterStatus{}, badRequest("this node is not part of a cluster (cluster.raft_address is not set)")
 	}
-	view := cn.View()
-	voters, err := cn.Servers()
-	if err != nil {
-		return wire.ClusterStatus{}, err
-	}
-	st := wire.ClusterStatus{NodeID: c.nodeID(), ClusterID: view.ClusterID, Bootstrap: cn.Bootstrap(), Leader: cn.Leader(), Primary: view.Primary,
-		Epoch: view.Epoch, External: view.External, Members: []wire.ClusterMember{}, Promotions: []wire.Promotion{}}
-	for _, p := range view.Promotions {
-		st.Promotions = append(st.Promotions, wire.Promotion{Epoch: p.Epoch, NodeID: p.NodeID, StreamID: p.StreamID, StartIndex: p.StartIndex, GTIDs: p.GTIDs, At: p.At})
-	}
-	flavor := mysql.Flavor(view.Members[view.Primary].Flavor)
-	primarySet, perr := mysql.ParseGTIDSet(flavor, view.GTIDs[view.Primary])
-	ids := view.MemberIDs()
-	for _, id := range cn.GossipMembers() {
-		if _, ok := view.Members[id]; !ok {
-			ids = append(ids, id)
-		}
-	}
-	for _, id := range ids {
-		m := view.Members[id]
-		voter, inRaft := voters[id]
-		gossip := cn.GossipState(id)
-		row := wire.ClusterMember{ID: id, APIAddr: m.APIAddr, RaftAddr: m.RaftAddr, ServerID: m.ServerID, ServerUUID: m.ServerUUID, Mode: m.Mode,
-			Voter: voter, InRaft: inRaft, Gossip: gossip, Alive: gossip == cluster.GossipAlive, LastSeen: m.LastSeen, GTIDs: view.GTIDs[id],
-			IsPrimary: id == view.Primary, IsLeader: id == st.Leader}
-		if view.Primary != "" && perr == nil && view.GTIDs[view.Primary] != "" {
-			if set, err := mysql.ParseGTIDSet(flavor, view.GTIDs[id]); err == nil {
-				n := primarySet.Subtract(set).Count()
-				row.Behind = &n
-			}
-		}
-		st.Members = append(st.Members, row)
-	}
-	sort.Slice(st.Members, func(i, j int) bool { return st.Members[i].ID < st.Members[j].ID })
-	return st, nil
+	return cn.Status()
 }
 
 // clusterReplicationState is the executed GTID sets of the other members

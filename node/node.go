@@ -383,44 +383,12 @@ func (c *Controller) connectDB(ctx context.Context) error {
 	return nil
 }
 
-// openSites opens and checks every backup site (writable ones with a
-// write/read/delete probe, recovery-only ones with a listing) and loads the
-// encryption keys.
+// openSites opens and checks every backup site and loads the encryption
+// keys (storage.OpenSites).
 func (c *Controller) openSites(ctx context.Context) error {
-	cfg := c.Config()
-	keys := storage.Keyring{}
-	sites := map[string]*storage.Site{}
-	closeAll := func() {
-		for _, s := range sites {
-			s.Close()
-		}
-	}
-	for name, sc := range cfg.BackupSites {
-		if sc.EncryptionKeys != nil {
-			kp, err := storage.NewKeyPair(sc.EncryptionKeys.Public, sc.EncryptionKeys.Private)
-			if err != nil {
-				closeAll()
-				return fmt.Errorf("backup site %s: encryption keys: %w", name, err)
-			}
-			keys[kp.ID] = kp
-		}
-		s, err := storage.OpenSite(ctx, name, sc.ObjectStorage, storage.SiteOptions{Log: c.log, Stats: c.stats})
-		if err == nil {
-			if sc.RecoveryOnly {
-				err = s.CheckReadOnly(ctx)
-			} else {
-				err = s.Check(ctx)
-			}
-			if err != nil {
-				s.Close()
-			}
-		}
-		if err != nil {
-			closeAll()
-			return err
-		}
-		c.log.Info("backup site ready", "site", name, "url", s.URL, "recovery_only", sc.RecoveryOnly)
-		sites[name] = s
+	sites, keys, err := storage.OpenSites(ctx, c.Config().BackupSites, storage.SiteOptions{Log: c.log, Stats: c.stats})
+	if err != nil {
+		return err
 	}
 	c.mu.Lock()
 	c.sites, c.keys, c.ready = sites, keys, true

@@ -266,23 +266,7 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 	if missing := f.rec.GTIDs.Subtract(executed); !missing.IsEmpty() {
 		c.log.Info("promote: applying the binlogs the old primary uploaded that this server lacks", "missing", missing.String(),
 			"below_index", f.rec.StartIndex)
-		// The chain from the newest backup this server is already past:
-		// a server far behind needs older streams' binlogs too.
-		var from *backup.BackupInfo
-		for _, b := range c.Backups() {
-			if b.Site == f.open.Site && b.CompletedAt != nil && b.Basebackup != nil && b.Basebackup.GTIDExecuted.IsSubsetOf(executed) &&
-				b.StreamID <= f.open.StreamID && (from == nil || b.StreamID > from.StreamID) {
-				from = &b
-			}
-		}
-		if from == nil {
-			return fmt.Errorf("promote: this server (%s) is older than every backup on site %s; it cannot catch up from storage", executed, f.open.Site)
-		}
-		chain, err := restore.ListChain(ctx, f.site, from.Basebackup)
-		if err != nil {
-			return fmt.Errorf("promote: list the binlogs since backup %s: %w", from.StreamID, err)
-		}
-		err = restore.ApplyFromStorage(ctx, belowStart(chain, f.rec), restore.FromStorageOptions{Site: f.site, Keys: c.keys, DB: db,
+		err = restore.CatchUp(ctx, c.Backups(), f.rec, executed, restore.FromStorageOptions{Site: f.site, Keys: c.keys, DB: db,
 			RelayPrefix: cfg.MySQL.RelayLogPrefix, RelayIndex: cfg.MySQL.RelayLogIndexFile, MaxBytes: cfg.RestoreMaxBinlogBytes,
 			Parallel: restore.DefaultParallel(), Flavor: flavor, Log: c.log, Batch: func(int, int) { c.failpoint("promote-catchup") }})
 		if err != nil {
@@ -361,7 +345,7 @@ func (c *Controller) fenceStreams(ctx context.Context) (*fence, error) {
 	if err != nil {
 		return nil, fmt.Errorf("promote: list the binlogs of %s: %w", open.StreamID, err)
 	}
-	rec, err := readPromotion(ctx, f.site, open.StreamID, epoch)
+	rec, err := storage.ReadPromotion(ctx, f.site, open.StreamID, epoch)
 	if err != nil {
 		return nil, err
 	}
@@ -370,9 +354,9 @@ func (c *Controller) fenceStreams(ctx context.Context) (*fence, error) {
 		for _, b := range list {
 			stored = stored.Union(b.End())
 		}
-		rec = &storage.PromotionRecord{Version: storage.ManifestVersion, StreamID: open.StreamID, Epoch: epoch, NodeID: c.nodeID(),
+		rec = &storage.PromotionRecord{StreamID: open.StreamID, Epoch: epoch, NodeID: c.nodeID(),
 			ServerID: uint32(c.Config().ServerID), StartIndex: int64(len(list) + 1), GTIDs: stored, PromotedAt: time.Now().UTC()}
-		if rec, err = writePromotion(ctx, f.site, rec); err != nil {
+		if rec, err = storage.WritePromotion(ctx, f.site, rec); err != nil {
 			return nil, err
 		}
 		c.log.Info("promote: promotion record written", "stream", open.StreamID, "epoch", epoch, "start_index", rec.StartIndex)
@@ -400,7 +384,7 @@ func (c *Controller) fenceStreams(ctx context.Context) (*fence, error) {
 		}
 		other := *rec
 		other.StreamID, other.StartIndex, other.GTIDs = b.StreamID, next, mysql.GTIDSet{}
-		if _, err := writePromotion(ctx, site, &other); err != nil {
+		if _, err := storage.WritePromotion(ctx, site, &other); err != nil {
 			return nil, err
 		}
 	}
@@ -418,10 +402,10 @@ func (c *Controller) promotionEpoch(ctx context.Context, f *fence) (int64, error
 	if c.clusterNode() != nil {
 		return epoch, nil
 	}
-	if rec, err := readPromotion(ctx, f.site, f.open.StreamID, epoch); err != nil || (rec != nil && rec.NodeID == c.nodeID()) {
+	if rec, err := storage.ReadPromotion(ctx, f.site, f.open.StreamID, epoch); err != nil || (rec != nil && rec.NodeID == c.nodeID()) {
 		return epoch, err
 	}
-	top, err := streamEpoch(ctx, f.site, f.open.StreamID)
+	top, err := storage.HighestEpoch(ctx, f.site, f.open.StreamID)
 	if err != nil {
 		return 0, err
 	}
@@ -431,76 +415,6 @@ func (c *Controller) promotionEpoch(ctx context.Context, f *fence) (int64, error
 	c.state.Epoch = epoch
 	return epoch, c.saveLocked()
 }
-
-// readPromotion reads a stream's promotion record of epoch (nil: none).
-func readPromotion(ctx context.Context, site *storage.Site, streamID string, epoch int64) (*storage.PromotionRecord, error) {
-	key := storage.PromotionKey(streamID, epoch)
-	data, err := site.GetBytes(ctx, key)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("promote: read %s: %w", key, err)
-	}
-	var rec storage.PromotionRecord
-	if err := storage.UnmarshalManifest(key, data, &rec); err != nil {
-		return nil, err
-	}
-	return &rec, nil
-}
-
-// writePromotion writes a promotion record once; when one is there
-// already, that one stands.
-func writePromotion(ctx context.Context, site *storage.Site, rec *storage.PromotionRecord) (*storage.PromotionRecord, error) {
-	body, err := storage.MarshalManifest(rec)
-	if err != nil {
-		return nil, err
-	}
-	key := storage.PromotionKey(rec.StreamID, rec.Epoch)
-	err = site.PutBytes(ctx, key, body, storage.PutOptions{IfNotExist: true, ContentType: "application/json"})
-	if isExists(err) {
-		if existing, rerr := readPromotion(ctx, site, rec.StreamID, rec.Epoch); rerr != nil || existing != nil {
-			return existing, rerr
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("promote: write %s: %w", key, err)
-	}
-	return rec, nil
-}
-
-// belowStart keeps the chain up to the promotion: binlogs of older
-// streams and of the fenced stream below its start index.
-func belowStart(chain []restore.StoredBinlog, rec storage.PromotionRecord) []restore.StoredBinlog {
-	var out []restore.StoredBinlog
-	for _, b := range chain {
-		if b.Ref.StreamID < rec.StreamID || (b.Ref.StreamID == rec.StreamID && b.Ref.RemoteIndex < rec.StartIndex) {
-			out = append(out, b)
-		}
-	}
-	return out
-}
-
-// streamEpoch is the highest epoch of a stream's binlog keys and
-// promotion records.
-func streamEpoch(ctx context.Context, site *storage.Site, streamID string) (int64, error) {
-	var top int64
-	err := site.List(ctx, storage.StreamPrefix(streamID), func(o storage.ObjectInfo) error {
-		if ref, _, err := storage.ParseBinlogKey(o.Key); err == nil && ref.Epoch > top {
-			top = ref.Epoch
-		}
-		if _, e, err := storage.ParsePromotionKey(o.Key); err == nil && e > top {
-			top = e
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("promote: list %s: %w", streamID, err)
-	}
-	return top, nil
-}
-
-func isExists(err error) bool { return errors.Is(err, storage.ErrExists) }
 
 // finishPromotion switches to active with the adopted stream (nil: none).
 func (c *Controller) finishPromotion(st *backup.StreamState) error {

@@ -15,7 +15,6 @@ import (
 	"github.com/myhoard/myhoard/cluster"
 	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/mysql"
-	"github.com/myhoard/myhoard/restore"
 	"github.com/myhoard/myhoard/statefile"
 	"github.com/myhoard/myhoard/storage"
 )
@@ -58,18 +57,6 @@ func TestTakeUpPrimary(t *testing.T) {
 			t.Errorf("%s at epoch %d, named at %d: %s at %d (saved %s at %d), want %s at %d",
 				tc.from, tc.epoch, tc.named, got, c.state.Epoch, saved.Mode, saved.Epoch, tc.want, tc.wantEpoch)
 		}
-	}
-}
-
-func TestBelowStart(t *testing.T) {
-	b := func(stream string, index int64) restore.StoredBinlog {
-		return restore.StoredBinlog{Ref: storage.BinlogRef{StreamID: stream, RemoteIndex: index}}
-	}
-	chain := []restore.StoredBinlog{b("a", 1), b("a", 2), b("b", 1), b("b", 2), b("b", 3), b("c", 1)}
-	got := belowStart(chain, storage.PromotionRecord{StreamID: "b", StartIndex: 3})
-	want := []restore.StoredBinlog{b("a", 1), b("a", 2), b("b", 1), b("b", 2)}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("belowStart: %v, want %v", got, want)
 	}
 }
 

@@ -149,81 +149,20 @@ func (c *Controller) validateRestore(ctx context.Context, r ModeRequest) (*resto
 			return nil, badRequest("backup %q not found on site %q (see GET /backup)", r.StreamID, r.Site)
 		}
 	}
-	switch {
-	case b.BrokenAt != nil:
-		return nil, badRequest("backup %s is marked broken (at %s); pick another backup", b.StreamID, b.BrokenAt.Format(time.RFC3339))
-	case b.CompletedAt == nil || b.Basebackup == nil:
-		return nil, badRequest("backup %s is not completed yet", b.StreamID)
+	c.mu.Lock()
+	site := c.sites[r.Site]
+	c.mu.Unlock()
+	if site == nil {
+		return nil, errNotReady
 	}
-	req := &restore.Request{Site: r.Site, StreamID: r.StreamID, TargetTime: r.TargetTime, ApproximateOK: r.ApproximateOK}
-	if r.TargetTime != nil {
-		t := r.TargetTime.UTC()
-		req.TargetTime = &t
-		from := b.Basebackup.EndedAt
-		until, open := c.restorableUntil(b)
-		switch {
-		case t.Before(from):
-			return nil, badRequest("target_time %s is outside the restorable window of backup %s: it starts at %s (the end of the full backup)",
-				t.Format(time.RFC3339Nano), b.StreamID, from.Format(time.RFC3339Nano))
-		case t.After(time.Now()):
-			return nil, badRequest("target_time %s is in the future", t.Format(time.RFC3339Nano))
-		case !open && t.After(until):
-			return nil, badRequest("target_time %s is outside the restorable window of backup %s: it ends at %s (the last backup stream's close)",
-				t.Format(time.RFC3339Nano), b.StreamID, until.Format(time.RFC3339Nano))
-		}
-	}
-	if r.TargetGTID != "" {
-		target, err := mysql.ParseGTIDSet(b.Basebackup.Flavor, r.TargetGTID)
-		if err != nil || target.IsEmpty() {
-			return nil, badRequest("target_gtid %q is not a %s GTID set: %v", r.TargetGTID, b.Basebackup.Flavor, err)
-		}
-		if target.IsSubsetOf(b.Basebackup.GTIDExecuted) {
-			return nil, badRequest("target_gtid %s is outside the restorable window of backup %s: the full backup already contains it (it is at %s)",
-				target, b.StreamID, b.Basebackup.GTIDExecuted)
-		}
-		c.mu.Lock()
-		site := c.sites[r.Site]
-		c.mu.Unlock()
-		if site == nil {
-			return nil, errNotReady
-		}
-		chain, err := restore.ListChain(ctx, site, b.Basebackup)
-		if err != nil && !errors.Is(err, restore.ErrGap) {
-			return nil, err
-		}
-		end := b.Basebackup.GTIDExecuted
-		for _, bl := range chain {
-			end = end.Union(bl.End())
-		}
-		if !target.IsSubsetOf(end) {
-			return nil, badRequest("target_gtid %s is outside the restorable window of backup %s: the binlogs in storage end at %s",
-				target, b.StreamID, end)
-		}
-		req.TargetGTID = &target
+	req, err := restore.CheckRequest(ctx, site, *b, c.Backups(), restore.Target{Time: r.TargetTime, ApproximateOK: r.ApproximateOK, GTID: r.TargetGTID}, time.Now())
+	if err != nil {
+		return nil, err
 	}
 	if err := dataDirEmpty(cfg.MySQL.DataDirectory); err != nil {
 		return nil, err
 	}
 	return req, nil
-}
-
-// restorableUntil is the end of a backup's point-in-time window: binlogs
-// continue through later streams of the same site, so it is the close of
-// the last one (open: still growing).
-func (c *Controller) restorableUntil(b *backup.BackupInfo) (time.Time, bool) {
-	var until time.Time
-	for _, o := range c.Backups() {
-		if o.Site != b.Site || o.StreamID < b.StreamID || o.Basebackup == nil {
-			continue
-		}
-		if o.ClosedAt == nil {
-			return time.Time{}, true
-		}
-		if o.ClosedAt.After(until) {
-			until = *o.ClosedAt
-		}
-	}
-	return until, false
 }
 
 func dataDirEmpty(dir string) error {

@@ -193,3 +193,44 @@ func endpoint(host string, port int, isSecure *bool) string {
 	}
 	return scheme + "://" + host
 }
+
+// OpenSites opens and checks every configured backup site (writable ones
+// with a write/read/delete probe, recovery-only ones with a listing) and
+// loads their encryption keys. On any failure nothing stays open.
+func OpenSites(ctx context.Context, sites map[string]*config.Site, opts SiteOptions) (map[string]*Site, Keyring, error) {
+	keys := Keyring{}
+	open := map[string]*Site{}
+	fail := func(err error) (map[string]*Site, Keyring, error) {
+		for _, s := range open {
+			s.Close()
+		}
+		return nil, nil, err
+	}
+	for name, sc := range sites {
+		if sc.EncryptionKeys != nil {
+			kp, err := NewKeyPair(sc.EncryptionKeys.Public, sc.EncryptionKeys.Private)
+			if err != nil {
+				return fail(fmt.Errorf("backup site %s: encryption keys: %w", name, err))
+			}
+			keys[kp.ID] = kp
+		}
+		s, err := OpenSite(ctx, name, sc.ObjectStorage, opts)
+		if err != nil {
+			return fail(err)
+		}
+		if sc.RecoveryOnly {
+			err = s.CheckReadOnly(ctx)
+		} else {
+			err = s.Check(ctx)
+		}
+		if err != nil {
+			s.Close()
+			return fail(err)
+		}
+		if opts.Log != nil {
+			opts.Log.Info("backup site ready", "site", name, "url", s.URL, "recovery_only", sc.RecoveryOnly)
+		}
+		open[name] = s
+	}
+	return open, keys, nil
+}
