@@ -6,7 +6,7 @@ import (
 
 	"github.com/myhoard/myhoard/backup"
 	"github.com/myhoard/myhoard/mysql"
-	"github.com/myhoard/myhoard/restore"
+	"github.com/myhoard/myhoard/storage"
 )
 
 // observeTick follows the backups other nodes upload: it refreshes the
@@ -53,7 +53,7 @@ func (c *Controller) observeTick(ctx context.Context) error {
 			if site == nil {
 				return nil
 			}
-			list, err := restore.ListStreamBinlogs(ctx, site, b.StreamID)
+			list, err := storage.ListStreamBinlogs(ctx, site, b.StreamID)
 			if err != nil {
 				return err
 			}

@@ -258,15 +258,15 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 		c.log.Info("promote: no open backup stream to continue; active mode starts a new one")
 		return c.finishPromotion(nil)
 	}
-	epoch = f.rec.Epoch
+	epoch = f.Record.Epoch
 	executed, err := mysql.DialectOf(flavor).Executed(ctx, db)
 	if err != nil {
 		return err
 	}
-	if missing := f.rec.GTIDs.Subtract(executed); !missing.IsEmpty() {
+	if missing := f.Record.GTIDs.Subtract(executed); !missing.IsEmpty() {
 		c.log.Info("promote: applying the binlogs the old primary uploaded that this server lacks", "missing", missing.String(),
-			"below_index", f.rec.StartIndex)
-		err = restore.CatchUp(ctx, c.Backups(), f.rec, executed, restore.FromStorageOptions{Site: f.site, Keys: c.keys, DB: db,
+			"below_index", f.Record.StartIndex)
+		err = restore.CatchUp(ctx, c.Backups(), f.Record, executed, restore.FromStorageOptions{Site: f.Site, Keys: c.keys, DB: db,
 			RelayPrefix: cfg.MySQL.RelayLogPrefix, RelayIndex: cfg.MySQL.RelayLogIndexFile, MaxBytes: cfg.RestoreMaxBinlogBytes,
 			Parallel: restore.DefaultParallel(), Flavor: flavor, Log: c.log, Batch: func(int, int) { c.failpoint("promote-catchup") }})
 		if err != nil {
@@ -298,118 +298,64 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 	sort.Slice(local, func(i, j int) bool { return local[i].Index < local[j].Index })
 	first := scanner.NextIndex()
 	for _, b := range local {
-		if !b.GTIDsAdded.IsSubsetOf(f.rec.GTIDs) {
+		if !b.GTIDsAdded.IsSubsetOf(f.Record.GTIDs) {
 			first = b.Index
 			break
 		}
 	}
 	bs := cfg.BackupSettings
-	st := backup.Continue(f.open, backup.Schedule{Hour: bs.BackupHour, Minute: bs.BackupMinute, IntervalMinutes: bs.BackupIntervalMinutes},
-		epoch, f.rec.StartIndex, first)
-	c.log.Info("promote: continuing the backup stream", "stream", f.open.StreamID, "epoch", epoch, "start_index", f.rec.StartIndex,
+	st := backup.Continue(f.Open, backup.Schedule{Hour: bs.BackupHour, Minute: bs.BackupMinute, IntervalMinutes: bs.BackupIntervalMinutes},
+		epoch, f.Record.StartIndex, first)
+	c.log.Info("promote: continuing the backup stream", "stream", f.Open.StreamID, "epoch", epoch, "start_index", f.Record.StartIndex,
 		"first_local", filepath.Base(scanner.Path(first)))
 	return c.finishPromotion(&st)
 }
 
-// fence is the promotion record of the stream a promoted node continues.
-type fence struct {
-	site *storage.Site
-	open backup.BackupInfo
-	rec  storage.PromotionRecord
-}
-
-// fenceStreams writes the promotion record of this node's epoch (storage,
-// then Raft) to the newest open stream, at the index after its last valid
-// binlog, and fences every other open stream of the writable sites at its
-// end too. A record already there (a resumed promotion) is kept as it is.
-// It returns nil when there is no open stream to continue.
-func (c *Controller) fenceStreams(ctx context.Context) (*fence, error) {
+// fenceStreams fences the open streams for this node's epoch
+// (backup.FenceStreams) and records the promotion in Raft; nil when there
+// is no open stream to continue.
+func (c *Controller) fenceStreams(ctx context.Context) (*backup.Fence, error) {
 	if err := c.refreshBackups(ctx, true); err != nil {
 		return nil, err
 	}
-	var open *backup.BackupInfo
-	for _, b := range c.Backups() {
-		if b.ClosedAt == nil && b.CompletedAt != nil && b.Basebackup != nil && !b.RecoverySite && (open == nil || b.StreamID > open.StreamID) {
-			open = &b
-		}
-	}
+	backups := c.Backups()
+	open := backup.NewestOpen(backups)
 	if open == nil {
 		return nil, nil
 	}
-	f := &fence{site: c.siteByName(open.Site), open: *open}
-	epoch, err := c.promotionEpoch(ctx, f)
+	epoch, err := c.promotionEpoch(ctx, *open)
 	if err != nil {
 		return nil, err
 	}
-	list, err := restore.ListStreamBinlogs(ctx, f.site, open.StreamID)
+	f, err := backup.FenceStreams(ctx, *open, backups, c.siteByName, storage.PromotionRecord{Epoch: epoch, NodeID: c.nodeID(),
+		ServerID: uint32(c.Config().ServerID), PromotedAt: time.Now().UTC()})
 	if err != nil {
-		return nil, fmt.Errorf("promote: list the binlogs of %s: %w", open.StreamID, err)
+		return nil, fmt.Errorf("promote: %w", err)
 	}
-	rec, err := storage.ReadPromotion(ctx, f.site, open.StreamID, epoch)
-	if err != nil {
-		return nil, err
-	}
-	if rec == nil {
-		stored := open.Basebackup.GTIDExecuted
-		for _, b := range list {
-			stored = stored.Union(b.End())
-		}
-		rec = &storage.PromotionRecord{StreamID: open.StreamID, Epoch: epoch, NodeID: c.nodeID(),
-			ServerID: uint32(c.Config().ServerID), StartIndex: int64(len(list) + 1), GTIDs: stored, PromotedAt: time.Now().UTC()}
-		if rec, err = storage.WritePromotion(ctx, f.site, rec); err != nil {
-			return nil, err
-		}
-		c.log.Info("promote: promotion record written", "stream", open.StreamID, "epoch", epoch, "start_index", rec.StartIndex)
-	}
-	if int64(len(list)) < rec.StartIndex-1 {
-		return nil, fmt.Errorf("promote: stream %s has %d valid binlogs, but epoch %d starts at index %d", open.StreamID, len(list), epoch, rec.StartIndex)
-	}
-	f.rec = *rec
+	c.log.Info("promote: the open streams are fenced", "stream", open.StreamID, "epoch", epoch, "start_index", f.Record.StartIndex)
 	if cn := c.clusterNode(); cn != nil {
 		if err := cn.RecordPromotion(ctx, cluster.Promotion{Epoch: epoch, NodeID: c.nodeID(), StreamID: open.StreamID,
-			StartIndex: rec.StartIndex, GTIDs: rec.GTIDs.String(), At: rec.PromotedAt}); err != nil {
+			StartIndex: f.Record.StartIndex, GTIDs: f.Record.GTIDs.String(), At: f.Record.PromotedAt}); err != nil {
 			return nil, fmt.Errorf("promote: record the promotion: %w", err)
-		}
-	}
-	// The other open streams (an older one still catching up, a newer
-	// one whose backup never completed) end where they are now.
-	for _, b := range c.Backups() {
-		if b.StreamID == open.StreamID || b.ClosedAt != nil || b.Basebackup == nil || b.RecoverySite {
-			continue
-		}
-		site := c.siteByName(b.Site)
-		next, err := restore.StreamNextIndex(ctx, site, b.StreamID)
-		if err != nil {
-			return nil, fmt.Errorf("promote: fence stream %s: %w", b.StreamID, err)
-		}
-		other := *rec
-		other.StreamID, other.StartIndex, other.GTIDs = b.StreamID, next, mysql.GTIDSet{}
-		if _, err := storage.WritePromotion(ctx, site, &other); err != nil {
-			return nil, err
 		}
 	}
 	return f, nil
 }
 
 // promotionEpoch is the epoch this promotion records: the cluster's (as
-// taken up), or for a lone node one above every epoch the stream has seen
-// (its binlogs and promotion records), unless this node already recorded
-// its epoch there (a resumed promotion).
-func (c *Controller) promotionEpoch(ctx context.Context, f *fence) (int64, error) {
+// taken up), or for a lone node the one backup.PromotionEpoch finds,
+// persisted.
+func (c *Controller) promotionEpoch(ctx context.Context, open backup.BackupInfo) (int64, error) {
 	c.mu.Lock()
 	epoch := c.state.Epoch
 	c.mu.Unlock()
 	if c.clusterNode() != nil {
 		return epoch, nil
 	}
-	if rec, err := storage.ReadPromotion(ctx, f.site, f.open.StreamID, epoch); err != nil || (rec != nil && rec.NodeID == c.nodeID()) {
-		return epoch, err
-	}
-	top, err := storage.HighestEpoch(ctx, f.site, f.open.StreamID)
+	epoch, err := backup.PromotionEpoch(ctx, c.siteByName(open.Site), open, epoch, c.nodeID())
 	if err != nil {
 		return 0, err
 	}
-	epoch = max(epoch, top+1, f.open.Basebackup.Epoch+1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.state.Epoch = epoch

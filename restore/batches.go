@@ -19,17 +19,6 @@ import (
 	"github.com/myhoard/myhoard/storage"
 )
 
-// StoredBinlog is one binlog of the chain to apply, as listed in storage.
-type StoredBinlog struct {
-	Ref      storage.BinlogRef
-	Manifest storage.BinlogManifest
-}
-
-// End is the GTID state after the binlog.
-func (b StoredBinlog) End() mysql.GTIDSet {
-	return b.Manifest.GTIDsBefore.Union(b.Manifest.GTIDsAdded)
-}
-
 // FromStorageOptions say how to apply stored binlogs in bounded batches.
 type FromStorageOptions struct {
 	Site *storage.Site
@@ -59,7 +48,7 @@ type FromStorageOptions struct {
 }
 
 // needed trims the chain to the binlogs a point-in-time target needs.
-func needed(binlogs []StoredBinlog, o FromStorageOptions) ([]StoredBinlog, error) {
+func needed(binlogs []storage.StoredBinlog, o FromStorageOptions) ([]storage.StoredBinlog, error) {
 	switch {
 	case o.StopGTID != nil:
 		for i, b := range binlogs {
@@ -79,7 +68,7 @@ func needed(binlogs []StoredBinlog, o FromStorageOptions) ([]StoredBinlog, error
 }
 
 // pendingAfter drops the binlogs whose transactions are all executed.
-func pendingAfter(binlogs []StoredBinlog, executed mysql.GTIDSet) []StoredBinlog {
+func pendingAfter(binlogs []storage.StoredBinlog, executed mysql.GTIDSet) []storage.StoredBinlog {
 	for i, b := range binlogs {
 		if !b.End().IsSubsetOf(executed) {
 			return binlogs[i:]
@@ -91,7 +80,7 @@ func pendingAfter(binlogs []StoredBinlog, executed mysql.GTIDSet) []StoredBinlog
 // ApplyFromStorage downloads and applies binlogs on a running server whose
 // GTID state is already set: binlogs already executed are skipped, the
 // rest is prefetched within MaxBytes and applied batch by batch.
-func ApplyFromStorage(ctx context.Context, binlogs []StoredBinlog, o FromStorageOptions) error {
+func ApplyFromStorage(ctx context.Context, binlogs []storage.StoredBinlog, o FromStorageOptions) error {
 	chain, err := needed(binlogs, o)
 	if err != nil {
 		return err
@@ -114,7 +103,7 @@ func ApplyFromStorage(ctx context.Context, binlogs []StoredBinlog, o FromStorage
 
 // applyChain applies the chain through the prefetcher, from item first on;
 // it returns how many binlogs were applied.
-func applyChain(ctx context.Context, chain []StoredBinlog, o FromStorageOptions, pf *prefetcher, first int) (int, error) {
+func applyChain(ctx context.Context, chain []storage.StoredBinlog, o FromStorageOptions, pf *prefetcher, first int) (int, error) {
 	log := o.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -141,7 +130,7 @@ func applyChain(ctx context.Context, chain []StoredBinlog, o FromStorageOptions,
 			}
 			pf.release(size)
 			return applied, fmt.Errorf("binlog %s (%s) starts at %s, but the server has only %s: %w",
-				chain[i].Manifest.LocalName, chain[i].Ref.DataKey(), before, executed, ErrGap)
+				chain[i].Manifest.LocalName, chain[i].Ref.DataKey(), before, executed, storage.ErrGap)
 		}
 		// Start at the first transaction the server lacks: the backup's
 		// consistency point in the first batch, the start of the file
@@ -228,7 +217,7 @@ func applyChain(ctx context.Context, chain []StoredBinlog, o FromStorageOptions,
 // starts where the previous ended). A binlog that starts earlier (the
 // same transactions uploaded again, as after a promotion) must begin a
 // batch of its own, so that its start point skips what was applied.
-func continuousRun(chain []StoredBinlog, i int) int {
+func continuousRun(chain []storage.StoredBinlog, i int) int {
 	n := 1
 	for k := i + 1; k < len(chain); k++ {
 		if !chain[k].Manifest.GTIDsBefore.Equal(chain[k-1].End()) {
@@ -264,7 +253,7 @@ type prefetcher struct {
 	keys   storage.Keyring
 	dir    string
 	budget int64
-	items  []StoredBinlog
+	items  []storage.StoredBinlog
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every change
@@ -278,7 +267,7 @@ type prefetcher struct {
 
 const prefetchPrefix = ".myhoard-prefetch-"
 
-func newPrefetcher(site *storage.Site, keys storage.Keyring, dir string, budget int64, items []StoredBinlog) *prefetcher {
+func newPrefetcher(site *storage.Site, keys storage.Keyring, dir string, budget int64, items []storage.StoredBinlog) *prefetcher {
 	return &prefetcher{site: site, keys: keys, dir: dir, budget: budget, items: items,
 		changed: make(chan struct{}), files: map[int]string{}, done: make(chan struct{})}
 }
@@ -335,7 +324,7 @@ func (p *prefetcher) run(ctx context.Context) {
 	}
 }
 
-func (p *prefetcher) download(ctx context.Context, b StoredBinlog, path string) error {
+func (p *prefetcher) download(ctx context.Context, b storage.StoredBinlog, path string) error {
 	var err error
 	for attempt := 1; attempt <= 3; attempt++ {
 		var f *os.File
@@ -368,7 +357,7 @@ func (p *prefetcher) download(ctx context.Context, b StoredBinlog, path string) 
 // checkContent compares a downloaded binlog with its manifest: the data
 // object must be the very file the manifest describes (an intact object
 // of another binlog under this key is as wrong as a damaged one).
-func checkContent(b StoredBinlog, size int64, sum string) error {
+func checkContent(b storage.StoredBinlog, size int64, sum string) error {
 	if b.Manifest.Size != 0 && size != b.Manifest.Size {
 		return fmt.Errorf("%s holds %d bytes, its manifest says %d: %w", b.Ref.DataKey(), size, b.Manifest.Size, storage.ErrCorrupt)
 	}

@@ -114,11 +114,11 @@ func TestApplyInBoundedBatches(t *testing.T) {
 		if err := InitGTIDState(ctx, ddb, mysql.FlavorMariaDB, m.GTIDExecuted); err != nil {
 			t.Fatal(err)
 		}
-		holed := append(append([]StoredBinlog{}, f.stored[:2]...), f.stored[3:]...)
+		holed := append(append([]storage.StoredBinlog{}, f.stored[:2]...), f.stored[3:]...)
 		err := ApplyFromStorage(ctx, holed, FromStorageOptions{Site: f.site, DB: ddb, RelayPrefix: dst.RelayLogPrefix(),
 			RelayIndex: dst.RelayLogIndex(), MaxBytes: budget, Flavor: mysql.FlavorMariaDB})
-		if !errors.Is(err, ErrGap) {
-			t.Fatalf("got %v, want ErrGap", err)
+		if !errors.Is(err, storage.ErrGap) {
+			t.Fatalf("got %v, want storage.ErrGap", err)
 		}
 		reached, _ := mysql.ParseMariaDBGTIDSet(harness.QueryString(t, ddb, "SELECT @@gtid_binlog_pos"))
 		if !reached.Equal(f.stored[1].End()) && !reached.IsSubsetOf(f.stored[1].End()) {

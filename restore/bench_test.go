@@ -233,7 +233,7 @@ func BenchmarkRestore(b *testing.B) {
 		local = append(local, added...)
 	}
 	first, _ := backup.BinlogIndexOf(m.BinlogName)
-	var stored []StoredBinlog
+	var stored []storage.StoredBinlog
 	var paths []string
 	var txns int
 	for _, l := range local {
@@ -245,7 +245,7 @@ func BenchmarkRestore(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		stored = append(stored, StoredBinlog{Ref: ref, Manifest: *man})
+		stored = append(stored, storage.StoredBinlog{Ref: ref, Manifest: *man})
 		paths = append(paths, l.Path)
 		txns += l.Transactions
 	}

@@ -34,8 +34,8 @@ func CatchUp(ctx context.Context, backups []wire.Backup, rec storage.PromotionRe
 
 // belowStart keeps the chain up to a promotion: binlogs of older streams
 // and of the fenced stream below its start index.
-func belowStart(chain []StoredBinlog, rec storage.PromotionRecord) []StoredBinlog {
-	var out []StoredBinlog
+func belowStart(chain []storage.StoredBinlog, rec storage.PromotionRecord) []storage.StoredBinlog {
+	var out []storage.StoredBinlog
 	for _, b := range chain {
 		if b.Ref.StreamID < rec.StreamID || (b.Ref.StreamID == rec.StreamID && b.Ref.RemoteIndex < rec.StartIndex) {
 			out = append(out, b)

@@ -113,7 +113,7 @@ type Coordinator struct {
 	status wire.RestoreStatus
 
 	manifest *storage.BasebackupManifest
-	chain    []StoredBinlog // binlogs still to apply
+	chain    []storage.StoredBinlog // binlogs still to apply
 	pf       *prefetcher
 	pfStop   context.CancelFunc
 	db       *sql.DB
@@ -370,8 +370,8 @@ func (c *Coordinator) backup(ctx context.Context) (*storage.BasebackupManifest, 
 // ListChain lists the binlogs that follow a backup: those of its own
 // stream from its consistency point, then those of every later stream on
 // the site that carry on from there. Overlapping binlogs (the same
-// transactions uploaded by two streams) are dropped; a hole is ErrGap.
-func ListChain(ctx context.Context, site *storage.Site, m *storage.BasebackupManifest) ([]StoredBinlog, error) {
+// transactions uploaded by two streams) are dropped; a hole is storage.ErrGap.
+func ListChain(ctx context.Context, site *storage.Site, m *storage.BasebackupManifest) ([]storage.StoredBinlog, error) {
 	var later []string
 	err := site.ListDir(ctx, storage.StreamsPrefix, func(o storage.ObjectInfo, isDir bool) error {
 		if isDir {
@@ -387,7 +387,7 @@ func ListChain(ctx context.Context, site *storage.Site, m *storage.BasebackupMan
 	}
 	sort.Strings(later)
 	state := m.GTIDExecuted
-	var chain []StoredBinlog
+	var chain []storage.StoredBinlog
 	for _, id := range append([]string{m.StreamID}, later...) {
 		if id != m.StreamID {
 			if ok, err := site.Exists(ctx, storage.BasebackupManifestKey(id)); err != nil {
@@ -396,7 +396,7 @@ func ListChain(ctx context.Context, site *storage.Site, m *storage.BasebackupMan
 				continue // a backup that never completed has no binlogs
 			}
 		}
-		list, err := ListStreamBinlogs(ctx, site, id)
+		list, err := storage.ListStreamBinlogs(ctx, site, id)
 		if err != nil {
 			return nil, err
 		}
@@ -408,13 +408,13 @@ func ListChain(ctx context.Context, site *storage.Site, m *storage.BasebackupMan
 			if !b.Manifest.GTIDsBefore.IsSubsetOf(state) {
 				if id == m.StreamID || len(chain) == 0 {
 					return nil, fmt.Errorf("stream %s binlog %d (%s) starts at %s, past the backup's %s: %w",
-						id, b.Ref.RemoteIndex, b.Manifest.LocalName, b.Manifest.GTIDsBefore, state, ErrGap)
+						id, b.Ref.RemoteIndex, b.Manifest.LocalName, b.Manifest.GTIDsBefore, state, storage.ErrGap)
 				}
 				// a later stream that does not continue this history
 				// (another server's): stop here
 				c := chain[len(chain)-1]
 				return chain, fmt.Errorf("stream %s binlog %d (%s) starts at %s, but the chain ends at %s after %s: %w",
-					id, b.Ref.RemoteIndex, b.Manifest.LocalName, b.Manifest.GTIDsBefore, state, c.Manifest.LocalName, ErrGap)
+					id, b.Ref.RemoteIndex, b.Manifest.LocalName, b.Manifest.GTIDsBefore, state, c.Manifest.LocalName, storage.ErrGap)
 			}
 			chain = append(chain, b)
 			state = state.Union(end)

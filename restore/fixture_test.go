@@ -18,7 +18,7 @@ import (
 type fixture struct {
 	site       *storage.Site
 	m          *storage.BasebackupManifest
-	stored     []StoredBinlog
+	stored     []storage.StoredBinlog
 	mid, final harness.Checkpoint
 	biggest    int64
 }
@@ -87,7 +87,7 @@ func newFixture(t *testing.T, seed uint64, rounds, perRound, midRound int, enc s
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.stored = append(f.stored, StoredBinlog{Ref: ref, Manifest: *man})
+		f.stored = append(f.stored, storage.StoredBinlog{Ref: ref, Manifest: *man})
 		f.biggest = max(f.biggest, b.Size)
 	}
 	return f

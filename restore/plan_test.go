@@ -81,7 +81,7 @@ func TestApplyServerIDAvoidsBinlogServerIDs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &Coordinator{o: Options{ServerID: tc.configured, StatePath: filepath.Join(t.TempDir(), "s.json")}, log: discard()}
 			c.manifest = &storage.BasebackupManifest{ServerID: tc.backup, GTIDExecuted: mustSet(t, mysql.FlavorMariaDB, "0-101-5")}
-			c.chain = []StoredBinlog{{Manifest: storage.BinlogManifest{ServerID: tc.backup, GTIDsAdded: mustSet(t, mysql.FlavorMariaDB, tc.gtids)}}}
+			c.chain = []storage.StoredBinlog{{Manifest: storage.BinlogManifest{ServerID: tc.backup, GTIDsAdded: mustSet(t, mysql.FlavorMariaDB, tc.gtids)}}}
 			if got := c.applyServerID(); got != tc.want {
 				t.Errorf("apply server_id %d, want %d", got, tc.want)
 			}

@@ -81,7 +81,7 @@ func checkGTIDTarget(ctx context.Context, site *storage.Site, b wire.Backup, tex
 			target, b.StreamID, b.Basebackup.GTIDExecuted)
 	}
 	chain, err := ListChain(ctx, site, b.Basebackup)
-	if err != nil && !errors.Is(err, ErrGap) {
+	if err != nil && !errors.Is(err, storage.ErrGap) {
 		return target, err
 	}
 	end := b.Basebackup.GTIDExecuted

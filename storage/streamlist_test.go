@@ -1,4 +1,4 @@
-package restore
+package storage
 
 import (
 	"context"
@@ -9,12 +9,11 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/config"
-	"github.com/myhoard/myhoard/storage"
 )
 
-func memSite(t *testing.T) *storage.Site {
+func memSite(t *testing.T) *Site {
 	t.Helper()
-	s, err := storage.OpenSite(context.Background(), "m", &config.ObjectStorage{StorageType: "url", URL: "mem://"}, storage.SiteOptions{})
+	s, err := OpenSite(context.Background(), "m", &config.ObjectStorage{StorageType: "url", URL: "mem://"}, SiteOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,41 +21,41 @@ func memSite(t *testing.T) *storage.Site {
 	return s
 }
 
-func putBinlog(t *testing.T, s *storage.Site, ref storage.BinlogRef, manifest bool) {
+func putBinlog(t *testing.T, s *Site, ref BinlogRef, manifest bool) {
 	t.Helper()
 	ctx := context.Background()
-	if err := s.PutBytes(ctx, ref.DataKey(), []byte("data"), storage.PutOptions{}); err != nil {
+	if err := s.PutBytes(ctx, ref.DataKey(), []byte("data"), PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if !manifest {
 		return
 	}
-	b, err := storage.MarshalManifest(&storage.BinlogManifest{Version: storage.ManifestVersion, StreamID: ref.StreamID, RemoteIndex: ref.RemoteIndex,
+	b, err := MarshalManifest(&BinlogManifest{Version: ManifestVersion, StreamID: ref.StreamID, RemoteIndex: ref.RemoteIndex,
 		Epoch: ref.Epoch, ServerID: ref.ServerID, LocalName: fmt.Sprintf("binlog.%06d", ref.RemoteIndex), SHA256: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutBytes(ctx, ref.ManifestKey(), b, storage.PutOptions{}); err != nil {
+	if err := s.PutBytes(ctx, ref.ManifestKey(), b, PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func putPromotion(t *testing.T, s *storage.Site, sid string, epoch, start int64) {
+func putPromotion(t *testing.T, s *Site, sid string, epoch, start int64) {
 	t.Helper()
-	b, err := storage.MarshalManifest(&storage.PromotionRecord{Version: storage.ManifestVersion, StreamID: sid, Epoch: epoch, StartIndex: start, PromotedAt: time.Now()})
+	b, err := MarshalManifest(&PromotionRecord{Version: ManifestVersion, StreamID: sid, Epoch: epoch, StartIndex: start, PromotedAt: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutBytes(context.Background(), storage.PromotionKey(sid, epoch), b, storage.PutOptions{}); err != nil {
+	if err := s.PutBytes(context.Background(), PromotionKey(sid, epoch), b, PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestListStreamBinlogsFencing(t *testing.T) {
 	ctx := context.Background()
-	sid := storage.NewStreamID(time.Now())
-	ref := func(idx, epoch int64, server uint32) storage.BinlogRef {
-		return storage.BinlogRef{StreamID: sid, RemoteIndex: idx, Epoch: epoch, ServerID: server}
+	sid := NewStreamID(time.Now())
+	ref := func(idx, epoch int64, server uint32) BinlogRef {
+		return BinlogRef{StreamID: sid, RemoteIndex: idx, Epoch: epoch, ServerID: server}
 	}
 	keys := func(list []StoredBinlog) string {
 		var out []string

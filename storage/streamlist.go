@@ -1,4 +1,4 @@
-package restore
+package storage
 
 import (
 	"context"
@@ -6,8 +6,19 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/myhoard/myhoard/storage"
+	"github.com/myhoard/myhoard/mysql"
 )
+
+// StoredBinlog is a binlog in storage: its key and its manifest.
+type StoredBinlog struct {
+	Ref      BinlogRef
+	Manifest BinlogManifest
+}
+
+// End is the GTID state after the binlog.
+func (b StoredBinlog) End() mysql.GTIDSet {
+	return b.Manifest.GTIDsBefore.Union(b.Manifest.GTIDsAdded)
+}
 
 // ErrGap is wrapped when a stream's binlog chain has a hole.
 var ErrGap = errors.New("the binlog chain has a gap")
@@ -18,7 +29,7 @@ var ErrGap = errors.New("the binlog chain has a gap")
 // (a binlog uploaded under epoch E at or after the start index of any
 // later epoch is ignored, so a deposed primary can never change a
 // restore), and with no gap: a missing index is an error, never skipped.
-func ListStreamBinlogs(ctx context.Context, site *storage.Site, streamID string) ([]StoredBinlog, error) {
+func ListStreamBinlogs(ctx context.Context, site *Site, streamID string) ([]StoredBinlog, error) {
 	refs, err := streamRefs(ctx, site, streamID)
 	if err != nil {
 		return nil, err
@@ -29,8 +40,8 @@ func ListStreamBinlogs(ctx context.Context, site *storage.Site, streamID string)
 		if err != nil {
 			return nil, err
 		}
-		var m storage.BinlogManifest
-		if err := storage.UnmarshalManifest(ref.ManifestKey(), data, &m); err != nil {
+		var m BinlogManifest
+		if err := UnmarshalManifest(ref.ManifestKey(), data, &m); err != nil {
 			return nil, err
 		}
 		out = append(out, StoredBinlog{Ref: ref, Manifest: m})
@@ -41,7 +52,7 @@ func ListStreamBinlogs(ctx context.Context, site *storage.Site, streamID string)
 // StreamNextIndex is the remote index the next binlog of a stream gets:
 // one past the valid, gapless chain ListStreamBinlogs would list (from the
 // keys alone, without reading the manifests).
-func StreamNextIndex(ctx context.Context, site *storage.Site, streamID string) (int64, error) {
+func StreamNextIndex(ctx context.Context, site *Site, streamID string) (int64, error) {
 	refs, err := streamRefs(ctx, site, streamID)
 	if err != nil {
 		return 0, err
@@ -51,14 +62,14 @@ func StreamNextIndex(ctx context.Context, site *storage.Site, streamID string) (
 
 // streamRefs lists the valid binlog keys of a stream (manifest present,
 // not fenced by a promotion record) in remote index order, with no gap.
-func streamRefs(ctx context.Context, site *storage.Site, streamID string) ([]storage.BinlogRef, error) {
+func streamRefs(ctx context.Context, site *Site, streamID string) ([]BinlogRef, error) {
 	starts, err := promotionStarts(ctx, site, streamID)
 	if err != nil {
 		return nil, err
 	}
-	byIndex := map[int64][]storage.BinlogRef{}
-	err = site.List(ctx, storage.BinlogsPrefix(streamID), func(o storage.ObjectInfo) error {
-		ref, manifest, err := storage.ParseBinlogKey(o.Key)
+	byIndex := map[int64][]BinlogRef{}
+	err = site.List(ctx, BinlogsPrefix(streamID), func(o ObjectInfo) error {
+		ref, manifest, err := ParseBinlogKey(o.Key)
 		if err != nil || !manifest {
 			return nil
 		}
@@ -76,7 +87,7 @@ func streamRefs(ctx context.Context, site *storage.Site, streamID string) ([]sto
 		indexes = append(indexes, i)
 	}
 	sort.Slice(indexes, func(a, b int) bool { return indexes[a] < indexes[b] })
-	out := make([]storage.BinlogRef, 0, len(indexes))
+	out := make([]BinlogRef, 0, len(indexes))
 	for n, idx := range indexes {
 		if idx != int64(n+1) {
 			return nil, fmt.Errorf("stream %s: binlog %d is missing (the next stored one is %d): %w", streamID, n+1, idx, ErrGap)
@@ -92,10 +103,10 @@ func streamRefs(ctx context.Context, site *storage.Site, streamID string) ([]sto
 
 // promotionStarts maps each promoted epoch of a stream to the remote index
 // from which only its primary may write.
-func promotionStarts(ctx context.Context, site *storage.Site, streamID string) (map[int64]int64, error) {
+func promotionStarts(ctx context.Context, site *Site, streamID string) (map[int64]int64, error) {
 	starts := map[int64]int64{}
-	err := site.List(ctx, storage.StreamPrefix(streamID)+"promotions/", func(o storage.ObjectInfo) error {
-		_, epoch, err := storage.ParsePromotionKey(o.Key)
+	err := site.List(ctx, StreamPrefix(streamID)+"promotions/", func(o ObjectInfo) error {
+		_, epoch, err := ParsePromotionKey(o.Key)
 		if err != nil {
 			return nil
 		}
@@ -103,8 +114,8 @@ func promotionStarts(ctx context.Context, site *storage.Site, streamID string) (
 		if err != nil {
 			return err
 		}
-		var rec storage.PromotionRecord
-		if err := storage.UnmarshalManifest(o.Key, data, &rec); err != nil {
+		var rec PromotionRecord
+		if err := UnmarshalManifest(o.Key, data, &rec); err != nil {
 			return err
 		}
 		if rec.Epoch != epoch {
@@ -119,7 +130,7 @@ func promotionStarts(ctx context.Context, site *storage.Site, streamID string) (
 	return starts, nil
 }
 
-func validUnderFence(ref storage.BinlogRef, starts map[int64]int64) bool {
+func validUnderFence(ref BinlogRef, starts map[int64]int64) bool {
 	for epoch, start := range starts {
 		if epoch > ref.Epoch && ref.RemoteIndex >= start {
 			return false
