@@ -128,6 +128,10 @@ var ErrToolMissing = errors.New("backup tool not found")
 // with no local copy. On success it rotates the binlog (FLUSH BINARY LOGS)
 // and returns the manifest, which the caller writes last. On failure the
 // child is killed, temporary files and uploaded parts are removed.
+//
+// It is long because it is one pipeline (tool, codec, uploader) whose
+// processes and pipes must all be torn down on every failure path; split
+// up, their lifetimes would be scattered.
 func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o BasebackupOptions, db *sql.DB) (m *storage.BasebackupManifest, err error) {
 	log := o.Log
 	if log == nil {

@@ -117,7 +117,8 @@ func ListBackups(ctx context.Context, site *storage.Site, recoverySite bool) ([]
 }
 
 // readBackup reads one stream's basebackup.json and markers (ok false: no
-// basebackup.json).
+// basebackup.json). What cannot be decoded makes the backup broken with
+// the reason; storage errors fail.
 func readBackup(ctx context.Context, site *storage.Site, id string, recoverySite bool) (BackupInfo, bool, error) {
 	info := BackupInfo{Site: site.Name, StreamID: id, RecoverySite: recoverySite}
 	objects := map[string]storage.ObjectInfo{}
@@ -130,52 +131,79 @@ func readBackup(ctx context.Context, site *storage.Site, id string, recoverySite
 	if err != nil {
 		return info, false, err
 	}
-	bb, ok := objects["basebackup.json"]
-	if !ok {
+	if _, ok := objects["basebackup.json"]; !ok {
 		return info, false, nil
 	}
-	broken := func(o storage.ObjectInfo, err error) {
-		if info.BrokenReason == "" {
-			at := o.ModTime.UTC()
-			info.BrokenAt, info.BrokenReason = &at, err.Error()
-		}
-	}
-	data, err := site.GetBytes(ctx, storage.BasebackupManifestKey(id))
-	if err != nil {
+	if err := readManifest(ctx, site, &info, objects); err != nil {
 		return info, false, err
 	}
+	if err := readMarkers(ctx, site, &info, objects); err != nil {
+		return info, false, err
+	}
+	if info.CompletedAt == nil {
+		info.ClosedAt = nil
+	}
+	if info.CompletedAt != nil && info.Basebackup != nil {
+		from := info.Basebackup.EndedAt
+		info.RestorableFrom, info.RestorableUntil = &from, info.ClosedAt
+	}
+	return info, true, nil
+}
+
+// brokenBy marks a backup broken by an object that cannot be decoded (the
+// first such object gives the reason and the time).
+func brokenBy(info *BackupInfo, o storage.ObjectInfo, err error) {
+	if info.BrokenReason == "" {
+		at := o.ModTime.UTC()
+		info.BrokenAt, info.BrokenReason = &at, err.Error()
+	}
+}
+
+// readManifest reads basebackup.json and checks that every part is there
+// (Resumable).
+func readManifest(ctx context.Context, site *storage.Site, info *BackupInfo, objects map[string]storage.ObjectInfo) error {
+	key := storage.BasebackupManifestKey(info.StreamID)
+	data, err := site.GetBytes(ctx, key)
+	if err != nil {
+		return err
+	}
 	var m storage.BasebackupManifest
-	if err := storage.UnmarshalManifest(storage.BasebackupManifestKey(id), data, &m); err != nil {
-		broken(bb, err)
-	} else {
-		info.Basebackup = &m
-		parts := map[string]bool{}
-		_ = site.List(ctx, storage.StreamPrefix(id)+"basebackup/", func(o storage.ObjectInfo) error {
-			parts[o.Key] = true
-			return nil
-		})
-		info.Resumable = true
-		for _, p := range m.Parts {
-			if !parts[p.Key] {
-				info.Resumable = false
-			}
+	if err := storage.UnmarshalManifest(key, data, &m); err != nil {
+		brokenBy(info, objects["basebackup.json"], err)
+		return nil
+	}
+	info.Basebackup = &m
+	parts := map[string]bool{}
+	_ = site.List(ctx, storage.StreamPrefix(info.StreamID)+"basebackup/", func(o storage.ObjectInfo) error {
+		parts[o.Key] = true
+		return nil
+	})
+	info.Resumable = true
+	for _, p := range m.Parts {
+		if !parts[p.Key] {
+			info.Resumable = false
 		}
 	}
+	return nil
+}
+
+// readMarkers reads the completed, closed, broken and preserved markers.
+func readMarkers(ctx context.Context, site *storage.Site, info *BackupInfo, objects map[string]storage.ObjectInfo) error {
 	for _, mk := range []storage.Marker{storage.MarkerCompleted, storage.MarkerClosed, storage.MarkerBroken, storage.MarkerPreserved} {
 		o, ok := objects[string(mk)+".json"]
 		if !ok {
 			continue
 		}
-		data, err := site.GetBytes(ctx, storage.MarkerKey(id, mk))
+		data, err := site.GetBytes(ctx, storage.MarkerKey(info.StreamID, mk))
 		if errors.Is(err, storage.ErrNotFound) {
 			continue
 		}
 		if err != nil {
-			return info, false, err
+			return err
 		}
 		var rec storage.MarkerRecord
-		if err := storage.UnmarshalManifest(storage.MarkerKey(id, mk), data, &rec); err != nil {
-			broken(o, err)
+		if err := storage.UnmarshalManifest(storage.MarkerKey(info.StreamID, mk), data, &rec); err != nil {
+			brokenBy(info, o, err)
 			continue
 		}
 		at := rec.At
@@ -196,12 +224,5 @@ func readBackup(ctx context.Context, site *storage.Site, id string, recoverySite
 			info.PreserveUntil = rec.PreserveUntil
 		}
 	}
-	if info.CompletedAt == nil {
-		info.ClosedAt = nil
-	}
-	if info.CompletedAt != nil && info.Basebackup != nil {
-		from := info.Basebackup.EndedAt
-		info.RestorableFrom, info.RestorableUntil = &from, info.ClosedAt
-	}
-	return info, true, nil
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -100,64 +101,79 @@ func (n *Node) establish() error {
 	return err
 }
 
-// reconcile runs on the leader: raft membership and member records follow
-// gossip.
+// membership is what one reconcile pass works from: the Raft
+// configuration, the view, and gossip's live members (those of another
+// cluster left out) with their liveness times, as copied at its start.
+type membership struct {
+	servers map[string]raft.Server
+	voters  int
+	view    View
+	alive   map[string]nodeMeta
+	aliveAt map[string]time.Time
+	dead    map[string]time.Time
+	left    map[string]time.Time
+	proven  map[string]JoinRequest
+	now     time.Time
+}
+
+// reconcile runs on the leader: Raft membership and member records follow
+// what live members proved (join, over mutual TLS), stable non-voters
+// become voters, and members that left or stayed dead are removed.
 func (n *Node) reconcile() error {
-	future := n.raft.GetConfiguration()
-	if err := future.Error(); err != nil {
+	m, err := n.membership()
+	if err != nil {
 		return err
 	}
-	servers := map[string]raft.Server{}
-	voters := 0
+	if err := n.addProven(m); err != nil {
+		return err
+	}
+	if err := n.promoteStable(m); err != nil {
+		return err
+	}
+	return n.removeGone(m)
+}
+
+func (n *Node) membership() (*membership, error) {
+	future := n.raft.GetConfiguration()
+	if err := future.Error(); err != nil {
+		return nil, err
+	}
+	m := &membership{servers: map[string]raft.Server{}, view: n.fsm.snapshotView(), alive: map[string]nodeMeta{}, now: time.Now()}
 	for _, s := range future.Configuration().Servers {
-		servers[string(s.ID)] = s
+		m.servers[string(s.ID)] = s
 		if s.Suffrage == raft.Voter {
-			voters++
+			m.voters++
 		}
 	}
-	view := n.fsm.snapshotView()
-	alive := map[string]nodeMeta{}
-	now := time.Now()
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	for _, meta := range n.metas {
-		if meta.ClusterID != "" && view.ClusterID != "" && meta.ClusterID != view.ClusterID {
+		if meta.ClusterID != "" && m.view.ClusterID != "" && meta.ClusterID != m.view.ClusterID {
 			if !n.foreign[meta.ID] {
 				n.foreign[meta.ID] = true
 				n.log.Error("a member of another cluster is in gossip; it is not added to this one",
-					"node", meta.ID, "its_cluster", meta.ClusterID, "this_cluster", view.ClusterID)
+					"node", meta.ID, "its_cluster", meta.ClusterID, "this_cluster", m.view.ClusterID)
 			}
 			continue
 		}
-		alive[meta.ID] = meta
+		m.alive[meta.ID] = meta
 	}
-	aliveAt := make(map[string]time.Time, len(n.aliveAt))
-	for k, v := range n.aliveAt {
-		aliveAt[k] = v
-	}
-	dead := make(map[string]time.Time, len(n.deadSince))
-	for k, v := range n.deadSince {
-		dead[k] = v
-	}
-	left := make(map[string]time.Time, len(n.leftAt))
-	for k, v := range n.leftAt {
-		left[k] = v
-	}
-	proven := make(map[string]JoinRequest, len(n.proven))
-	for k, v := range n.proven {
-		proven[k] = v
-	}
-	n.mu.Unlock()
+	m.aliveAt, m.dead, m.left, m.proven = maps.Clone(n.aliveAt), maps.Clone(n.deadSince), maps.Clone(n.leftAt), maps.Clone(n.proven)
+	return m, nil
+}
+
+// addProven adds the live members that proved who they are to Raft (a
+// member seen only in gossip never is), replaces the entry of one that
+// comes back with a new incarnation (its Raft state was lost), and keeps
+// their member records as they proved them.
+func (n *Node) addProven(m *membership) error {
 	self := n.o.NodeID
-	// Raft membership and member records follow what live members proved
-	// (their join, over mutual TLS): a member seen only in gossip is never
-	// added. A member whose Raft state was lost comes back with a new
-	// incarnation: its entry in the configuration is stale and replaced.
-	for id, j := range proven {
-		if _, ok := alive[id]; !ok {
+	for id, j := range m.proven {
+		if _, ok := m.alive[id]; !ok {
 			continue
 		}
-		rec, known := view.Members[id]
-		s, inCfg := servers[id]
+		rec, known := m.view.Members[id]
+		s, inCfg := m.servers[id]
 		switch {
 		case inCfg && id != self && known && rec.Incarnation != "" && rec.Incarnation != j.Incarnation:
 			n.log.Info("a member lost its Raft state; replacing its entry", "node", id, "raft", j.RaftAddr)
@@ -184,47 +200,58 @@ func (n *Node) reconcile() error {
 		}
 		if !known || rec.APIAddr != j.APIAddr || rec.RaftAddr != j.RaftAddr || rec.RPCAddr != j.RPCAddr || rec.ServerID != j.ServerID ||
 			rec.ServerUUID != j.ServerUUID || rec.Flavor != j.Flavor || rec.MySQLAddr != j.MySQLAddr || rec.Incarnation != j.Incarnation {
-			m := Member{ID: id, APIAddr: j.APIAddr, RaftAddr: j.RaftAddr, RPCAddr: j.RPCAddr, ServerID: j.ServerID, ServerUUID: j.ServerUUID,
-				Flavor: j.Flavor, MySQLAddr: j.MySQLAddr, Mode: rec.Mode, LastSeen: now, Incarnation: j.Incarnation}
-			if _, err := n.applyLocal(CmdMember, m); err != nil {
+			mem := Member{ID: id, APIAddr: j.APIAddr, RaftAddr: j.RaftAddr, RPCAddr: j.RPCAddr, ServerID: j.ServerID, ServerUUID: j.ServerUUID,
+				Flavor: j.Flavor, MySQLAddr: j.MySQLAddr, Mode: rec.Mode, LastSeen: m.now, Incarnation: j.Incarnation}
+			if _, err := n.applyLocal(CmdMember, mem); err != nil {
 				return err
 			}
 		}
 	}
-	// Stable non-voters become voters.
-	for id, s := range servers {
-		if _, ok := alive[id]; ok && s.Suffrage != raft.Voter && voters < 5 && id != self && now.Sub(aliveAt[id]) >= n.o.Timing.StableFor {
+	return nil
+}
+
+// promoteStable makes live non-voters voters once they have been alive
+// for StableFor (at most five voters).
+func (n *Node) promoteStable(m *membership) error {
+	for id, s := range m.servers {
+		if _, ok := m.alive[id]; ok && s.Suffrage != raft.Voter && m.voters < 5 && id != n.o.NodeID && m.now.Sub(m.aliveAt[id]) >= n.o.Timing.StableFor {
 			n.log.Info("member becomes a voter", "node", id)
 			if err := n.raft.AddVoter(raft.ServerID(id), s.Address, 0, raftTimeout).Error(); err != nil {
 				return err
 			}
-			voters++
+			m.voters++
 		}
 	}
-	// Remove members that left, and dead ones after the grace period.
-	for id, s := range servers {
+	return nil
+}
+
+// removeGone removes members that left at once, and dead ones after the
+// grace period, never below quorum among the living.
+func (n *Node) removeGone(m *membership) error {
+	self := n.o.NodeID
+	for id, s := range m.servers {
 		if id == self {
 			continue
 		}
-		if _, ok := alive[id]; ok {
+		if _, ok := m.alive[id]; ok {
 			continue
 		}
-		_, wentAway := left[id]
-		since, isDead := dead[id]
-		if !wentAway && !(isDead && now.Sub(since) >= n.o.Timing.DeadGrace) {
+		_, wentAway := m.left[id]
+		since, isDead := m.dead[id]
+		if !wentAway && !(isDead && m.now.Sub(since) >= n.o.Timing.DeadGrace) {
 			continue
 		}
 		if s.Suffrage == raft.Voter {
 			healthy := 0
-			for vid, vs := range servers {
-				if _, ok := alive[vid]; (ok || vid == self) && vs.Suffrage == raft.Voter {
+			for vid, vs := range m.servers {
+				if _, ok := m.alive[vid]; (ok || vid == self) && vs.Suffrage == raft.Voter {
 					healthy++
 				}
 			}
-			if healthy < (voters-1)/2+1 {
+			if healthy < (m.voters-1)/2+1 {
 				continue // removing it would leave no quorum among the living
 			}
-			voters--
+			m.voters--
 		}
 		n.log.Info("removing cluster member", "node", id, "left", wentAway)
 		if err := n.raft.RemoveServer(s.ID, 0, raftTimeout).Error(); err != nil {

@@ -59,6 +59,8 @@ func join(path, key string) string {
 // decode walks the generic JSON value v (decoded with UseNumber) into the
 // target, which already holds the defaults. JSON null leaves a non-pointer
 // target at its default and sets a pointer target to nil.
+//
+// It is long because it is one case per kind of value the config holds.
 func (d *decoder) decode(v any, target reflect.Value, path string) {
 	if target.CanAddr() {
 		if cd, ok := target.Addr().Interface().(customDecoder); ok {

@@ -90,6 +90,8 @@ type AzureStorage struct {
 // urlSchemes are the gocloud.dev/blob schemes myhoard opens.
 var urlSchemes = map[string]bool{"file": true, "mem": true, "s3": true, "gs": true, "azblob": true}
 
+// decodeConfig reads an object_storage block. It is long because it is one
+// case per storage_type of the original, each mapped onto the URL form.
 func (o *ObjectStorage) decodeConfig(d *decoder, v any, path string) {
 	obj, ok := v.(map[string]any)
 	if !ok {

@@ -28,6 +28,9 @@ var compressionLevels = map[string]*[2]int{
 
 // validate checks everything the decoder cannot: ranges, combinations and
 // key material. Warnings go to c.warnings.
+//
+// It is long because it is a list: one check per key, in the order of the
+// file.
 func (c *Config) validate() Errors {
 	var e Errors
 	bs := c.BackupSettings

@@ -260,6 +260,8 @@ func (s *binlogScanner) parse(data []byte) (ev *replication.BinlogEvent, err err
 	return ev, nil
 }
 
+// event takes in one event: its GTID, time and position. It is long
+// because it is one case per binlog event type.
 func (s *binlogScanner) event(data []byte) error {
 	typ := replication.EventType(data[4])
 	serverID := binary.LittleEndian.Uint32(data[5:9])

@@ -25,28 +25,10 @@ import (
 func (c *Controller) promote(ctx context.Context, force bool) (Mode, error) {
 	from := Mode(c.Mode())
 	cn := c.clusterNode()
-	if from == ModeRestore {
-		if !force {
-			return from, badRequest("the restore is still running: wait for observe mode, or force the promotion while binlogs are being applied")
-		}
-		c.mu.Lock()
-		job := c.restoreJob
-		c.mu.Unlock()
-		if job == nil {
-			return from, badRequest("no restore is running")
-		}
-		if err := job.coord.ForceComplete(); err != nil {
-			if errors.Is(err, restore.ErrCannotForce) {
-				return from, badRequest("can only force promotion while waiting for binlogs to be applied (%v)", err)
-			}
-			return from, err
-		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		c.state.PromoteAfterRestore = true
-		return from, c.saveLocked()
-	}
-	if cn == nil {
+	switch {
+	case from == ModeRestore:
+		return from, c.promoteAfterRestore(force)
+	case cn == nil:
 		// A lone node (the original's flow): observe -> promote -> active;
 		// the epoch is taken from storage in promote mode.
 		if from == ModeActive || from == ModePromote {
@@ -72,31 +54,11 @@ func (c *Controller) promote(ctx context.Context, force bool) (Mode, error) {
 		return from, fmt.Errorf("promote: read the cluster view: %w", err)
 	}
 	view := cn.View()
-	self := c.nodeID()
-	if (from == ModeActive || from == ModePromote) && view.Primary == self {
+	if (from == ModeActive || from == ModePromote) && view.Primary == c.nodeID() {
 		return from, nil
 	}
-	if view.Primary != "" && view.Primary != self && !force {
-		if alive, why := primaryAlive(cn, view); alive {
-			return from, badRequest("node %s is the primary at epoch %d and %s; promote this node with force to take over", view.Primary, view.Epoch, why)
-		}
-	}
-	if !force && from == ModeObserve {
-		// The spec's precondition: a replica about to be promoted is
-		// read-only (nothing but replication writes to it).
-		c.mu.Lock()
-		db := c.db
-		c.mu.Unlock()
-		if db == nil {
-			return from, badRequest("the database is not reachable: a promotion needs it")
-		}
-		var ro int
-		if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.read_only").Scan(&ro); err != nil {
-			return from, fmt.Errorf("promote: read read_only: %w", err)
-		}
-		if ro == 0 {
-			return from, badRequest("the server is not read_only: a replica about to be promoted must be read-only (or promote with force)")
-		}
+	if err := c.checkPromotable(ctx, cn, view, from, force); err != nil {
+		return from, err
 	}
 	epoch, err := c.claimPrimary(ctx, view)
 	if err != nil {
@@ -104,6 +66,62 @@ func (c *Controller) promote(ctx context.Context, force bool) (Mode, error) {
 	}
 	c.failpoint("promote-after-cas")
 	return c.takeUpPrimary(epoch)
+}
+
+// promoteAfterRestore handles a promotion asked for during a restore: only
+// forced, and only while binlogs are applied; the restore then completes
+// with what it has and the promotion catches up the rest from storage.
+func (c *Controller) promoteAfterRestore(force bool) error {
+	if !force {
+		return badRequest("the restore is still running: wait for observe mode, or force the promotion while binlogs are being applied")
+	}
+	c.mu.Lock()
+	job := c.restoreJob
+	c.mu.Unlock()
+	if job == nil {
+		return badRequest("no restore is running")
+	}
+	if err := job.coord.ForceComplete(); err != nil {
+		if errors.Is(err, restore.ErrCannotForce) {
+			return badRequest("can only force promotion while waiting for binlogs to be applied (%v)", err)
+		}
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state.PromoteAfterRestore = true
+	return c.saveLocked()
+}
+
+// checkPromotable refuses, without force, a promotion while the view's
+// primary is alive, and of a replica that is not read-only (the spec's
+// precondition: nothing but replication writes to it).
+func (c *Controller) checkPromotable(ctx context.Context, cn *cluster.Node, view cluster.View, from Mode, force bool) error {
+	if force {
+		return nil
+	}
+	if view.Primary != "" && view.Primary != c.nodeID() {
+		if alive, why := primaryAlive(cn, view); alive {
+			return badRequest("node %s is the primary at epoch %d and %s; promote this node with force to take over", view.Primary, view.Epoch, why)
+		}
+	}
+	if from != ModeObserve {
+		return nil
+	}
+	c.mu.Lock()
+	db := c.db
+	c.mu.Unlock()
+	if db == nil {
+		return badRequest("the database is not reachable: a promotion needs it")
+	}
+	var ro int
+	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.read_only").Scan(&ro); err != nil {
+		return fmt.Errorf("promote: read read_only: %w", err)
+	}
+	if ro == 0 {
+		return badRequest("the server is not read_only: a replica about to be promoted must be read-only (or promote with force)")
+	}
+	return nil
 }
 
 // primaryStaleAfter: a primary that gossip has no news of (this node

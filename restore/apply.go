@@ -64,6 +64,9 @@ func RelayName(prefix string, i int) string {
 // executed, reporting the SQL thread's error if it stops. The server's
 // GTID state must already be set (InitGTIDState), so that strict GTID mode
 // rejects any replay.
+//
+// It is long because laying out the relay logs, starting the SQL thread and
+// waiting for it share the batch's state.
 func ApplyBinlogs(ctx context.Context, o ApplyOptions) error {
 	if len(o.Files) == 0 {
 		return nil

@@ -98,6 +98,9 @@ func PrepareCommand(o BasebackupOptions, dir string) []string {
 // and the encryption are verified on the way) and extracted with no local
 // copy of the stream, then prepared, and only then moved into DataDir. On
 // any failure DataDir is left as it was.
+//
+// It is long because it is one pipeline (download, decode, extract,
+// prepare, move) with its cleanup on every failure path.
 func RestoreBasebackup(ctx context.Context, site *storage.Site, m *storage.BasebackupManifest, o BasebackupOptions) error {
 	log := o.Log
 	if log == nil {

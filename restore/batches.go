@@ -103,6 +103,10 @@ func ApplyFromStorage(ctx context.Context, binlogs []storage.StoredBinlog, o Fro
 
 // applyChain applies the chain through the prefetcher, from item first on;
 // it returns how many binlogs were applied.
+//
+// It is long because each step of a batch (take, skip what is applied, find
+// the stop point, apply, release the space) works on the previous step's
+// variables.
 func applyChain(ctx context.Context, chain []storage.StoredBinlog, o FromStorageOptions, pf *prefetcher, first int) (int, error) {
 	log := o.Log
 	if log == nil {

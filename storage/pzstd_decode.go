@@ -262,6 +262,9 @@ const (
 // (no declared content size, a bigger one, or more compressed bytes than
 // that size allows); buf then holds the bytes read of it so far. io.EOF:
 // the stream ended cleanly before a frame.
+//
+// It is long because it reads the frame header field after field, as the
+// zstd format lays them out.
 func readZstdFrame(r io.Reader, buf []byte) ([]byte, zstdFrameKind, error) {
 	buf, err := readMore(r, buf, 4)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/api"
+	"github.com/myhoard/myhoard/cluster"
 	"github.com/myhoard/myhoard/config"
 	"github.com/myhoard/myhoard/metrics"
 	"github.com/myhoard/myhoard/node"
@@ -26,6 +27,9 @@ import (
 
 // daemon runs until SIGTERM or SIGINT (exit 0) and reloads the config on
 // SIGHUP; a bad new config is logged and the old one stays in force.
+//
+// It is long because it is the start-up sequence, each step with its own
+// exit on failure.
 func daemon(args []string, stderr io.Writer) int {
 	f, err := parseFlags("myhoard", args, stderr, true)
 	if err != nil {
@@ -94,60 +98,81 @@ func daemon(args []string, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	d := &running{path: f.config, log: log, ctrl: ctrl, cluster: cn, handler: handler, web: web, metrics: mx}
 	for sig := range sigs {
 		if sig != syscall.SIGHUP {
 			log.Info("stopping", "signal", sig.String())
 			break
 		}
-		newCfg, err := config.Load(f.config)
-		if err != nil {
-			log.Error("config reload rejected, keeping the old config", "config", f.config, "problems", err.Error())
-			continue
-		}
-		for _, w := range newCfg.Warnings() {
-			log.Warn(w)
-		}
-		if err := setToken(handler, newCfg); err != nil {
-			log.Error("config reload rejected: cannot read the API token, keeping the old config", "error", err)
-			continue
-		}
-		if cn != nil {
-			if err := cn.ReloadTLS(); err != nil {
-				log.Error("config reload: cluster certificates not reloaded, the old ones stay in force", "error", err)
-			}
-		}
-		if addr := httpAddr(newCfg); addr != web.addr || !reflect.DeepEqual(newCfg.HTTPTLS, web.tlsFiles) || newCfg.HTTPTimeouts != web.timeouts {
-			moved, err := listenHTTP(newCfg, handler, log)
-			if err != nil {
-				log.Error("config reload: cannot serve the HTTP API on the new address, keeping the old config", "error", err)
-				continue
-			}
-			web.stop()
-			web = moved
-		} else if web.tls != nil {
-			if err := web.tls.Reload(); err != nil {
-				log.Error("config reload: HTTPS certificate not reloaded, the old one stays in force", "error", err)
-			}
-		}
-		if nm, err := newMetrics(newCfg, ctrl, log); err != nil {
-			log.Error("config reload: metrics settings rejected, keeping the old ones", "error", err)
-		} else {
-			ctrl.SetMetrics(nm)
-			mx.Close()
-			mx = nm
-		}
-		if !reflect.DeepEqual(newCfg.Cluster, ctrl.Config().Cluster) {
-			log.Warn("config reload: cluster settings take effect at the next start of the daemon")
-		}
-		ctrl.Reload(newCfg)
-		log.Info("config reloaded", "config", f.config, "http", web.addr)
+		d.reload()
 	}
 	cancel()
-	web.stop()
+	d.web.stop()
 	wg.Wait()
-	mx.Close()
+	d.metrics.Close()
 	log.Info("myhoard stopped")
 	return 0
+}
+
+// running is what a SIGHUP reloads in a running daemon.
+type running struct {
+	path    string
+	log     *slog.Logger
+	ctrl    *node.Controller
+	cluster *cluster.Node
+	handler *api.Server
+	web     *httpServer
+	metrics *metrics.Metrics
+}
+
+// reload reads the config again and puts it in force: the API token, the
+// cluster's and the API's certificates, the API's address and timeouts,
+// metrics, and the controller's config. A bad new config is logged and the
+// old one stays in force; cluster settings wait for a restart.
+func (d *running) reload() {
+	log := d.log
+	newCfg, err := config.Load(d.path)
+	if err != nil {
+		log.Error("config reload rejected, keeping the old config", "config", d.path, "problems", err.Error())
+		return
+	}
+	for _, w := range newCfg.Warnings() {
+		log.Warn(w)
+	}
+	if err := setToken(d.handler, newCfg); err != nil {
+		log.Error("config reload rejected: cannot read the API token, keeping the old config", "error", err)
+		return
+	}
+	if d.cluster != nil {
+		if err := d.cluster.ReloadTLS(); err != nil {
+			log.Error("config reload: cluster certificates not reloaded, the old ones stay in force", "error", err)
+		}
+	}
+	if addr := httpAddr(newCfg); addr != d.web.addr || !reflect.DeepEqual(newCfg.HTTPTLS, d.web.tlsFiles) || newCfg.HTTPTimeouts != d.web.timeouts {
+		moved, err := listenHTTP(newCfg, d.handler, log)
+		if err != nil {
+			log.Error("config reload: cannot serve the HTTP API on the new address, keeping the old config", "error", err)
+			return
+		}
+		d.web.stop()
+		d.web = moved
+	} else if d.web.tls != nil {
+		if err := d.web.tls.Reload(); err != nil {
+			log.Error("config reload: HTTPS certificate not reloaded, the old one stays in force", "error", err)
+		}
+	}
+	if nm, err := newMetrics(newCfg, d.ctrl, log); err != nil {
+		log.Error("config reload: metrics settings rejected, keeping the old ones", "error", err)
+	} else {
+		d.ctrl.SetMetrics(nm)
+		d.metrics.Close()
+		d.metrics = nm
+	}
+	if !reflect.DeepEqual(newCfg.Cluster, d.ctrl.Config().Cluster) {
+		log.Warn("config reload: cluster settings take effect at the next start of the daemon")
+	}
+	d.ctrl.Reload(newCfg)
+	log.Info("config reloaded", "config", d.path, "http", d.web.addr)
 }
 
 type httpServer struct {

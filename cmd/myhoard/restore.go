@@ -16,6 +16,9 @@ import (
 
 // restoreCommand starts a restore and follows it with a progress line, or
 // (--status) prints its state once.
+//
+// It is long because it is the command's whole dialogue: flags, the
+// request, then the progress loop.
 func restoreCommand(args []string, stdout, stderr io.Writer) int {
 	var stream, site, at, gtid *string
 	var approx, status *bool

@@ -165,6 +165,9 @@ func FreePort() (int, error) {
 
 // NewInstance writes the instance's my.cnf and initialises its data
 // directory (unless NoInit). It does not start the server.
+//
+// It is long because it writes the whole my.cnf of a test server, option by
+// option.
 func NewInstance(ctx context.Context, opts Options) (*Instance, error) {
 	tools, err := FindTools()
 	if err != nil {
