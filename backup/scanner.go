@@ -1,7 +1,15 @@
 // Package backup owns taking backups on the primary: the local binlog
-// scanner, backup streams (one full backup plus every binlog after it),
-// the basebackup operation (xtrabackup / mariabackup streamed through the
-// codec into object storage), and binlog uploads with their cursors.
+// scanner, the backup streams' lifecycle (one full backup plus every
+// binlog after it), the basebackup operation (xtrabackup / mariabackup
+// streamed through the codec into object storage), binlog uploads, the
+// listing of a site's backups, and the fences of a promotion.
+//
+// Every decision about the streams is a pure method of Streams (streams.go):
+// when a backup is due, which binlog a stream uploads next and under
+// which remote index (NextUploads: the upload decision), when a stream
+// completes or closes, which local binlogs are safe to purge, which backup
+// retention deletes. The node controller persists Streams and carries out
+// what it decides in the order of its tick.
 //
 // It stores through the storage package and reads binlogs through the
 // mysql package. It must never decide the node's mode, never upload

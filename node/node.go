@@ -12,8 +12,15 @@
 // (binlog scanning and upload behind the cluster's writer gate, full
 // backups on schedule and on request, stream completion and closing,
 // forced rotation, retention and local binlog purge). It also publishes
-// this node's state into the cluster view. It must never serve HTTP itself
-// (package api does) and never be imported by the packages below it.
+// this node's state into the cluster view.
+//
+// The mode changes in one place: changeModeLocked (mode.go) checks every
+// change against the transition table, persists it with its state changes
+// and rolls back when that fails. The decisions about streams are backup's
+// (backup.Streams), the flavour's statements mysql's (mysql.Dialect); the
+// controller keeps the order of a tick, the locking and the I/O. It must
+// never serve HTTP itself (package api does) and never be imported by the
+// packages below it.
 package node
 
 import (
