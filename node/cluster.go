@@ -8,6 +8,7 @@ import (
 	"github.com/myhoard/myhoard/backup"
 	"github.com/myhoard/myhoard/cluster"
 	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/restore"
 	"github.com/myhoard/myhoard/wire"
 )
 
@@ -140,15 +141,10 @@ func (c *Controller) autoRestore(ctx context.Context) error {
 	c.mu.Lock()
 	done := c.state.AutoRestored
 	c.mu.Unlock()
-	if c.clusterNode() == nil || !cfg.Cluster.AutoRestore || done || dataDirEmpty(cfg.MySQL.DataDirectory) != nil {
+	if c.clusterNode() == nil || !cfg.Cluster.AutoRestore || done || restore.CheckDataDirEmpty(cfg.MySQL.DataDirectory) != nil {
 		return nil
 	}
-	var newest *backup.BackupInfo
-	for _, b := range c.Backups() {
-		if b.CompletedAt != nil && b.BrokenAt == nil && b.Basebackup != nil && (newest == nil || b.StreamID > newest.StreamID) {
-			newest = &b
-		}
-	}
+	newest := restore.NewestRestorable(c.Backups(), "", "")
 	if newest == nil {
 		return nil // nothing to restore yet
 	}

@@ -83,7 +83,7 @@ type Controller struct {
 	lastError string
 	metrics   *metrics.Metrics
 
-	restoreJob    *restoreJob
+	restoreJob    *restore.Job
 	reloadPending bool
 
 	// killAt are the failpoints a test asked for (failpoint.go).
@@ -327,11 +327,7 @@ func (c *Controller) restoringBasebackup() bool {
 	c.mu.Lock()
 	job := c.restoreJob
 	c.mu.Unlock()
-	if job == nil {
-		return false
-	}
-	p := job.coord.State().Phase
-	return p == restore.PhaseRestoringBasebackup || p == restore.PhasePreparingBackup
+	return job != nil && job.InBasebackup()
 }
 
 func (c *Controller) isReady() bool {

@@ -81,7 +81,7 @@ func (c *Controller) promoteAfterRestore(force bool) error {
 	if job == nil {
 		return badRequest("no restore is running")
 	}
-	if err := job.coord.ForceComplete(); err != nil {
+	if err := job.Coord.ForceComplete(); err != nil {
 		if errors.Is(err, restore.ErrCannotForce) {
 			return badRequest("can only force promotion while waiting for binlogs to be applied (%v)", err)
 		}

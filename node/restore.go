@@ -14,7 +14,6 @@ import (
 	"github.com/myhoard/myhoard/config"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/restore"
-	"github.com/myhoard/myhoard/statefile"
 	"github.com/myhoard/myhoard/storage"
 	"github.com/myhoard/myhoard/wire"
 )
@@ -28,13 +27,6 @@ type ModeRequest struct {
 	TargetTime     *time.Time
 	ApproximateOK  bool
 	TargetGTID     string
-}
-
-// restoreJob is the running restore coordinator.
-type restoreJob struct {
-	coord  *restore.Coordinator
-	cancel context.CancelFunc
-	done   chan restore.Phase
 }
 
 func (c *Controller) restoreStatePath() string {
@@ -97,13 +89,13 @@ func (c *Controller) restoreFailed() bool {
 	job := c.restoreJob
 	c.mu.Unlock()
 	if job != nil {
-		return job.coord.State().Phase.Terminal() && job.coord.State().Phase != restore.PhaseCompleted
+		return job.Coord.State().Failed()
 	}
-	var st restore.State
-	if ok, err := statefile.Load(c.restoreStatePath(), &st); err != nil || !ok {
+	st, ok, err := restore.LoadState(c.restoreStatePath())
+	if err != nil || !ok {
 		return err == nil // no state at all: nothing runs
 	}
-	return st.Phase == restore.PhaseFailed || st.Phase == restore.PhaseFailedBasebackup
+	return st.Failed()
 }
 
 // validateRestore checks a restore request against the backup list, the
@@ -121,11 +113,9 @@ func (c *Controller) validateRestore(ctx context.Context, r ModeRequest) (*resto
 		sort.Strings(names)
 		return nil, badRequest("unknown site %q (configured: %s)", r.Site, strings.Join(names, ", "))
 	}
-	if r.TargetTime != nil && r.TargetGTID != "" {
-		return nil, badRequest("give target_time or target_gtid, not both")
-	}
-	if r.ApproximateOK && r.TargetTime == nil {
-		return nil, badRequest("target_time_approximate_ok needs target_time")
+	target := restore.Target{Time: r.TargetTime, ApproximateOK: r.ApproximateOK, GTID: r.TargetGTID}
+	if err := restore.CheckTarget(target); err != nil {
+		return nil, err
 	}
 	// Right after a start the sites may not be open yet: wait a little
 	// rather than answer "not found" for a backup that exists.
@@ -155,37 +145,14 @@ func (c *Controller) validateRestore(ctx context.Context, r ModeRequest) (*resto
 	if site == nil {
 		return nil, errNotReady
 	}
-	req, err := restore.CheckRequest(ctx, site, *b, c.Backups(), restore.Target{Time: r.TargetTime, ApproximateOK: r.ApproximateOK, GTID: r.TargetGTID}, time.Now())
+	req, err := restore.CheckRequest(ctx, site, *b, c.Backups(), target, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	if err := dataDirEmpty(cfg.MySQL.DataDirectory); err != nil {
+	if err := restore.CheckDataDirEmpty(cfg.MySQL.DataDirectory); err != nil {
 		return nil, err
 	}
 	return req, nil
-}
-
-func dataDirEmpty(dir string) error {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return badRequest("cannot read the data directory %s: %v", dir, err)
-	}
-	var names []string
-	for _, e := range entries {
-		if e.Name() != "lost+found" {
-			names = append(names, e.Name())
-		}
-	}
-	if len(names) > 0 {
-		if len(names) > 3 {
-			names = append(names[:3], "...")
-		}
-		return badRequest("the data directory %s is not empty (%s): a restore needs an empty one", dir, strings.Join(names, ", "))
-	}
-	return nil
 }
 
 // serverControl is how this node starts and stops its database server.
@@ -228,19 +195,19 @@ func (c *Controller) restoreTick(ctx context.Context) error {
 		return c.startRestore(ctx)
 	}
 	select {
-	case phase := <-job.done:
+	case <-job.Done():
 		c.mu.Lock()
 		c.restoreJob = nil
 		c.mu.Unlock()
-		return c.restoreEnded(ctx, job, phase)
+		return c.restoreEnded(ctx, job)
 	default:
 		return nil
 	}
 }
 
 func (c *Controller) startRestore(ctx context.Context) error {
-	var st restore.State
-	if ok, err := statefile.Load(c.restoreStatePath(), &st); err != nil {
+	st, ok, err := restore.LoadState(c.restoreStatePath())
+	if err != nil {
 		return err
 	} else if !ok {
 		return fmt.Errorf("restore mode without restore state %s", c.restoreStatePath())
@@ -259,24 +226,14 @@ func (c *Controller) startRestore(ctx context.Context) error {
 		c.mu.Unlock()
 		return err
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	job := &restoreJob{coord: coord, cancel: cancel, done: make(chan restore.Phase, 1)}
-	c.restoreJob = job
+	c.restoreJob = restore.Start(ctx, coord, c.poke)
 	c.mu.Unlock()
-	go func() {
-		phase, err := coord.Run(rctx)
-		if err != nil && rctx.Err() == nil {
-			c.log.Error("restore stopped", "phase", phase, "error", err)
-		}
-		job.done <- phase
-		c.poke()
-	}()
 	return nil
 }
 
-func (c *Controller) restoreEnded(ctx context.Context, job *restoreJob, phase restore.Phase) error {
-	st := job.coord.State()
-	switch phase {
+func (c *Controller) restoreEnded(ctx context.Context, job *restore.Job) error {
+	st := job.Coord.State()
+	switch job.Phase() {
 	case restore.PhaseCompleted:
 		c.log.Info("restore completed", "backup", st.BackupStreamID, "binlogs", st.BinlogsRestored)
 		c.mu.Lock()
@@ -300,7 +257,7 @@ func (c *Controller) restoreEnded(ctx context.Context, job *restoreJob, phase re
 
 // fallBack marks a backup that failed to restore broken (when configured)
 // and restores the newest older backup with all later binlogs instead.
-func (c *Controller) fallBack(ctx context.Context, job *restoreJob, st restore.State) error {
+func (c *Controller) fallBack(ctx context.Context, job *restore.Job, st restore.State) error {
 	cfg := c.Config()
 	c.mu.Lock()
 	site := c.sites[st.Request.Site]
@@ -315,18 +272,12 @@ func (c *Controller) fallBack(ctx context.Context, job *restoreJob, st restore.S
 	if err := c.refreshBackups(ctx, true); err != nil {
 		return err
 	}
-	var older *backup.BackupInfo
-	for _, b := range c.Backups() {
-		if b.Site == st.Request.Site && b.StreamID < st.BackupStreamID && b.CompletedAt != nil && b.BrokenAt == nil && b.Basebackup != nil &&
-			(older == nil || b.StreamID > older.StreamID) {
-			older = &b
-		}
-	}
+	older := restore.NewestRestorable(c.Backups(), st.Request.Site, st.BackupStreamID)
 	if older == nil {
-		return job.coord.Fail(fmt.Sprintf("%s; no older backup to fall back to", st.LastError))
+		return job.Coord.Fail(fmt.Sprintf("%s; no older backup to fall back to", st.LastError))
 	}
 	c.log.Warn("restoring an older backup instead", "failed", st.BackupStreamID, "instead", older.StreamID)
-	return job.coord.SwitchBackup(older.StreamID)
+	return job.Coord.SwitchBackup(older.StreamID)
 }
 
 // RestoreStatus is GET /status/restore.
@@ -338,22 +289,20 @@ func (c *Controller) RestoreStatus() (wire.RestoreStatus, error) {
 	job := c.restoreJob
 	c.mu.Unlock()
 	if job != nil {
-		return job.coord.Status(), nil
+		return job.Coord.Status(), nil
 	}
-	var st restore.State
-	if _, err := statefile.Load(c.restoreStatePath(), &st); err != nil {
+	st, _, err := restore.LoadState(c.restoreStatePath())
+	if err != nil {
 		return wire.RestoreStatus{}, err
 	}
-	return wire.RestoreStatus{Phase: string(st.Phase), CurrentBackupName: st.BackupStreamID, RequestedBackupName: st.Request.StreamID,
-		BinlogsRestored: st.BinlogsRestored, LastError: st.LastError, BasebackupErrors: st.BasebackupErrors, StartedAt: st.StartedAt}, nil
+	return st.Status(), nil
 }
 
 // stopRestoreLocked stops a running coordinator (c.mu held).
 func (c *Controller) stopRestoreLocked() {
 	if job := c.restoreJob; job != nil {
-		job.cancel()
 		c.mu.Unlock()
-		<-job.done
+		job.Stop()
 		c.mu.Lock()
 		c.restoreJob = nil
 	}

@@ -143,8 +143,7 @@ func New(o Options, req *Request) (*Coordinator, error) {
 			return nil, err
 		}
 	}
-	c.status = wire.RestoreStatus{Phase: string(c.st.Phase), CurrentBackupName: c.st.BackupStreamID, RequestedBackupName: c.st.Request.StreamID,
-		BinlogsRestored: c.st.BinlogsRestored, LastError: c.st.LastError, BasebackupErrors: c.st.BasebackupErrors, StartedAt: c.st.StartedAt}
+	c.status = c.st.Status()
 	return c, nil
 }
 

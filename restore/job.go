@@ -1,0 +1,131 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+
+	"github.com/myhoard/myhoard/statefile"
+	"github.com/myhoard/myhoard/wire"
+)
+
+// Job runs one Coordinator in the background (the daemon's restore mode).
+type Job struct {
+	Coord    *Coordinator
+	cancel   context.CancelFunc
+	finished chan struct{}
+	phase    Phase
+}
+
+// Start runs coord until it reaches a terminal phase, fails for good, or
+// Stop is called; onEnd is called after (the daemon wakes its loop).
+// A run that stops with an error not caused by Stop is logged.
+func Start(ctx context.Context, coord *Coordinator, onEnd func()) *Job {
+	ctx, cancel := context.WithCancel(ctx)
+	j := &Job{Coord: coord, cancel: cancel, finished: make(chan struct{})}
+	go func() {
+		phase, err := coord.Run(ctx)
+		if err != nil && ctx.Err() == nil {
+			coord.log.Error("restore stopped", "phase", phase, "error", err)
+		}
+		j.phase = phase
+		close(j.finished)
+		if onEnd != nil {
+			onEnd()
+		}
+	}()
+	return j
+}
+
+// Done is closed when the run ended; Phase then says where.
+func (j *Job) Done() <-chan struct{} { return j.finished }
+
+// Phase is the phase the run ended in (valid after Done).
+func (j *Job) Phase() Phase {
+	<-j.finished
+	return j.phase
+}
+
+// Stop cancels the run and waits for it to end.
+func (j *Job) Stop() {
+	j.cancel()
+	<-j.finished
+}
+
+// InBasebackup is true while the full backup is restored or prepared.
+func (j *Job) InBasebackup() bool {
+	p := j.Coord.State().Phase
+	return p == PhaseRestoringBasebackup || p == PhasePreparingBackup
+}
+
+// Failed reports whether the restore ended without completing.
+func (s State) Failed() bool { return s.Phase == PhaseFailed || s.Phase == PhaseFailedBasebackup }
+
+// Status is GET /status/restore of this state (without live progress).
+func (s State) Status() wire.RestoreStatus {
+	return wire.RestoreStatus{Phase: string(s.Phase), CurrentBackupName: s.BackupStreamID, RequestedBackupName: s.Request.StreamID,
+		BinlogsRestored: s.BinlogsRestored, LastError: s.LastError, BasebackupErrors: s.BasebackupErrors, StartedAt: s.StartedAt}
+}
+
+// LoadState reads a coordinator's state file; found is false without one.
+func LoadState(path string) (st State, found bool, err error) {
+	found, err = statefile.Load(path, &st)
+	return st, found, err
+}
+
+// NewestRestorable is the newest completed, unbroken backup of site (any
+// site when empty) whose stream id sorts before before (no bound when
+// empty): what auto_restore picks, and the fallback after a backup failed
+// to restore.
+func NewestRestorable(backups []wire.Backup, site, before string) *wire.Backup {
+	var newest *wire.Backup
+	for i := range backups {
+		b := &backups[i]
+		if (site != "" && b.Site != site) || (before != "" && b.StreamID >= before) ||
+			b.CompletedAt == nil || b.BrokenAt != nil || b.Basebackup == nil {
+			continue
+		}
+		if newest == nil || b.StreamID > newest.StreamID {
+			newest = b
+		}
+	}
+	return newest
+}
+
+// CheckTarget refuses a request that names both kinds of target, or
+// approximate matching without a time.
+func CheckTarget(t Target) error {
+	if t.Time != nil && t.GTID != "" {
+		return badRequest("give target_time or target_gtid, not both")
+	}
+	if t.ApproximateOK && t.Time == nil {
+		return badRequest("target_time_approximate_ok needs target_time")
+	}
+	return nil
+}
+
+// CheckDataDirEmpty refuses to restore into a data directory that holds
+// anything but lost+found (a missing one is fine: it is created).
+func CheckDataDirEmpty(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return badRequest("cannot read the data directory %s: %v", dir, err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.Name() != "lost+found" {
+			names = append(names, e.Name())
+		}
+	}
+	if len(names) > 0 {
+		if len(names) > 3 {
+			names = append(names[:3], "...")
+		}
+		return badRequest("the data directory %s is not empty (%s): a restore needs an empty one", dir, strings.Join(names, ", "))
+	}
+	return nil
+}
