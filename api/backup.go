@@ -29,12 +29,9 @@ type BackupNode interface {
 	MarkBroken(ctx context.Context, streamID string, broken bool) error
 }
 
-// badRequester is implemented by node errors that are the caller's fault.
-type badRequester interface{ BadRequest() bool }
-
 func writeNodeError(w http.ResponseWriter, err error) {
-	var br badRequester
-	if errors.As(err, &br) && br.BadRequest() {
+	var br *wire.RequestError
+	if errors.As(err, &br) {
 		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}

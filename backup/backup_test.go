@@ -315,26 +315,7 @@ func TestListingSurvivesBadObjects(t *testing.T) {
 	base := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	var ids []string
 	for i := 0; i < 10; i++ {
-		id := storage.NewStreamID(base.Add(time.Duration(i) * time.Hour))
-		ids = append(ids, id)
-		part := storage.StreamPrefix(id) + "basebackup/00000"
-		if err := site.PutBytes(ctx, part, []byte("data"), storage.PutOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		m := storage.BasebackupManifest{Version: storage.ManifestVersion, StreamID: id, Flavor: mysql.FlavorMariaDB, BinlogName: "binlog.000001",
-			SHA256: "x", Parts: []storage.BasebackupPart{{Key: part, EncodedSize: 4}}}
-		body, err := storage.MarshalManifest(&m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := site.PutBytes(ctx, storage.BasebackupManifestKey(id), body, storage.PutOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		for _, mk := range []storage.Marker{storage.MarkerCompleted, storage.MarkerClosed} {
-			if err := WriteMarker(ctx, site, id, mk, storage.MarkerRecord{At: base.Add(time.Duration(i) * time.Hour)}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		ids = append(ids, putFakeBackup(t, site, base.Add(time.Duration(i)*time.Hour), storage.MarkerCompleted, storage.MarkerClosed))
 	}
 	put := func(key, body string) {
 		if err := site.PutBytes(ctx, key, []byte(body), storage.PutOptions{}); err != nil {
@@ -363,4 +344,32 @@ func TestListingSurvivesBadObjects(t *testing.T) {
 			t.Errorf("the backup with a corrupt manifest does not age out: %+v", b)
 		}
 	}
+}
+
+// putFakeBackup stores a backup's basebackup.json, one part and the given
+// markers (all dated at), as a real backup would leave them; it returns
+// the stream id.
+func putFakeBackup(t *testing.T, site *storage.Site, at time.Time, markers ...storage.Marker) string {
+	t.Helper()
+	ctx := context.Background()
+	id := storage.NewStreamID(at)
+	part := storage.StreamPrefix(id) + "basebackup/00000"
+	if err := site.PutBytes(ctx, part, []byte("data"), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	m := storage.BasebackupManifest{Version: storage.ManifestVersion, StreamID: id, Flavor: mysql.FlavorMariaDB, BinlogName: "binlog.000001",
+		SHA256: "x", Parts: []storage.BasebackupPart{{Key: part, EncodedSize: 4}}}
+	body, err := storage.MarshalManifest(&m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := site.PutBytes(ctx, storage.BasebackupManifestKey(id), body, storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, mk := range markers {
+		if err := WriteMarker(ctx, site, id, mk, storage.MarkerRecord{At: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return id
 }

@@ -2,7 +2,9 @@
 // scanner, the backup streams' lifecycle (one full backup plus every
 // binlog after it), the basebackup operation (xtrabackup / mariabackup
 // streamed through the codec into object storage), binlog uploads, the
-// listing of a site's backups, and the fences of a promotion.
+// listing of a site's backups, and the fences of a promotion. Catalog
+// (catalog.go) is a node's view of its sites: the open sites and keys,
+// the cached listing, markers, and the deletions retention decides.
 //
 // Every decision about the streams is a pure method of Streams (streams.go):
 // when a backup is due, which binlog a stream uploads next and under

@@ -107,7 +107,7 @@ func (c *Controller) encodeOptions(site string) storage.EncodeOptions {
 	opts := storage.EncodeOptions{Compression: storage.Compression(sc.Compression.Algorithm), Level: sc.Compression.Level}
 	if sc.EncryptionKeys != nil {
 		if kp, err := storage.NewKeyPair(sc.EncryptionKeys.Public, ""); err == nil {
-			opts.Key = c.keys[kp.ID]
+			opts.Key = c.catalog.Keys()[kp.ID]
 		}
 	}
 	return opts
@@ -145,7 +145,7 @@ func (c *Controller) runBasebackups(ctx context.Context, now time.Time) {
 // startBasebackup runs a stream's full backup in the background, or adopts
 // the one a killed daemon completed.
 func (c *Controller) startBasebackup(ctx context.Context, s backup.StreamState) {
-	site := c.siteByName(s.Site)
+	site := c.catalog.Site(s.Site)
 	if site == nil {
 		c.updateStream(s.ID, func(st *backup.StreamState) { st.LastError = fmt.Sprintf("upload site %q is not open", s.Site) })
 		return
@@ -187,12 +187,6 @@ func (c *Controller) startBasebackup(ctx context.Context, s backup.StreamState) 
 		ch <- basebackupResult{m: m, err: err}
 		c.poke()
 	}()
-}
-
-func (c *Controller) siteByName(name string) *storage.Site {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.sites[name]
 }
 
 // updateStream changes an owned stream's state and persists it.
@@ -237,13 +231,14 @@ func (c *Controller) finishBasebackup(ctx context.Context, id string, res baseba
 		fail(err)
 		return
 	}
-	var site *storage.Site
+	var siteName string
 	var epoch int64
 	c.mu.Lock()
 	if st := c.state.Streams.Find(id); st != nil {
-		site, epoch = c.sites[st.Site], st.Epoch
+		siteName, epoch = st.Site, st.Epoch
 	}
 	c.mu.Unlock()
+	site := c.catalog.Site(siteName)
 	body, err := storage.MarshalManifest(res.m)
 	if err == nil {
 		err = c.passGate(ctx, epoch)
@@ -264,9 +259,7 @@ func (c *Controller) adoptBasebackup(id string, m *storage.BasebackupManifest) {
 	if err := c.changeStreams(func(s *backup.Streams) bool { _ = s.BasebackupStored(id, m.BinlogName); return true }); err != nil {
 		c.log.Error("save state", "error", err)
 	}
-	c.mu.Lock()
-	c.listedAt = time.Time{}
-	c.mu.Unlock()
+	c.catalog.Invalidate()
 }
 
 // uploadBinlogs uploads, per uploading stream and strictly in order, the
@@ -335,7 +328,7 @@ func (c *Controller) deposed(s backup.StreamState) error {
 func (c *Controller) uploadBatch(ctx context.Context, s backup.StreamState, batch []backup.BinlogUpload) error {
 	start := time.Now()
 	i := 0
-	err := backup.UploadBinlogs(ctx, c.siteByName(s.Site), batch, c.keys, uploadParallelism, func(m *storage.BinlogManifest, copied bool) error {
+	err := backup.UploadBinlogs(ctx, c.catalog.Site(s.Site), batch, c.catalog.Keys(), uploadParallelism, func(m *storage.BinlogManifest, copied bool) error {
 		b := batch[i].Binlog
 		i++
 		if copied {
@@ -395,9 +388,7 @@ func (c *Controller) completeAndClose(ctx context.Context) error {
 		c.log.Info("backup stream closed", "stream", s.ID)
 	}
 	if len(complete)+len(closing) > 0 {
-		c.mu.Lock()
-		c.listedAt = time.Time{}
-		c.mu.Unlock()
+		c.catalog.Invalidate()
 	}
 	return nil
 }
@@ -408,7 +399,7 @@ func (c *Controller) writeMarker(ctx context.Context, s backup.StreamState, mk s
 	if err := c.passGate(ctx, s.Epoch); err != nil {
 		return fmt.Errorf("stream %s: mark %s: %w", s.ID, mk, err)
 	}
-	if err := backup.WriteMarker(ctx, c.siteByName(s.Site), s.ID, mk, rec); err != nil {
+	if err := backup.WriteMarker(ctx, c.catalog.Site(s.Site), s.ID, mk, rec); err != nil {
 		return fmt.Errorf("stream %s: mark %s: %w", s.ID, mk, err)
 	}
 	return nil

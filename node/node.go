@@ -69,16 +69,14 @@ type Controller struct {
 	version string
 	reload  chan struct{}
 	wake    chan struct{}
-	ready   bool
 
+	// catalog holds the open sites, keys and the cached backup listing
+	// (its own lock).
+	catalog *backup.Catalog
 	// owned by the Run goroutine (read under mu by API methods)
-	sites     map[string]*storage.Site
-	keys      storage.Keyring
 	stats     *storage.Stats
 	db        *sql.DB
 	scanner   *backup.Scanner
-	backups   []backup.BackupInfo // nil until listed
-	listedAt  time.Time
 	jobs      map[string]chan basebackupResult
 	lastError string
 	metrics   *metrics.Metrics
@@ -120,7 +118,7 @@ type basebackupResult struct {
 // a new node).
 func New(cfg *config.Config, log *slog.Logger) (*Controller, error) {
 	c := &Controller{log: log, cfg: cfg, timing: DefaultTiming, reload: make(chan struct{}, 1), wake: make(chan struct{}, 1),
-		stats: &storage.Stats{}, jobs: map[string]chan basebackupResult{}, killAt: failpoints()}
+		stats: &storage.Stats{}, jobs: map[string]chan basebackupResult{}, killAt: failpoints(), catalog: backup.NewCatalog(log)}
 	c.state.Mode = ModeIdle
 	if _, err := statefile.Load(c.statePath(), &c.state); err != nil {
 		return nil, err
@@ -214,7 +212,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	backoff := time.Second
 	dbFailures := 0
 	for {
-		if !c.isReady() {
+		if !c.catalog.Ready() {
 			if err := c.openSites(ctx); err != nil {
 				if ctx.Err() != nil {
 					return nil
@@ -330,12 +328,6 @@ func (c *Controller) restoringBasebackup() bool {
 	return job != nil && job.InBasebackup()
 }
 
-func (c *Controller) isReady() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.ready
-}
-
 func (c *Controller) dbReady() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -389,26 +381,26 @@ func (c *Controller) connectDB(ctx context.Context) error {
 // openSites opens and checks every backup site and loads the encryption
 // keys (storage.OpenSites).
 func (c *Controller) openSites(ctx context.Context) error {
-	sites, keys, err := storage.OpenSites(ctx, c.Config().BackupSites, storage.SiteOptions{Log: c.log, Stats: c.stats})
+	cfg := c.Config()
+	sites, keys, err := storage.OpenSites(ctx, cfg.BackupSites, storage.SiteOptions{Log: c.log, Stats: c.stats})
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	c.sites, c.keys, c.ready = sites, keys, true
-	c.listedAt = time.Time{}
-	c.mu.Unlock()
+	recoveryOnly := map[string]bool{}
+	for name, sc := range cfg.BackupSites {
+		recoveryOnly[name] = sc.RecoveryOnly
+	}
+	c.catalog.Open(sites, keys, recoveryOnly)
 	return nil
 }
 
 func (c *Controller) shutdown() {
 	c.mu.Lock()
 	c.stopRestoreLocked()
-	sites, db := c.sites, c.db
-	c.sites, c.db, c.ready = nil, nil, false
+	db := c.db
+	c.db = nil
 	c.mu.Unlock()
-	for _, s := range sites {
-		s.Close()
-	}
+	c.catalog.Close()
 	if db != nil {
 		db.Close()
 	}
@@ -435,48 +427,19 @@ func (c *Controller) tick(ctx context.Context) error {
 	}
 }
 
-// refreshBackups lists the backups of every site when the cache is older
-// than the refresh interval (or force).
+// refreshBackups lists the backups of every site when the cached listing
+// is older than the refresh interval (or force).
 func (c *Controller) refreshBackups(ctx context.Context, force bool) error {
-	c.mu.Lock()
-	due := force || c.backups == nil || time.Since(c.listedAt) >= c.timing.BackupRefresh
-	sites := c.sites
-	cfg := c.cfg
-	c.mu.Unlock()
-	if !due {
-		return nil
+	maxAge := c.timing.BackupRefresh
+	if force {
+		maxAge = 0
 	}
-	var all []backup.BackupInfo
-	for name, s := range sites {
-		list, err := backup.ListBackups(ctx, s, cfg.BackupSites[name].RecoveryOnly)
-		if err != nil {
-			return fmt.Errorf("list backups: %w", err)
-		}
-		all = append(all, list...)
+	if err := c.catalog.Refresh(ctx, maxAge); err != nil {
+		return err
 	}
-	if all == nil {
-		all = []backup.BackupInfo{}
-	}
-	bad := 0
-	for _, b := range all {
-		if b.BrokenReason != "" {
-			bad++
-			c.log.Warn("a backup's objects cannot be read; it is listed as broken", "stream", b.StreamID, "site", b.Site, "reason", b.BrokenReason)
-		}
-	}
-	c.m().Gauge("myhoard.backup_list.unreadable_objects", float64(bad), nil)
-	c.mu.Lock()
-	c.backups, c.listedAt = all, time.Now()
-	c.mu.Unlock()
+	c.m().Gauge("myhoard.backup_list.unreadable_objects", float64(c.catalog.Unreadable()), nil)
 	return nil
 }
 
 // Backups returns the cached backup list (nil before the first listing).
-func (c *Controller) Backups() []backup.BackupInfo {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.backups == nil {
-		return nil
-	}
-	return append([]backup.BackupInfo{}, c.backups...)
-}
+func (c *Controller) Backups() []backup.BackupInfo { return c.catalog.Backups() }

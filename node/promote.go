@@ -284,7 +284,7 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 	if missing := f.Record.GTIDs.Subtract(executed); !missing.IsEmpty() {
 		c.log.Info("promote: applying the binlogs the old primary uploaded that this server lacks", "missing", missing.String(),
 			"below_index", f.Record.StartIndex)
-		err = restore.CatchUp(ctx, c.Backups(), f.Record, executed, restore.FromStorageOptions{Site: f.Site, Keys: c.keys, DB: db,
+		err = restore.CatchUp(ctx, c.Backups(), f.Record, executed, restore.FromStorageOptions{Site: f.Site, Keys: c.catalog.Keys(), DB: db,
 			RelayPrefix: cfg.MySQL.RelayLogPrefix, RelayIndex: cfg.MySQL.RelayLogIndexFile, MaxBytes: cfg.RestoreMaxBinlogBytes,
 			Parallel: restore.DefaultParallel(), Flavor: flavor, Log: c.log, Batch: func(int, int) { c.failpoint("promote-catchup") }})
 		if err != nil {
@@ -345,7 +345,7 @@ func (c *Controller) fenceStreams(ctx context.Context) (*backup.Fence, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := backup.FenceStreams(ctx, *open, backups, c.siteByName, storage.PromotionRecord{Epoch: epoch, NodeID: c.nodeID(),
+	f, err := backup.FenceStreams(ctx, *open, backups, c.catalog.Site, storage.PromotionRecord{Epoch: epoch, NodeID: c.nodeID(),
 		ServerID: uint32(c.Config().ServerID), PromotedAt: time.Now().UTC()})
 	if err != nil {
 		return nil, fmt.Errorf("promote: %w", err)
@@ -370,7 +370,7 @@ func (c *Controller) promotionEpoch(ctx context.Context, open backup.BackupInfo)
 	if c.clusterNode() != nil {
 		return epoch, nil
 	}
-	epoch, err := backup.PromotionEpoch(ctx, c.siteByName(open.Site), open, epoch, c.nodeID())
+	epoch, err := backup.PromotionEpoch(ctx, c.catalog.Site(open.Site), open, epoch, c.nodeID())
 	if err != nil {
 		return 0, err
 	}

@@ -96,7 +96,7 @@ func TestMarkersPassTheWriterGate(t *testing.T) {
 		{ID: "s1", Site: "s", Phase: backup.PhaseBinlog, Epoch: 1, CreatedAt: at},
 		{ID: "s2", Site: "s", Phase: backup.PhaseCatchup, Epoch: 1, CreatedAt: at.Add(time.Second), LastUploadedLocal: 5},
 	}
-	site := c.siteByName("s")
+	site := c.catalog.Site("s")
 	markers := func() []string {
 		var keys []string
 		_ = site.List(ctx, storage.StreamsPrefix, func(o storage.ObjectInfo) error {

@@ -8,6 +8,7 @@ import (
 	"github.com/myhoard/myhoard/backup"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
+	"github.com/myhoard/myhoard/wire"
 )
 
 // The requests of the HTTP API that act on backups (active mode's, and
@@ -85,7 +86,7 @@ func (c *Controller) SetBinlogIndex(n int64) error {
 		return errNotReady
 	}
 	if err := c.scanner.SetNextIndex(n); err != nil {
-		return &RequestError{Msg: err.Error()}
+		return &wire.RequestError{Msg: err.Error()}
 	}
 	c.poke()
 	return nil
@@ -147,19 +148,11 @@ func (c *Controller) SetReplicationState(rs map[string]map[string][][2]uint64) e
 // Preserve writes or removes (until nil) a backup's preservation marker
 // and, with a wait, waits until the backup list shows it.
 func (c *Controller) Preserve(ctx context.Context, streamID string, until *time.Time, wait time.Duration) (bool, error) {
-	site, err := c.siteOfBackup(streamID, false)
-	if err != nil {
-		return false, err
+	var rec *storage.MarkerRecord
+	if until != nil {
+		rec = &storage.MarkerRecord{At: time.Now().UTC(), PreserveUntil: until, NodeID: c.nodeID()}
 	}
-	if until == nil {
-		err = site.Delete(ctx, storage.MarkerKey(streamID, storage.MarkerPreserved))
-	} else {
-		err = backup.WriteMarker(ctx, site, streamID, storage.MarkerPreserved, storage.MarkerRecord{At: time.Now().UTC(), PreserveUntil: until, NodeID: c.Config().Cluster.NodeID})
-	}
-	if err != nil {
-		return false, err
-	}
-	if err := c.refreshBackups(ctx, true); err != nil {
+	if err := c.catalog.SetMarker(ctx, streamID, storage.MarkerPreserved, rec); err != nil {
 		return false, err
 	}
 	_ = wait // the marker is in storage and the list refreshed before returning
@@ -176,38 +169,10 @@ func (c *Controller) MarkBroken(ctx context.Context, streamID string, broken boo
 	if Mode(c.Mode()) != ModeActive {
 		return badRequest("backups can only be marked broken in active mode (mode is %s)", c.Mode())
 	}
-	site, err := c.siteOfBackup(streamID, true)
-	if err != nil {
-		return err
-	}
+	var rec *storage.MarkerRecord
 	if broken {
 		c.m().Inc("myhoard.basebackup_broken", 1, nil)
-		err = backup.WriteMarker(ctx, site, streamID, storage.MarkerBroken, storage.MarkerRecord{At: time.Now().UTC(), NodeID: c.Config().Cluster.NodeID})
-	} else {
-		err = site.Delete(ctx, storage.MarkerKey(streamID, storage.MarkerBroken))
+		rec = &storage.MarkerRecord{At: time.Now().UTC(), NodeID: c.nodeID()}
 	}
-	if err != nil {
-		return err
-	}
-	return c.refreshBackups(ctx, true)
-}
-
-// siteOfBackup finds the writable site holding a listed backup.
-func (c *Controller) siteOfBackup(streamID string, writable bool) (*storage.Site, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.backups == nil {
-		return nil, errNotReady
-	}
-	for _, b := range c.backups {
-		if b.StreamID == streamID {
-			if b.RecoverySite {
-				return nil, badRequest("backup %s is on recovery-only site %s, which myhoard never writes to", streamID, b.Site)
-			}
-			if s := c.sites[b.Site]; s != nil {
-				return s, nil
-			}
-		}
-	}
-	return nil, badRequest("no backup %q in the backup list", streamID)
+	return c.catalog.SetMarker(ctx, streamID, storage.MarkerBroken, rec)
 }

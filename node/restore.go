@@ -122,26 +122,14 @@ func (c *Controller) validateRestore(ctx context.Context, r ModeRequest) (*resto
 	if err := c.waitSitesOpen(ctx, 30*time.Second); err != nil {
 		return nil, err
 	}
-	find := func() *backup.BackupInfo {
-		for _, b := range c.Backups() {
-			if b.Site == r.Site && b.StreamID == r.StreamID {
-				return &b
-			}
-		}
-		return nil
+	b, err := c.catalog.Find(ctx, r.Site, r.StreamID)
+	if err != nil {
+		return nil, err
 	}
-	b := find()
 	if b == nil {
-		if err := c.refreshBackups(ctx, true); err != nil {
-			return nil, err
-		}
-		if b = find(); b == nil {
-			return nil, badRequest("backup %q not found on site %q (see GET /backup)", r.StreamID, r.Site)
-		}
+		return nil, badRequest("backup %q not found on site %q (see GET /backup)", r.StreamID, r.Site)
 	}
-	c.mu.Lock()
-	site := c.sites[r.Site]
-	c.mu.Unlock()
+	site := c.catalog.Site(r.Site)
 	if site == nil {
 		return nil, errNotReady
 	}
@@ -178,7 +166,7 @@ func (c *Controller) restoreOptionsLocked(site *storage.Site) restore.Options {
 		tmp = filepath.Dir(filepath.Clean(cfg.MySQL.DataDirectory))
 	}
 	return restore.Options{
-		StatePath: c.restoreStatePath(), Site: site, Keys: c.keys, Server: serverControl(cfg), Conn: ConnParams(cfg),
+		StatePath: c.restoreStatePath(), Site: site, Keys: c.catalog.Keys(), Server: serverControl(cfg), Conn: ConnParams(cfg),
 		DataDir: cfg.MySQL.DataDirectory, TempDir: tmp, RelayPrefix: cfg.MySQL.RelayLogPrefix, RelayIndex: cfg.MySQL.RelayLogIndexFile,
 		MaxBinlogBytes: cfg.RestoreMaxBinlogBytes, FreeMemoryPercent: cfg.RestoreFreeMemoryPercentage, ServerID: uint32(cfg.ServerID),
 		Log: c.log.With("component", "restore"), Metrics: c.metrics,
@@ -215,8 +203,8 @@ func (c *Controller) startRestore(ctx context.Context) error {
 	if st.Phase == restore.PhaseFailed {
 		return nil // parked until a new restore is requested
 	}
+	site := c.catalog.Site(st.Request.Site)
 	c.mu.Lock()
-	site := c.sites[st.Request.Site]
 	if site == nil {
 		c.mu.Unlock()
 		return fmt.Errorf("restore: site %q is not configured", st.Request.Site)
@@ -240,7 +228,7 @@ func (c *Controller) restoreEnded(ctx context.Context, job *restore.Job) error {
 		promote := c.state.PromoteAfterRestore
 		err := c.changeModeLocked(ModeObserve, func(s *controllerState) { s.PromoteAfterRestore = false })
 		if err == nil {
-			c.listedAt = time.Time{}
+			c.catalog.Invalidate()
 			_ = os.Rename(c.restoreStatePath(), c.restoreStatePath()+".completed")
 		}
 		c.mu.Unlock()
@@ -259,9 +247,7 @@ func (c *Controller) restoreEnded(ctx context.Context, job *restore.Job) error {
 // and restores the newest older backup with all later binlogs instead.
 func (c *Controller) fallBack(ctx context.Context, job *restore.Job, st restore.State) error {
 	cfg := c.Config()
-	c.mu.Lock()
-	site := c.sites[st.Request.Site]
-	c.mu.Unlock()
+	site := c.catalog.Site(st.Request.Site)
 	if cfg.RestoreAutoMarkBackupsBroken && site != nil && !cfg.BackupSites[st.Request.Site].RecoveryOnly {
 		err := backup.WriteMarker(ctx, site, st.BackupStreamID, storage.MarkerBroken, storage.MarkerRecord{At: time.Now().UTC(), NodeID: cfg.Cluster.NodeID})
 		if err != nil {
@@ -312,7 +298,7 @@ func (c *Controller) stopRestoreLocked() {
 // checked; after that the request fails naming why they are not.
 func (c *Controller) waitSitesOpen(ctx context.Context, d time.Duration) error {
 	deadline := time.Now().Add(d)
-	for !c.isReady() {
+	for !c.catalog.Ready() {
 		if time.Now().After(deadline) {
 			c.mu.Lock()
 			last := c.lastError

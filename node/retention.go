@@ -2,50 +2,23 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
-	"github.com/myhoard/myhoard/storage"
 )
 
+// purgeOldBackups deletes the backups retention lets go (at most 10 a
+// tick), never one of this node's open streams.
 func (c *Controller) purgeOldBackups(ctx context.Context) error {
-	for i := 0; i < 10; i++ {
-		c.mu.Lock()
-		bs := c.cfg.BackupSettings
-		own := map[string]bool{}
-		for _, s := range c.state.Streams.List {
-			own[s.ID] = true
-		}
-		victim := backup.Retention{CountMin: bs.BackupCountMin, CountMax: bs.BackupCountMax, AgeDaysMax: bs.BackupAgeDaysMax}.ToDelete(c.backups, own, time.Now())
-		site := (*storage.Site)(nil)
-		if victim != nil {
-			site = c.sites[victim.Site]
-		}
-		c.mu.Unlock()
-		if victim == nil || site == nil {
-			return nil
-		}
-		c.log.Info("deleting old backup", "stream", victim.StreamID, "site", victim.Site, "closed_at", victim.ClosedAt)
-		// basebackup.json first: the backup leaves listings at once.
-		if err := site.Delete(ctx, storage.BasebackupManifestKey(victim.StreamID)); err != nil {
-			return fmt.Errorf("delete backup %s: %w", victim.StreamID, err)
-		}
-		if _, err := site.DeletePrefix(ctx, storage.StreamPrefix(victim.StreamID)); err != nil {
-			return fmt.Errorf("delete backup %s: %w", victim.StreamID, err)
-		}
-		c.mu.Lock()
-		var keep []backup.BackupInfo
-		for _, b := range c.backups {
-			if b.StreamID != victim.StreamID {
-				keep = append(keep, b)
-			}
-		}
-		c.backups = keep
-		c.mu.Unlock()
+	c.mu.Lock()
+	bs := c.cfg.BackupSettings
+	own := map[string]bool{}
+	for _, s := range c.state.Streams.List {
+		own[s.ID] = true
 	}
-	return nil
+	c.mu.Unlock()
+	return c.catalog.DeleteOld(ctx, backup.Retention{CountMin: bs.BackupCountMin, CountMax: bs.BackupCountMax, AgeDaysMax: bs.BackupAgeDaysMax}, own, 10)
 }
 
 func (c *Controller) purgeBinlogs(ctx context.Context, now time.Time) error {

@@ -2,11 +2,11 @@ package node
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
 	"github.com/myhoard/myhoard/mysql"
+	"github.com/myhoard/myhoard/wire"
 )
 
 // controllerState is persisted in myhoard_controller_state.json.
@@ -27,16 +27,7 @@ type controllerState struct {
 	ReplicationStarted  bool `json:"replication_started,omitempty"`
 }
 
-// RequestError is a request the controller refuses (HTTP 400).
-type RequestError struct{ Msg string }
-
-func (e *RequestError) Error() string { return e.Msg }
-
-// BadRequest marks the error for the API.
-func (e *RequestError) BadRequest() bool { return true }
-
-func badRequest(format string, args ...any) error {
-	return &RequestError{Msg: fmt.Sprintf(format, args...)}
-}
+// badRequest is a request the controller refuses (HTTP 400).
+var badRequest = wire.BadRequest
 
 var errNotReady = errors.New("the controller is not ready yet (database or backup sites not reachable)")

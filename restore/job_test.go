@@ -93,7 +93,7 @@ func checkBadRequest(t *testing.T, err error, want string) {
 		}
 		return
 	}
-	var bad *BadRequestError
+	var bad *wire.RequestError
 	if !errors.As(err, &bad) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %v, want a bad request containing %q", err, want)
 	}

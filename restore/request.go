@@ -3,7 +3,6 @@ package restore
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/myhoard/myhoard/mysql"
@@ -11,18 +10,8 @@ import (
 	"github.com/myhoard/myhoard/wire"
 )
 
-// BadRequestError is a restore request that cannot be carried out as
-// asked (the API answers it with 400 and its message).
-type BadRequestError struct{ Msg string }
-
-func (e *BadRequestError) Error() string { return e.Msg }
-
-// BadRequest marks the error as the caller's.
-func (e *BadRequestError) BadRequest() bool { return true }
-
-func badRequest(format string, args ...any) error {
-	return &BadRequestError{Msg: fmt.Sprintf(format, args...)}
-}
+// badRequest is a restore request that cannot be carried out as asked.
+var badRequest = wire.BadRequest
 
 // Target is what a restore request asks for (none: the latest).
 type Target struct {

@@ -2,11 +2,13 @@
 // definition each: package api serves them, the packages that compute
 // them fill them (backup's listing, the restore coordinator's status, the
 // node's cluster view), and package client reads them (the CLI, the
-// end-to-end tests). It holds shapes only, never logic, and imports
-// nothing of myhoard but storage's manifest type.
+// end-to-end tests), and the error every layer returns for a request that
+// is the caller's fault (RequestError: 400). It holds shapes only, never
+// logic, and imports nothing of myhoard but storage's manifest type.
 package wire
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/myhoard/myhoard/storage"
@@ -144,4 +146,15 @@ type Promotion struct {
 	StartIndex int64     `json:"start_index,omitempty"`
 	GTIDs      string    `json:"gtids,omitempty"`
 	At         time.Time `json:"at"`
+}
+
+// RequestError is a request that cannot be carried out as asked; the API
+// answers it with 400 and {"message": Msg}.
+type RequestError struct{ Msg string }
+
+func (e *RequestError) Error() string { return e.Msg }
+
+// BadRequest is a RequestError with a formatted message.
+func BadRequest(format string, args ...any) error {
+	return &RequestError{Msg: fmt.Sprintf(format, args...)}
 }
