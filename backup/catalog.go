@@ -24,13 +24,12 @@ var ErrSitesClosed = errors.New("the backup sites are not open yet")
 type Catalog struct {
 	log *slog.Logger
 
-	mu           sync.Mutex
-	sites        map[string]*storage.Site
-	keys         storage.Keyring
-	recoveryOnly map[string]bool
-	backups      []BackupInfo // nil until listed
-	listedAt     time.Time
-	unreadable   int
+	mu         sync.Mutex
+	sites      map[string]*storage.Site
+	keys       storage.Keyring
+	backups    []BackupInfo // nil until listed
+	listedAt   time.Time
+	unreadable int
 }
 
 // NewCatalog makes a catalog with no site open.
@@ -41,13 +40,12 @@ func NewCatalog(log *slog.Logger) *Catalog {
 	return &Catalog{log: log}
 }
 
-// Open puts opened sites and their keys in use; recoveryOnly names the
-// sites myhoard never writes to. The listing is refreshed at the next
-// Refresh.
-func (k *Catalog) Open(sites map[string]*storage.Site, keys storage.Keyring, recoveryOnly map[string]bool) {
+// Open puts opened sites and their keys in use. The listing is
+// refreshed at the next Refresh.
+func (k *Catalog) Open(sites map[string]*storage.Site, keys storage.Keyring) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.sites, k.keys, k.recoveryOnly = sites, keys, recoveryOnly
+	k.sites, k.keys = sites, keys
 	k.listedAt = time.Time{}
 }
 
@@ -96,7 +94,7 @@ func (k *Catalog) Invalidate() {
 func (k *Catalog) Refresh(ctx context.Context, maxAge time.Duration) error {
 	k.mu.Lock()
 	due := maxAge <= 0 || k.backups == nil || time.Since(k.listedAt) >= maxAge
-	sites, recoveryOnly := k.sites, k.recoveryOnly
+	sites := k.sites
 	k.mu.Unlock()
 	if !due {
 		return nil
@@ -111,7 +109,7 @@ func (k *Catalog) Refresh(ctx context.Context, maxAge time.Duration) error {
 	sort.Strings(names)
 	all := []BackupInfo{}
 	for _, name := range names {
-		list, err := ListBackups(ctx, sites[name], recoveryOnly[name])
+		list, err := ListBackups(ctx, sites[name], sites[name].RecoveryOnly)
 		if err != nil {
 			return fmt.Errorf("list backups of site %s: %w", name, err)
 		}

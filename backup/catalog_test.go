@@ -31,7 +31,8 @@ func TestCatalog(t *testing.T) {
 	if err := k.Refresh(ctx, 0); !errors.Is(err, ErrSitesClosed) {
 		t.Fatalf("refresh before open: %v, want ErrSitesClosed", err)
 	}
-	k.Open(map[string]*storage.Site{"s": site, "r": rsite}, nil, map[string]bool{"r": true})
+	rsite.RecoveryOnly = true
+	k.Open(map[string]*storage.Site{"s": site, "r": rsite}, nil)
 	if err := k.Refresh(ctx, time.Hour); err != nil {
 		t.Fatal(err)
 	}

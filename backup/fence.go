@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
 )
 
@@ -88,4 +89,17 @@ func PromotionEpoch(ctx context.Context, site *storage.Site, open BackupInfo, ep
 		return 0, err
 	}
 	return max(epoch, top+1, open.Basebackup.Epoch+1), nil
+}
+
+// ContinueFrom is the first local binlog a promoted node uploads into the
+// stream it continues: the first, by index, that added transactions
+// outside stored (what storage holds); next when storage holds them all.
+func ContinueFrom(local []LocalBinlog, stored mysql.GTIDSet, next int64) int64 {
+	first := next
+	for _, b := range local {
+		if !b.GTIDsAdded.IsSubsetOf(stored) && b.Index < first {
+			first = b.Index
+		}
+	}
+	return first
 }

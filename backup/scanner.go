@@ -112,6 +112,17 @@ func (s *Scanner) indexes() ([]int64, error) {
 	return out, nil
 }
 
+// ScanAll scans until a scan finds no new binlog (one Scan reads at most
+// BatchSize of them).
+func (s *Scanner) ScanAll(ctx context.Context) error {
+	for {
+		added, _, err := s.Scan(ctx)
+		if err != nil || len(added) == 0 {
+			return err
+		}
+	}
+}
+
 // Scan reads new complete binlogs and drops purged ones from its list. It
 // returns what was added and removed.
 func (s *Scanner) Scan(ctx context.Context) (added, removed []LocalBinlog, err error) {

@@ -351,3 +351,33 @@ func TestContinue(t *testing.T) {
 		t.Errorf("%+v\nwant %+v", st, want)
 	}
 }
+
+func TestContinueFrom(t *testing.T) {
+	gtid := func(s string) mysql.GTIDSet {
+		t.Helper()
+		set, err := mysql.ParseGTIDSet(mysql.FlavorMariaDB, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return set
+	}
+	local := []LocalBinlog{ // unsorted, as the scanner may return them
+		{Index: 7, GTIDsAdded: gtid("0-1-21-30")},
+		{Index: 5, GTIDsAdded: gtid("0-1-1-10")},
+		{Index: 6, GTIDsAdded: gtid("0-1-11-20")},
+		{Index: 8, GTIDsAdded: gtid("")}, // no transactions
+	}
+	for _, tc := range []struct {
+		stored string
+		want   int64
+	}{
+		{"", 5},
+		{"0-1-1-10", 6},
+		{"0-1-1-25", 7}, // a binlog partly in storage is uploaded again
+		{"0-1-1-30", 9}, // everything stored: the next binlog
+	} {
+		if got := ContinueFrom(local, gtid(tc.stored), 9); got != tc.want {
+			t.Errorf("stored %q: continue from %d, want %d", tc.stored, got, tc.want)
+		}
+	}
+}

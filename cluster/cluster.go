@@ -133,7 +133,11 @@ type Node struct {
 	// hellos are the bootstrap peers whose certificate this node checked
 	// (node id -> RPC address).
 	hellos map[string]string
-	events chan struct{}
+	// published is the state last published, at publishedAt
+	// (PublishIfChanged).
+	published   string
+	publishedAt time.Time
+	events      chan struct{}
 	// reconciles counts the leader's reconcile passes (tests wait for one
 	// to prove the leader looked).
 	reconciles atomic.Int64

@@ -83,6 +83,12 @@ func StartReplication(ctx context.Context, db Execer, d Dialect, r ReplicationSo
 	if err != nil {
 		return err
 	}
+	return ExecAll(ctx, db, stmts)
+}
+
+// ExecAll runs the statements in order and stops at the first that fails,
+// naming it (passwords hidden) in the error.
+func ExecAll(ctx context.Context, db Execer, stmts []string) error {
 	for _, q := range stmts {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("%s: %w", RedactSQL(q), err)

@@ -91,6 +91,15 @@ func DetectFlavor(ctx context.Context, db *sql.DB) (Flavor, string, error) {
 	return f, version, nil
 }
 
+// ReadOnly reports @@GLOBAL.read_only.
+func ReadOnly(ctx context.Context, db *sql.DB) (bool, error) {
+	var ro int
+	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.read_only").Scan(&ro); err != nil {
+		return false, fmt.Errorf("read read_only: %w", err)
+	}
+	return ro != 0, nil
+}
+
 // FlushBinaryLogs closes the current binlog (FLUSH BINARY LOGS) and
 // returns the name of the file it closed (the second newest afterwards;
 // "" when the server lists fewer than two).

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
+	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
 )
 
@@ -91,7 +92,7 @@ func (c *Controller) forceRotation(ctx context.Context, now time.Time, interval 
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	_, err := db.ExecContext(rctx, "FLUSH BINARY LOGS")
+	_, err := mysql.FlushBinaryLogs(rctx, db)
 	cancel()
 	if err != nil {
 		c.log.Warn("forced binlog rotation failed", "error", err)
@@ -100,17 +101,6 @@ func (c *Controller) forceRotation(ctx context.Context, now time.Time, interval 
 	c.mu.Lock()
 	c.state.Streams.LastRotation = now
 	c.mu.Unlock()
-}
-
-func (c *Controller) encodeOptions(site string) storage.EncodeOptions {
-	sc := c.cfg.BackupSites[site]
-	opts := storage.EncodeOptions{Compression: storage.Compression(sc.Compression.Algorithm), Level: sc.Compression.Level}
-	if sc.EncryptionKeys != nil {
-		if kp, err := storage.NewKeyPair(sc.EncryptionKeys.Public, ""); err == nil {
-			opts.Key = c.catalog.Keys()[kp.ID]
-		}
-	}
-	return opts
 }
 
 // runBasebackups starts the full backup of new streams in the background
@@ -165,7 +155,7 @@ func (c *Controller) startBasebackup(ctx context.Context, s backup.StreamState) 
 	opts := backup.BasebackupOptions{
 		Flavor: c.flavor, ConfigFile: c.cfg.MySQL.ConfigFileName, Conn: ConnParams(c.cfg), DataDir: c.cfg.MySQL.DataDirectory,
 		TempDir: c.cfg.TemporaryDirectory, CopyThreads: c.cfg.Xtrabackup.CopyThreads, SplitSize: sc.SplitSize,
-		Encode: c.encodeOptions(s.Site), RegisterRedoLogConsumer: c.cfg.Xtrabackup.RegisterRedoLogConsumer,
+		Encode: site.Encode, RegisterRedoLogConsumer: c.cfg.Xtrabackup.RegisterRedoLogConsumer,
 		EstimateMemory: c.cfg.Xtrabackup.EstimateMemory, ServerUUID: c.state.ServerUUID, NodeID: c.cfg.Cluster.NodeID,
 		Epoch: s.Epoch, Log: c.log, ServerID: uint32(c.cfg.ServerID),
 	}
@@ -284,11 +274,14 @@ func (c *Controller) uploadBinlogs(ctx context.Context) error {
 		if err := c.deposed(s); err != nil {
 			return err
 		}
+		site := c.catalog.Site(s.Site)
+		if site == nil {
+			return fmt.Errorf("stream %s: upload site %q is not open", s.ID, s.Site)
+		}
 		c.mu.Lock()
 		// the other streams' cursors as they are now (an older stream may
 		// have uploaded what this one needs in this very tick)
 		planned, err := c.state.Streams.NextUploads(s.ID, local, skipped, serverID, uploadsPerTick)
-		enc := c.encodeOptions(s.Site)
 		c.mu.Unlock()
 		if err != nil {
 			return err
@@ -299,9 +292,9 @@ func (c *Controller) uploadBinlogs(ctx context.Context) error {
 		gate := c.uploadGate(s.Epoch)
 		batch := make([]backup.BinlogUpload, len(planned))
 		for i, p := range planned {
-			batch[i] = backup.BinlogUpload{Ref: p.Ref, Binlog: p.Binlog, Flavor: flavor, ServerUUID: uuid, Encode: enc, CopyFrom: p.CopyFrom, Gate: gate}
+			batch[i] = backup.BinlogUpload{Ref: p.Ref, Binlog: p.Binlog, Flavor: flavor, ServerUUID: uuid, Encode: site.Encode, CopyFrom: p.CopyFrom, Gate: gate}
 		}
-		if err := c.uploadBatch(ctx, s, batch); err != nil {
+		if err := c.uploadBatch(ctx, site, s, batch); err != nil {
 			return err
 		}
 	}
@@ -325,10 +318,10 @@ func (c *Controller) deposed(s backup.StreamState) error {
 
 // uploadBatch uploads one stream's batch, moving and persisting its
 // cursor after each binlog.
-func (c *Controller) uploadBatch(ctx context.Context, s backup.StreamState, batch []backup.BinlogUpload) error {
+func (c *Controller) uploadBatch(ctx context.Context, site *storage.Site, s backup.StreamState, batch []backup.BinlogUpload) error {
 	start := time.Now()
 	i := 0
-	err := backup.UploadBinlogs(ctx, c.catalog.Site(s.Site), batch, c.catalog.Keys(), uploadParallelism, func(m *storage.BinlogManifest, copied bool) error {
+	err := backup.UploadBinlogs(ctx, site, batch, c.catalog.Keys(), uploadParallelism, func(m *storage.BinlogManifest, copied bool) error {
 		b := batch[i].Binlog
 		i++
 		if copied {

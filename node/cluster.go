@@ -30,15 +30,15 @@ func (c *Controller) clusterNode() *cluster.Node {
 
 func (c *Controller) nodeID() string { return c.Config().Cluster.NodeID }
 
-// publishState publishes this node's executed GTID set, mode and liveness
-// into the cluster view when it changed, and at least every 5 seconds.
+// publishState publishes this node's executed GTID set and mode into the
+// cluster view when they changed, and every few seconds (its liveness).
 func (c *Controller) publishState(ctx context.Context) {
 	cn := c.clusterNode()
 	if cn == nil {
 		return
 	}
 	c.mu.Lock()
-	db, flavor, last, lastAt := c.db, c.flavor, c.published, c.publishedAt
+	db, flavor := c.db, c.flavor
 	c.mu.Unlock()
 	var gtids string
 	if db != nil && Mode(c.Mode()) != ModeRestore {
@@ -49,35 +49,20 @@ func (c *Controller) publishState(ctx context.Context) {
 			gtids = set.String()
 		}
 	}
-	now := time.Now().UTC()
-	state := gtids + "|" + c.Mode()
-	if state == last && now.Sub(lastAt) < 5*time.Second {
-		return
-	}
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := cn.PublishState(actx, cluster.StateUpdate{NodeID: c.nodeID(), GTIDs: gtids, Mode: c.Mode(), At: now}); err != nil {
+	if err := cn.PublishIfChanged(actx, gtids, c.Mode()); err != nil {
 		c.log.Debug("publishing the node state failed", "error", err)
-		return
 	}
-	c.mu.Lock()
-	c.published, c.publishedAt = state, now
-	c.mu.Unlock()
 }
 
-// uploadGate is the writer gate: a linearizable check, through the Raft
-// leader, that this node is still the primary for epoch.
+// uploadGate is the writer gate (cluster.Node.WriterGate); nil for a lone
+// node.
 func (c *Controller) uploadGate(epoch int64) func(context.Context) error {
-	cn := c.clusterNode()
-	if cn == nil {
-		return nil
+	if cn := c.clusterNode(); cn != nil {
+		return cn.WriterGate(epoch)
 	}
-	id := c.nodeID()
-	return func(ctx context.Context) error {
-		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		return cn.VerifyPrimary(gctx, id, epoch)
-	}
+	return nil
 }
 
 // passGate is the writer gate for the objects that make a backup visible
@@ -103,34 +88,6 @@ func (c *Controller) ClusterStatus() (wire.ClusterStatus, error) {
 		return wire.ClusterStatus{}, badRequest("this node is not part of a cluster (cluster.raft_address is not set)")
 	}
 	return cn.Status()
-}
-
-// clusterReplicationState is the executed GTID sets of the other members
-// and of the servers reported through PUT /replication_state, in the
-// form the purge rules read.
-func (c *Controller) clusterReplicationState(flavor mysql.Flavor) map[string]mysql.ReplicationState {
-	cn := c.clusterNode()
-	if cn == nil {
-		return nil
-	}
-	view := cn.View()
-	out := map[string]mysql.ReplicationState{}
-	add := func(name, text string) {
-		set, err := mysql.ParseGTIDSet(flavor, text)
-		if err == nil {
-			out[name] = set.ReplicationState()
-		}
-	}
-	self := c.nodeID()
-	for id := range view.Members {
-		if id != self {
-			add(id, view.GTIDs[id]) // an unknown position blocks purging
-		}
-	}
-	for name, text := range view.External {
-		add(name, text)
-	}
-	return out
 }
 
 // autoRestore starts a restore of the newest backup on a cluster node

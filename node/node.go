@@ -87,10 +87,8 @@ type Controller struct {
 	// killAt are the failpoints a test asked for (failpoint.go).
 	killAt map[string]bool
 
-	cluster     *cluster.Node
-	published   string
-	publishedAt time.Time
-	publishing  atomic.Bool
+	cluster    *cluster.Node
+	publishing atomic.Bool
 }
 
 // SetMetrics sets where metrics and unexpected errors go.
@@ -381,16 +379,11 @@ func (c *Controller) connectDB(ctx context.Context) error {
 // openSites opens and checks every backup site and loads the encryption
 // keys (storage.OpenSites).
 func (c *Controller) openSites(ctx context.Context) error {
-	cfg := c.Config()
-	sites, keys, err := storage.OpenSites(ctx, cfg.BackupSites, storage.SiteOptions{Log: c.log, Stats: c.stats})
+	sites, keys, err := storage.OpenSites(ctx, c.Config().BackupSites, storage.SiteOptions{Log: c.log, Stats: c.stats})
 	if err != nil {
 		return err
 	}
-	recoveryOnly := map[string]bool{}
-	for name, sc := range cfg.BackupSites {
-		recoveryOnly[name] = sc.RecoveryOnly
-	}
-	c.catalog.Open(sites, keys, recoveryOnly)
+	c.catalog.Open(sites, keys)
 	return nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
@@ -101,7 +100,7 @@ func (c *Controller) checkPromotable(ctx context.Context, cn *cluster.Node, view
 		return nil
 	}
 	if view.Primary != "" && view.Primary != c.nodeID() {
-		if alive, why := primaryAlive(cn, view); alive {
+		if alive, why := cn.PrimaryAlive(view); alive {
 			return badRequest("node %s is the primary at epoch %d and %s; promote this node with force to take over", view.Primary, view.Epoch, why)
 		}
 	}
@@ -114,70 +113,25 @@ func (c *Controller) checkPromotable(ctx context.Context, cn *cluster.Node, view
 	if db == nil {
 		return badRequest("the database is not reachable: a promotion needs it")
 	}
-	var ro int
-	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.read_only").Scan(&ro); err != nil {
-		return fmt.Errorf("promote: read read_only: %w", err)
+	ro, err := mysql.ReadOnly(ctx, db)
+	if err != nil {
+		return fmt.Errorf("promote: %w", err)
 	}
-	if ro == 0 {
+	if !ro {
 		return badRequest("the server is not read_only: a replica about to be promoted must be read-only (or promote with force)")
 	}
 	return nil
 }
 
-// primaryStaleAfter: a primary that gossip has no news of (this node
-// started after it died) counts as alive while it published its state
-// this recently.
-const primaryStaleAfter = 15 * time.Second
-
-// primaryAlive says whether the view's primary is alive as far as this
-// node can tell, and why.
-func primaryAlive(cn *cluster.Node, view cluster.View) (bool, string) {
-	switch st := cn.GossipState(view.Primary); st {
-	case cluster.GossipAlive:
-		return true, "gossip sees it alive"
-	case cluster.GossipFailed, cluster.GossipLeft:
-		return false, "gossip marks it " + st
-	default:
-		seen := view.Members[view.Primary].LastSeen
-		if age := time.Since(seen); age < primaryStaleAfter {
-			return true, fmt.Sprintf("gossip has no news of it, but it published its state %v ago", age.Round(time.Second))
-		}
-		return false, "gossip has no news of it"
-	}
-}
-
-// claimPrimary makes this node the primary through Raft (compare-and-set
-// on the epoch of view) and returns the new epoch. When the outcome is
-// unknown (the leader changed while the request was in flight) it reads
-// the view once it has caught up: the compare-and-set may have committed.
+// claimPrimary makes this node the primary through Raft
+// (cluster.Node.ClaimPrimary) and returns the new epoch.
 func (c *Controller) claimPrimary(ctx context.Context, view cluster.View) (int64, error) {
-	cn := c.clusterNode()
-	self := c.nodeID()
-	if view.Primary == self {
-		// Already named (a repeated request, or one whose daemon died
-		// before taking up the role): the leader confirms it.
-		if err := cn.VerifyPrimary(ctx, self, view.Epoch); err != nil {
-			return 0, fmt.Errorf("promote: this node's view names it the primary at epoch %d, but the leader does not confirm it (%w); try again", view.Epoch, err)
-		}
-		return view.Epoch, nil
-	}
-	epoch, err := cn.Promote(ctx, cluster.PromoteRequest{NodeID: self, ExpectedEpoch: view.Epoch, At: time.Now().UTC()})
+	epoch, err := c.clusterNode().ClaimPrimary(ctx, view)
 	if errors.Is(err, cluster.ErrStaleEpoch) {
 		return 0, badRequest("another node was promoted meanwhile (%v); see GET /cluster", err)
 	}
 	if err != nil {
-		deadline := time.Now().Add(3 * time.Second)
-		for time.Now().Before(deadline) && ctx.Err() == nil {
-			if v := cn.View(); v.Epoch > view.Epoch {
-				if v.Primary == self && cn.VerifyPrimary(ctx, self, v.Epoch) == nil {
-					c.log.Info("the promotion committed although its answer was lost", "epoch", v.Epoch, "error", err)
-					return v.Epoch, nil
-				}
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		return 0, fmt.Errorf("promote %s at epoch %d: %w", self, view.Epoch+1, err)
+		return 0, fmt.Errorf("promote: %w", err)
 	}
 	c.log.Info("this node is the primary", "epoch", epoch)
 	return epoch, nil
@@ -293,34 +247,18 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 	}
 	// stop replicating from the old primary (or from the catch-up's relay
 	// logs)
-	for _, q := range mysql.DialectOf(flavor).ResetReplica() {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("promote: %s: %w", q, err)
-		}
+	if err := mysql.ExecAll(ctx, db, mysql.DialectOf(flavor).ResetReplica()); err != nil {
+		return fmt.Errorf("promote: %w", err)
 	}
 	// Continue the stream from the first local binlog with transactions
 	// that storage lacks (everything before it is there already).
-	if _, err := db.ExecContext(ctx, "FLUSH BINARY LOGS"); err != nil {
-		return fmt.Errorf("promote: FLUSH BINARY LOGS: %w", err)
+	if _, err := mysql.FlushBinaryLogs(ctx, db); err != nil {
+		return fmt.Errorf("promote: %w", err)
 	}
-	for {
-		added, _, err := scanner.Scan(ctx)
-		if err != nil {
-			return err
-		}
-		if len(added) == 0 {
-			break
-		}
+	if err := scanner.ScanAll(ctx); err != nil {
+		return err
 	}
-	local := scanner.Binlogs()
-	sort.Slice(local, func(i, j int) bool { return local[i].Index < local[j].Index })
-	first := scanner.NextIndex()
-	for _, b := range local {
-		if !b.GTIDsAdded.IsSubsetOf(f.Record.GTIDs) {
-			first = b.Index
-			break
-		}
-	}
+	first := backup.ContinueFrom(scanner.Binlogs(), f.Record.GTIDs, scanner.NextIndex())
 	bs := cfg.BackupSettings
 	st := backup.Continue(f.Open, backup.Schedule{Hour: bs.BackupHour, Minute: bs.BackupMinute, IntervalMinutes: bs.BackupIntervalMinutes},
 		epoch, f.Record.StartIndex, first)

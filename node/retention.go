@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
+	"github.com/myhoard/myhoard/mysql"
 )
 
 // purgeOldBackups deletes the backups retention lets go (at most 10 a
@@ -28,7 +29,10 @@ func (c *Controller) purgeBinlogs(ctx context.Context, now time.Time) error {
 // purgeBinlogsWith purges local binlogs by the active rules (backedUp nil)
 // or by the given backup safety rule.
 func (c *Controller) purgeBinlogsWith(ctx context.Context, now time.Time, backedUp func(backup.LocalBinlog) bool) error {
-	clusterRS := c.clusterReplicationState(c.Flavor())
+	var clusterRS map[string]mysql.ReplicationState
+	if cn := c.clusterNode(); cn != nil {
+		clusterRS = cn.View().ReplicationStates(c.Flavor(), c.nodeID())
+	}
 	c.mu.Lock()
 	ps := c.cfg.BinlogPurgeSettings
 	if !ps.Enabled || c.scanner == nil || c.db == nil || now.Sub(c.state.BinlogsPurgedAt) < time.Duration(ps.PurgeInterval*float64(time.Second)) {

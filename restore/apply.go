@@ -75,10 +75,8 @@ func ApplyBinlogs(ctx context.Context, o ApplyOptions) error {
 	// batch, and the new index must be written before the relay log is
 	// initialised again (the server reads it only then).
 	d := mysql.DialectOf(o.Flavor)
-	for _, q := range d.ResetReplica() {
-		if _, err := o.DB.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("apply binlogs: %s: %w", q, err)
-		}
+	if err := mysql.ExecAll(ctx, o.DB, d.ResetReplica()); err != nil {
+		return fmt.Errorf("apply binlogs: %w", err)
 	}
 	var index strings.Builder
 	for i, f := range o.Files {
@@ -95,10 +93,8 @@ func ApplyBinlogs(ctx context.Context, o ApplyOptions) error {
 	if err := os.WriteFile(o.RelayIndex, []byte(index.String()), 0o640); err != nil {
 		return fmt.Errorf("apply binlogs: write %s: %w", o.RelayIndex, err)
 	}
-	for _, q := range startStatements(o) {
-		if _, err := o.DB.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("apply binlogs: %s: %w", q, err)
-		}
+	if err := mysql.ExecAll(ctx, o.DB, startStatements(o)); err != nil {
+		return fmt.Errorf("apply binlogs: %w", err)
 	}
 	deadline := time.Now().Add(o.Timeout)
 	purged := 0
@@ -141,10 +137,8 @@ wait:
 			return fmt.Errorf("apply binlogs: %s not reached within %v", o.Target, o.Timeout)
 		}
 	}
-	for _, q := range append(d.ResetReplica(), d.ParallelWorkers(0)) {
-		if _, err := o.DB.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("apply binlogs: %s: %w", q, err)
-		}
+	if err := mysql.ExecAll(ctx, o.DB, append(d.ResetReplica(), d.ParallelWorkers(0))); err != nil {
+		return fmt.Errorf("apply binlogs: %w", err)
 	}
 	return nil
 }
@@ -152,10 +146,8 @@ wait:
 // InitGTIDState gives a restored server the basebackup's GTID state
 // (mysql.Dialect.InitGTIDState), so that any replay is rejected.
 func InitGTIDState(ctx context.Context, db *sql.DB, flavor mysql.Flavor, gtid mysql.GTIDSet) error {
-	for _, q := range mysql.DialectOf(flavor).InitGTIDState(gtid) {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("set the GTID state %s: %s: %w", gtid, q, err)
-		}
+	if err := mysql.ExecAll(ctx, db, mysql.DialectOf(flavor).InitGTIDState(gtid)); err != nil {
+		return fmt.Errorf("set the GTID state %s: %w", gtid, err)
 	}
 	return nil
 }

@@ -781,10 +781,8 @@ func (c *Coordinator) finalize(ctx context.Context) error {
 	}
 	db, err := c.conn(ctx)
 	if err == nil {
-		for _, q := range mysql.DialectOf(m.Flavor).ResetReplica() {
-			if _, err := db.ExecContext(ctx, q); err != nil {
-				return fmt.Errorf("finalize restore: %s: %w", q, err)
-			}
+		if err := mysql.ExecAll(ctx, db, mysql.DialectOf(m.Flavor).ResetReplica()); err != nil {
+			return fmt.Errorf("finalize restore: %w", err)
 		}
 	} else {
 		c.log.Warn("restored server not answering before the final restart", "error", err)

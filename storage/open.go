@@ -207,8 +207,10 @@ func OpenSites(ctx context.Context, sites map[string]*config.Site, opts SiteOpti
 		return nil, nil, err
 	}
 	for name, sc := range sites {
+		var kp *KeyPair
 		if sc.EncryptionKeys != nil {
-			kp, err := NewKeyPair(sc.EncryptionKeys.Public, sc.EncryptionKeys.Private)
+			var err error
+			kp, err = NewKeyPair(sc.EncryptionKeys.Public, sc.EncryptionKeys.Private)
 			if err != nil {
 				return fail(fmt.Errorf("backup site %s: encryption keys: %w", name, err))
 			}
@@ -218,6 +220,8 @@ func OpenSites(ctx context.Context, sites map[string]*config.Site, opts SiteOpti
 		if err != nil {
 			return fail(err)
 		}
+		s.Encode = EncodeOptions{Compression: Compression(sc.Compression.Algorithm), Level: sc.Compression.Level, Key: kp}
+		s.RecoveryOnly = sc.RecoveryOnly
 		if sc.RecoveryOnly {
 			err = s.CheckReadOnly(ctx)
 		} else {

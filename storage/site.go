@@ -72,6 +72,11 @@ type Site struct {
 	Name   string
 	URL    string
 	Prefix string
+	// Encode is how new objects of this site are encoded (its
+	// compression and encryption key) and RecoveryOnly that myhoard never
+	// writes to it; OpenSites sets both from the config.
+	Encode       EncodeOptions
+	RecoveryOnly bool
 
 	bucket *blob.Bucket
 	opts   SiteOptions
