@@ -40,7 +40,7 @@ type StatusNode interface {
 	// active.
 	Mode() string
 	// RequestMode handles PUT /status.
-	RequestMode(ctx context.Context, r StatusRequest) (string, error)
+	RequestMode(ctx context.Context, r wire.ModeChange) (string, error)
 	// RestoreStatus is GET /status/restore (a bad request when the mode
 	// is not restore).
 	RestoreStatus() (wire.RestoreStatus, error)

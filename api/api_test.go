@@ -6,8 +6,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/myhoard/myhoard/wire"
 )
 
 // fakeNode answers Mode; the other methods are not called by these tests.
@@ -69,6 +72,33 @@ func TestDecodeBody(t *testing.T) {
 		err := DecodeBody(r, &dst)
 		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 			t.Errorf("body %.40q: error %v, want %q", tc.body, err, tc.wantErr)
+		}
+	}
+}
+
+func TestDecodeModeChange(t *testing.T) {
+	tests := []struct {
+		body, wantErr string
+		want          wire.ModeChange
+	}{
+		{`{"mode": "active", "force": true}`, "", wire.ModeChange{Mode: "active", Force: true}},
+		{`{"mode": "restore", "site": "a", "stream_id": "s", "target_gtid": "0-1-5"}`, "", wire.ModeChange{Mode: "restore", Site: "a", StreamID: "s", TargetGTID: "0-1-5"}},
+		{`{}`, "mode is required", wire.ModeChange{}},
+		{`{"mode": "active", "force": "yes"}`, "force must be true or false", wire.ModeChange{}},
+		{`{"mode": "restore", "rebuild_tables": true}`, "rebuild_tables is not supported", wire.ModeChange{}},
+		{`{"mode": "restore", "target_time": "yesterday"}`, "target_time", wire.ModeChange{}},
+		{`{"mode": "observe", "stream_id": "s", "target_gtid": "0-1-5"}`, "stream_id, target_gtid only apply to mode restore", wire.ModeChange{}},
+		{`{"mode": "active", "target_time": 1700000000, "target_time_approximate_ok": true}`, "target_time, target_time_approximate_ok only apply to mode restore", wire.ModeChange{}},
+	}
+	for _, tc := range tests {
+		got, err := decodeModeChange(httptest.NewRequest("PUT", "/status", strings.NewReader(tc.body)))
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%s: %v", tc.body, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%s: error %v, want %q", tc.body, err, tc.wantErr)
+		case tc.wantErr == "" && !reflect.DeepEqual(got, tc.want):
+			t.Errorf("%s: %+v, want %+v", tc.body, got, tc.want)
 		}
 	}
 }

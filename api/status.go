@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
@@ -26,7 +28,7 @@ func (s *Server) getRestoreStatus(w http.ResponseWriter, _ *http.Request, _ http
 
 // putStatus is PUT /status: a mode change, a promotion or a restore.
 func (s *Server) putStatus(w http.ResponseWriter, req *http.Request, _ httprouter.Params) {
-	sr, err := decodeStatusRequest(req)
+	sr, err := decodeModeChange(req)
 	if err != nil {
 		WriteError(w, http.StatusBadRequest, err.Error())
 		return
@@ -39,9 +41,10 @@ func (s *Server) putStatus(w http.ResponseWriter, req *http.Request, _ httproute
 	WriteJSON(w, http.StatusOK, wire.Status{Mode: mode})
 }
 
-// decodeStatusRequest reads PUT /status's body: force must be a boolean,
-// target_time an ISO 8601 time or epoch seconds, rebuild_tables is refused.
-func decodeStatusRequest(req *http.Request) (StatusRequest, error) {
+// decodeModeChange reads PUT /status's body: force must be a boolean,
+// target_time an ISO 8601 time or epoch seconds, rebuild_tables is
+// refused, and the restore fields come only with mode restore.
+func decodeModeChange(req *http.Request) (wire.ModeChange, error) {
 	var body struct {
 		Mode                    *string `json:"mode"`
 		Force                   any     `json:"force"`
@@ -53,12 +56,12 @@ func decodeStatusRequest(req *http.Request) (StatusRequest, error) {
 		RebuildTables           *bool   `json:"rebuild_tables"`
 	}
 	if err := DecodeBody(req, &body); err != nil {
-		return StatusRequest{}, err
+		return wire.ModeChange{}, err
 	}
 	if body.Mode == nil {
-		return StatusRequest{}, fmt.Errorf("mode is required")
+		return wire.ModeChange{}, fmt.Errorf("mode is required")
 	}
-	sr := StatusRequest{Mode: *body.Mode}
+	sr := wire.ModeChange{Mode: *body.Mode}
 	if body.Force != nil {
 		f, ok := body.Force.(bool)
 		if !ok {
@@ -78,19 +81,24 @@ func decodeStatusRequest(req *http.Request) (StatusRequest, error) {
 		sr.ApproximateOK = *body.TargetTimeApproximateOK
 	}
 	t, err := ParseTargetTime(body.TargetTime)
+	if err != nil {
+		return sr, err
+	}
 	sr.TargetTime = t
-	return sr, err
-}
-
-// StatusRequest is the body of PUT /status.
-type StatusRequest struct {
-	Mode  string
-	Force bool
-	// Restore only: the backup, and at most one of the targets.
-	Site, StreamID string
-	TargetTime     *time.Time
-	ApproximateOK  bool
-	TargetGTID     string
+	if sr.Mode != "restore" {
+		var extra []string
+		for name, set := range map[string]bool{"site": sr.Site != "", "stream_id": sr.StreamID != "", "target_time": sr.TargetTime != nil,
+			"target_gtid": sr.TargetGTID != "", "target_time_approximate_ok": sr.ApproximateOK} {
+			if set {
+				extra = append(extra, name)
+			}
+		}
+		if len(extra) > 0 {
+			sort.Strings(extra)
+			return sr, fmt.Errorf("%s only apply to mode restore", strings.Join(extra, ", "))
+		}
+	}
+	return sr, nil
 }
 
 // ParseTargetTime reads target_time: null, an ISO 8601 timestamp (the

@@ -106,7 +106,7 @@ func (c *Controller) autoRestore(ctx context.Context) error {
 		return nil // nothing to restore yet
 	}
 	c.log.Info("auto_restore: restoring the newest backup", "stream", newest.StreamID, "site", newest.Site)
-	if _, err := c.RequestMode(ctx, ModeRequest{Mode: ModeRestore, Site: newest.Site, StreamID: newest.StreamID}); err != nil {
+	if _, err := c.requestMode(ctx, wire.ModeChange{Mode: string(ModeRestore), Site: newest.Site, StreamID: newest.StreamID}); err != nil {
 		return fmt.Errorf("auto_restore of %s: %w", newest.StreamID, err)
 	}
 	c.mu.Lock()

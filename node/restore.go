@@ -18,40 +18,24 @@ import (
 	"github.com/myhoard/myhoard/wire"
 )
 
-// ModeRequest is PUT /status.
-type ModeRequest struct {
-	Mode  Mode
-	Force bool
-	// Restore only.
-	Site, StreamID string
-	TargetTime     *time.Time
-	ApproximateOK  bool
-	TargetGTID     string
-}
-
 func (c *Controller) restoreStatePath() string {
 	return filepath.Join(c.cfg.StateDirectory, "restore_coordinator_state.json")
 }
 
 // RequestMode handles PUT /status: mode changes, and restores with their
 // validation (each problem is a 400 with a precise message).
-func (c *Controller) RequestMode(ctx context.Context, r ModeRequest) (Mode, error) {
-	if r.Mode != ModeRestore {
-		var extra []string
-		for name, set := range map[string]bool{"site": r.Site != "", "stream_id": r.StreamID != "", "target_time": r.TargetTime != nil,
-			"target_gtid": r.TargetGTID != "", "target_time_approximate_ok": r.ApproximateOK} {
-			if set {
-				extra = append(extra, name)
-			}
-		}
-		if len(extra) > 0 {
-			sort.Strings(extra)
-			return Mode(c.Mode()), badRequest("%s only apply to mode restore", strings.Join(extra, ", "))
-		}
-		if cur := Mode(c.Mode()); r.Mode == ModePromote || (r.Mode == ModeActive && (c.clusterNode() != nil || cur == ModeObserve || cur == ModeRestore)) {
+func (c *Controller) RequestMode(ctx context.Context, r wire.ModeChange) (string, error) {
+	m, err := c.requestMode(ctx, r)
+	return string(m), err
+}
+
+func (c *Controller) requestMode(ctx context.Context, r wire.ModeChange) (Mode, error) {
+	if Mode(r.Mode) != ModeRestore {
+		to := Mode(r.Mode)
+		if cur := Mode(c.Mode()); to == ModePromote || (to == ModeActive && (c.clusterNode() != nil || cur == ModeObserve || cur == ModeRestore)) {
 			return c.promote(ctx, r.Force)
 		}
-		return c.SetMode(r.Mode)
+		return c.SetMode(to)
 	}
 	from := Mode(c.Mode())
 	if from != ModeIdle && !(from == ModeRestore && c.restoreFailed()) {
@@ -100,7 +84,7 @@ func (c *Controller) restoreFailed() bool {
 
 // validateRestore checks a restore request against the backup list, the
 // backup's restorable window and the data directory.
-func (c *Controller) validateRestore(ctx context.Context, r ModeRequest) (*restore.Request, error) {
+func (c *Controller) validateRestore(ctx context.Context, r wire.ModeChange) (*restore.Request, error) {
 	cfg := c.Config()
 	if r.Site == "" || r.StreamID == "" {
 		return nil, badRequest("a restore needs site and stream_id (see GET /backup)")

@@ -31,6 +31,18 @@ type ModeRequest struct {
 	TargetGTID              string `json:"target_gtid,omitempty"`
 }
 
+// ModeChange is PUT /status as the API decoded and checked it (target_time
+// parsed): what the node acts on.
+type ModeChange struct {
+	Mode  string
+	Force bool
+	// Restore only: the backup, and at most one of the targets.
+	Site, StreamID string
+	TargetTime     *time.Time
+	ApproximateOK  bool
+	TargetGTID     string
+}
+
 // Backup is one backup of GET /backup.
 type Backup struct {
 	Site       string                      `json:"site"`

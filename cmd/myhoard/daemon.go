@@ -74,7 +74,7 @@ func daemon(args []string, stderr io.Writer) int {
 		ctrl.SetCluster(cn)
 		defer cn.Close()
 	}
-	handler := api.New(nodeAPI{ctrl}, log)
+	handler := api.New(ctrl, log)
 	handler.SetObserver(func(name string, d time.Duration) { ctrl.Metrics().Timing("myhoard.http."+name, d, nil) })
 	if err := setToken(handler, cfg); err != nil {
 		log.Error("cannot read the API token", "error", err)
