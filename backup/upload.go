@@ -25,10 +25,10 @@ type BinlogUpload struct {
 	// another stream of the same site: the object is copied in storage
 	// instead of encoded again.
 	CopyFrom *storage.BinlogRef
-	// Gate, when set, must pass right before the manifest makes the
-	// binlog visible (the cluster's check that this node is still the
-	// primary for Ref.Epoch); its error stops the upload.
-	Gate func(ctx context.Context) error
+	// Gate must pass right before the manifest makes the binlog visible
+	// (the cluster's check that this node is still the primary for
+	// Ref.Epoch); its refusal stops the upload.
+	Gate Gate
 }
 
 // ErrGateClosed wraps the gate's error.
@@ -178,10 +178,8 @@ func writeManifest(ctx context.Context, site *storage.Site, u BinlogUpload, d up
 	if err != nil {
 		return nil, err
 	}
-	if u.Gate != nil {
-		if err := u.Gate(ctx); err != nil {
-			return nil, fmt.Errorf("upload binlog %s: %w: %v", u.Binlog.Name, ErrGateClosed, err)
-		}
+	if err := u.Gate.Pass(ctx); err != nil {
+		return nil, fmt.Errorf("upload binlog %s: %w", u.Binlog.Name, err)
 	}
 	err = site.PutBytes(ctx, ref.ManifestKey(), body, storage.PutOptions{IfNotExist: true, ContentType: "application/json"})
 	if errors.Is(err, storage.ErrExists) {

@@ -103,30 +103,16 @@ func (c *Controller) forceRotation(ctx context.Context, now time.Time, interval 
 	c.mu.Unlock()
 }
 
-// runBasebackups starts the full backup of new streams in the background
-// and takes in the results of finished ones. Storage calls happen outside
-// the controller's lock, so the API never waits on storage.
+// runBasebackups takes in the finished full backups and starts those of
+// new streams in the background. Storage calls happen outside the
+// controller's lock, so the API never waits on storage.
 func (c *Controller) runBasebackups(ctx context.Context, now time.Time) {
-	type finished struct {
-		id  string
-		res basebackupResult
+	for _, res := range c.basebackups.Finished() {
+		c.finishBasebackup(ctx, res)
 	}
-	var done []finished
 	c.mu.Lock()
-	for id, ch := range c.jobs {
-		select {
-		case res := <-ch:
-			delete(c.jobs, id)
-			done = append(done, finished{id, res})
-		default:
-		}
-	}
-	toStart := c.state.Streams.BasebackupsDue(now, func(id string) bool { _, running := c.jobs[id]; return running })
+	toStart := c.state.Streams.BasebackupsDue(now, c.basebackups.Running)
 	c.mu.Unlock()
-
-	for _, f := range done {
-		c.finishBasebackup(ctx, f.id, f.res)
-	}
 	for _, s := range toStart {
 		c.startBasebackup(ctx, s)
 	}
@@ -140,43 +126,33 @@ func (c *Controller) startBasebackup(ctx context.Context, s backup.StreamState) 
 		c.updateStream(s.ID, func(st *backup.StreamState) { st.LastError = fmt.Sprintf("upload site %q is not open", s.Site) })
 		return
 	}
-	// After a crash the backup may be complete in storage already: adopt
-	// it rather than overwrite its parts.
-	if data, err := site.GetBytes(ctx, storage.BasebackupManifestKey(s.ID)); err == nil {
-		var m storage.BasebackupManifest
-		if err := storage.UnmarshalManifest(storage.BasebackupManifestKey(s.ID), data, &m); err == nil {
-			c.log.Info("basebackup found in storage after a restart; resuming the stream", "stream", s.ID)
-			c.adoptBasebackup(s.ID, &m)
-			return
-		}
+	if m := backup.StoredBasebackup(ctx, site, s.ID); m != nil {
+		c.log.Info("basebackup found in storage after a restart; resuming the stream", "stream", s.ID)
+		c.adoptBasebackup(s.ID, m)
+		return
 	}
 	c.mu.Lock()
-	sc := c.cfg.BackupSites[s.Site]
+	cfg, mx := c.cfg, c.metrics
 	opts := backup.BasebackupOptions{
-		Flavor: c.flavor, ConfigFile: c.cfg.MySQL.ConfigFileName, Conn: ConnParams(c.cfg), DataDir: c.cfg.MySQL.DataDirectory,
-		TempDir: c.cfg.TemporaryDirectory, CopyThreads: c.cfg.Xtrabackup.CopyThreads, SplitSize: sc.SplitSize,
-		Encode: site.Encode, RegisterRedoLogConsumer: c.cfg.Xtrabackup.RegisterRedoLogConsumer,
-		EstimateMemory: c.cfg.Xtrabackup.EstimateMemory, ServerUUID: c.state.ServerUUID, NodeID: c.cfg.Cluster.NodeID,
-		Epoch: s.Epoch, Log: c.log, ServerID: uint32(c.cfg.ServerID),
+		Flavor: c.flavor, ConfigFile: cfg.MySQL.ConfigFileName, Conn: ConnParams(cfg), DataDir: cfg.MySQL.DataDirectory,
+		TempDir: cfg.TemporaryDirectory, CopyThreads: cfg.Xtrabackup.CopyThreads, SplitSize: cfg.BackupSites[s.Site].SplitSize,
+		Encode: site.Encode, RegisterRedoLogConsumer: cfg.Xtrabackup.RegisterRedoLogConsumer,
+		EstimateMemory: cfg.Xtrabackup.EstimateMemory, ServerUUID: c.state.ServerUUID, NodeID: cfg.Cluster.NodeID,
+		Epoch: s.Epoch, Log: c.log, ServerID: uint32(cfg.ServerID),
+		Progress: func(pct float64) { mx.Gauge("myhoard.basebackup.estimated_progress", pct, nil) },
+		Uploaded: func(n int64, rate float64) {
+			mx.Gauge("myhoard.backup_stream.basebackup_bytes_uploaded", float64(n), nil)
+			mx.Gauge("myhoard.backup_stream.basebackup_upload_rate", rate, nil)
+		},
 	}
-	m := c.metrics
-	opts.Progress = func(pct float64) { m.Gauge("myhoard.basebackup.estimated_progress", pct, nil) }
-	opts.Uploaded = func(n int64, rate float64) {
-		m.Gauge("myhoard.backup_stream.basebackup_bytes_uploaded", float64(n), nil)
-		m.Gauge("myhoard.backup_stream.basebackup_upload_rate", rate, nil)
-	}
+	db := c.db
+	c.mu.Unlock()
 	if opts.TempDir == "" {
 		opts.TempDir = os.TempDir()
 	}
-	ch := make(chan basebackupResult, 1)
-	c.jobs[s.ID] = ch
-	db := c.db
-	c.mu.Unlock()
-	go func() {
-		m, err := backup.TakeBasebackup(ctx, site, s.ID, opts, db)
-		ch <- basebackupResult{m: m, err: err}
-		c.poke()
-	}()
+	c.basebackups.Start(ctx, s.ID, func(ctx context.Context) (*storage.BasebackupManifest, error) {
+		return backup.TakeBasebackup(ctx, site, s.ID, opts, db)
+	}, c.poke)
 }
 
 // updateStream changes an owned stream's state and persists it.
@@ -195,52 +171,42 @@ func (c *Controller) updateStream(id string, f func(*backup.StreamState)) {
 
 // finishBasebackup publishes a finished full backup (its basebackup.json,
 // behind the writer gate) or schedules another attempt.
-func (c *Controller) finishBasebackup(ctx context.Context, id string, res basebackupResult) {
-	mx := c.m()
-	fail := func(err error) {
-		if err := c.changeStreams(func(s *backup.Streams) bool {
-			wait := s.BasebackupFailed(id, err, time.Now())
-			c.log.Error("basebackup failed; retrying", "stream", id, "retry_in", wait, "error", err)
-			return true
-		}); err != nil {
-			c.log.Error("save state", "error", err)
+func (c *Controller) finishBasebackup(ctx context.Context, res backup.BasebackupResult) {
+	mx, id, m := c.m(), res.StreamID, res.Manifest
+	err := res.Err
+	if err != nil {
+		mx.Inc("myhoard.basebackup.errors", 1, nil)
+	} else {
+		mx.Gauge("myhoard.basebackup.bytes_uncompressed", float64(m.Size), nil)
+		mx.Gauge("myhoard.basebackup.bytes_compressed", float64(m.EncodedSize), nil)
+		if m.EncodedSize > 0 {
+			mx.Gauge("myhoard.basebackup.compression_ratio", float64(m.Size)/float64(m.EncodedSize), nil)
+		}
+		mx.Timing("myhoard.basebackup.xtrabackup_backup", m.EndedAt.Sub(m.StartedAt), nil)
+		var siteName string
+		var epoch int64
+		c.mu.Lock()
+		if st := c.state.Streams.Find(id); st != nil {
+			siteName, epoch = st.Site, st.Epoch
+		}
+		c.mu.Unlock()
+		if site := c.catalog.Site(siteName); site == nil {
+			err = fmt.Errorf("stream %s: upload site %q is not open", id, siteName)
+		} else {
+			err = backup.PublishBasebackup(ctx, site, m, c.gate(epoch))
 		}
 	}
-	if res.err != nil {
-		mx.Inc("myhoard.basebackup.errors", 1, nil)
-		fail(res.err)
-		return
-	}
-	mx.Gauge("myhoard.basebackup.bytes_uncompressed", float64(res.m.Size), nil)
-	mx.Gauge("myhoard.basebackup.bytes_compressed", float64(res.m.EncodedSize), nil)
-	if res.m.EncodedSize > 0 {
-		mx.Gauge("myhoard.basebackup.compression_ratio", float64(res.m.Size)/float64(res.m.EncodedSize), nil)
-	}
-	mx.Timing("myhoard.basebackup.xtrabackup_backup", res.m.EndedAt.Sub(res.m.StartedAt), nil)
-	if _, err := backup.BinlogIndexOf(res.m.BinlogName); err != nil {
-		fail(err)
-		return
-	}
-	var siteName string
-	var epoch int64
-	c.mu.Lock()
-	if st := c.state.Streams.Find(id); st != nil {
-		siteName, epoch = st.Site, st.Epoch
-	}
-	c.mu.Unlock()
-	site := c.catalog.Site(siteName)
-	body, err := storage.MarshalManifest(res.m)
 	if err == nil {
-		err = c.passGate(ctx, epoch)
-	}
-	if err == nil && site != nil {
-		err = site.PutBytes(ctx, storage.BasebackupManifestKey(id), body, storage.PutOptions{IfNotExist: true, ContentType: "application/json"})
-	}
-	if err != nil {
-		fail(fmt.Errorf("write basebackup.json: %w", err))
+		c.adoptBasebackup(id, m)
 		return
 	}
-	c.adoptBasebackup(id, res.m)
+	if serr := c.changeStreams(func(s *backup.Streams) bool {
+		wait := s.BasebackupFailed(id, err, time.Now())
+		c.log.Error("basebackup failed; retrying", "stream", id, "retry_in", wait, "error", err)
+		return true
+	}); serr != nil {
+		c.log.Error("save state", "error", serr)
+	}
 }
 
 // adoptBasebackup moves a stream whose basebackup.json is in storage to
@@ -289,7 +255,7 @@ func (c *Controller) uploadBinlogs(ctx context.Context) error {
 		if len(planned) == 0 {
 			continue
 		}
-		gate := c.uploadGate(s.Epoch)
+		gate := c.gate(s.Epoch)
 		batch := make([]backup.BinlogUpload, len(planned))
 		for i, p := range planned {
 			batch[i] = backup.BinlogUpload{Ref: p.Ref, Binlog: p.Binlog, Flavor: flavor, ServerUUID: uuid, Encode: site.Encode, CopyFrom: p.CopyFrom, Gate: gate}
@@ -389,13 +355,11 @@ func (c *Controller) completeAndClose(ctx context.Context) error {
 // writeMarker writes a stream's completed or closed marker behind the
 // writer gate.
 func (c *Controller) writeMarker(ctx context.Context, s backup.StreamState, mk storage.Marker, rec storage.MarkerRecord) error {
-	if err := c.passGate(ctx, s.Epoch); err != nil {
-		return fmt.Errorf("stream %s: mark %s: %w", s.ID, mk, err)
+	site := c.catalog.Site(s.Site)
+	if site == nil {
+		return fmt.Errorf("stream %s: mark %s: upload site %q is not open", s.ID, mk, s.Site)
 	}
-	if err := backup.WriteMarker(ctx, c.catalog.Site(s.Site), s.ID, mk, rec); err != nil {
-		return fmt.Errorf("stream %s: mark %s: %w", s.ID, mk, err)
-	}
-	return nil
+	return backup.WriteGatedMarker(ctx, site, s.ID, mk, rec, c.gate(s.Epoch))
 }
 
 // binlogGauges reports the local binlogs and what each stream still has to

@@ -56,25 +56,10 @@ func (c *Controller) publishState(ctx context.Context) {
 	}
 }
 
-// uploadGate is the writer gate (cluster.Node.WriterGate); nil for a lone
-// node.
-func (c *Controller) uploadGate(epoch int64) func(context.Context) error {
+// gate is the writer gate (cluster.Node.WriterGate); nil for a lone node.
+func (c *Controller) gate(epoch int64) backup.Gate {
 	if cn := c.clusterNode(); cn != nil {
 		return cn.WriterGate(epoch)
-	}
-	return nil
-}
-
-// passGate is the writer gate for the objects that make a backup visible
-// or end a stream (basebackup.json, the completed and closed markers): the
-// same check as before a binlog manifest. A lone node always passes.
-func (c *Controller) passGate(ctx context.Context, epoch int64) error {
-	gate := c.uploadGate(epoch)
-	if gate == nil {
-		return nil
-	}
-	if err := gate(ctx); err != nil {
-		return fmt.Errorf("%w: %v", backup.ErrGateClosed, err)
 	}
 	return nil
 }

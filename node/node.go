@@ -74,12 +74,13 @@ type Controller struct {
 	// (its own lock).
 	catalog *backup.Catalog
 	// owned by the Run goroutine (read under mu by API methods)
-	stats     *storage.Stats
-	db        *sql.DB
-	scanner   *backup.Scanner
-	jobs      map[string]chan basebackupResult
-	lastError string
-	metrics   *metrics.Metrics
+	stats   *storage.Stats
+	db      *sql.DB
+	scanner *backup.Scanner
+	// basebackups are the full backups running in the background
+	basebackups backup.BasebackupJobs
+	lastError   string
+	metrics     *metrics.Metrics
 
 	restoreJob    *restore.Job
 	reloadPending bool
@@ -107,16 +108,11 @@ func (c *Controller) m() *metrics.Metrics {
 	return c.metrics
 }
 
-type basebackupResult struct {
-	m   *storage.BasebackupManifest
-	err error
-}
-
 // New makes a controller for cfg. Its mode is the persisted one (idle for
 // a new node).
 func New(cfg *config.Config, log *slog.Logger) (*Controller, error) {
 	c := &Controller{log: log, cfg: cfg, timing: DefaultTiming, reload: make(chan struct{}, 1), wake: make(chan struct{}, 1),
-		stats: &storage.Stats{}, jobs: map[string]chan basebackupResult{}, killAt: failpoints(), catalog: backup.NewCatalog(log)}
+		stats: &storage.Stats{}, killAt: failpoints(), catalog: backup.NewCatalog(log)}
 	c.state.Mode = ModeIdle
 	if _, err := statefile.Load(c.statePath(), &c.state); err != nil {
 		return nil, err
