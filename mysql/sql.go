@@ -91,6 +91,15 @@ func DetectFlavor(ctx context.Context, db *sql.DB) (Flavor, string, error) {
 	return f, version, nil
 }
 
+// PurgeBinaryLogsTo purges the binlogs before name (PURGE BINARY LOGS TO,
+// which keeps name itself).
+func PurgeBinaryLogsTo(ctx context.Context, db *sql.DB, name string) error {
+	if _, err := db.ExecContext(ctx, "PURGE BINARY LOGS TO '"+escape(name)+"'"); err != nil {
+		return fmt.Errorf("PURGE BINARY LOGS TO '%s': %w", name, err)
+	}
+	return nil
+}
+
 // ReadOnly reports @@GLOBAL.read_only.
 func ReadOnly(ctx context.Context, db *sql.DB) (bool, error) {
 	var ro int

@@ -44,7 +44,7 @@ func (c *Controller) activeTick(ctx context.Context) error {
 		if len(added) > 0 {
 			s.LastRotation = now
 		}
-		s.ScheduleBackup(now, backup.Schedule{Hour: bs.BackupHour, Minute: bs.BackupMinute, IntervalMinutes: bs.BackupIntervalMinutes})
+		s.ScheduleBackup(now, backup.ScheduleOf(bs))
 		if st := s.StartRequested(now, storage.NewStreamID(now), cfg.UploadSiteName(), c.state.Epoch, scanner.NextIndex()); st != nil {
 			c.log.Info("new backup stream", "stream", st.ID, "site", st.Site, "reason", st.Reason)
 		}

@@ -17,8 +17,7 @@ func (c *Controller) observeTick(ctx context.Context) error {
 	c.mu.Lock()
 	scanner := c.scanner
 	cfg := c.cfg
-	due := cfg.BinlogPurgeSettings.Enabled &&
-		time.Since(c.state.BinlogsPurgedAt) >= time.Duration(cfg.BinlogPurgeSettings.PurgeInterval*float64(time.Second))
+	due := backup.PurgeDue(cfg.BinlogPurgeSettings, c.state.BinlogsPurgedAt, time.Now())
 	c.mu.Unlock()
 	if scanner == nil {
 		return nil // the database is not up yet

@@ -259,9 +259,7 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 		return err
 	}
 	first := backup.ContinueFrom(scanner.Binlogs(), f.Record.GTIDs, scanner.NextIndex())
-	bs := cfg.BackupSettings
-	st := backup.Continue(f.Open, backup.Schedule{Hour: bs.BackupHour, Minute: bs.BackupMinute, IntervalMinutes: bs.BackupIntervalMinutes},
-		epoch, f.Record.StartIndex, first)
+	st := backup.Continue(f.Open, backup.ScheduleOf(cfg.BackupSettings), epoch, f.Record.StartIndex, first)
 	c.log.Info("promote: continuing the backup stream", "stream", f.Open.StreamID, "epoch", epoch, "start_index", f.Record.StartIndex,
 		"first_local", filepath.Base(scanner.Path(first)))
 	return c.finishPromotion(&st)

@@ -19,7 +19,7 @@ func (c *Controller) purgeOldBackups(ctx context.Context) error {
 		own[s.ID] = true
 	}
 	c.mu.Unlock()
-	return c.catalog.DeleteOld(ctx, backup.Retention{CountMin: bs.BackupCountMin, CountMax: bs.BackupCountMax, AgeDaysMax: bs.BackupAgeDaysMax}, own, 10)
+	return c.catalog.DeleteOld(ctx, backup.RetentionOf(bs), own, 10)
 }
 
 func (c *Controller) purgeBinlogs(ctx context.Context, now time.Time) error {
@@ -35,16 +35,9 @@ func (c *Controller) purgeBinlogsWith(ctx context.Context, now time.Time, backed
 	}
 	c.mu.Lock()
 	ps := c.cfg.BinlogPurgeSettings
-	if !ps.Enabled || c.scanner == nil || c.db == nil || now.Sub(c.state.BinlogsPurgedAt) < time.Duration(ps.PurgeInterval*float64(time.Second)) {
+	if c.scanner == nil || c.db == nil || !backup.PurgeDue(ps, c.state.BinlogsPurgedAt, now) {
 		c.mu.Unlock()
 		return nil
-	}
-	limits := backup.PurgeLimits{MinAge: time.Duration(ps.MinBinlogAgeBeforePurge * float64(time.Second))}
-	if ps.MaxFilesPerCycle != nil {
-		limits.MaxFiles = *ps.MaxFilesPerCycle
-	}
-	if ps.MaxBytesPerCycle != nil {
-		limits.MaxBytes = *ps.MaxBytesPerCycle
 	}
 	rs := c.state.ReplicationState
 	if clusterRS != nil {
@@ -53,7 +46,7 @@ func (c *Controller) purgeBinlogsWith(ctx context.Context, now time.Time, backed
 	if backedUp == nil {
 		backedUp = c.state.Streams.BackedUp
 	}
-	victims, err := backup.PurgeCandidates(c.scanner.Binlogs(), backedUp, rs, c.flavor, limits, now)
+	victims, err := backup.PurgeCandidates(c.scanner.Binlogs(), backedUp, rs, c.flavor, backup.PurgeLimitsOf(ps), now)
 	db := c.db
 	c.state.BinlogsPurgedAt = now
 	c.metrics.Inc("myhoard.binlog.purge_checks", 1, nil)
@@ -69,7 +62,7 @@ func (c *Controller) purgeBinlogsWith(ctx context.Context, now time.Time, backed
 	}
 	pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	if _, err := db.ExecContext(pctx, "PURGE BINARY LOGS TO '"+to+"'"); err != nil {
+	if err := mysql.PurgeBinaryLogsTo(pctx, db, to); err != nil {
 		c.log.Warn("binlog purge failed; retrying next interval", "to", to, "error", err)
 		return nil
 	}
