@@ -28,6 +28,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/myhoard/myhoard/mysql"
@@ -64,14 +65,19 @@ type scannerState struct {
 // Scanner finds complete local binlogs (a file is complete once a later
 // one exists), reads them, and notices purged ones. It is not safe for
 // concurrent use; the controller owns it.
+//
+// It is safe for concurrent use: a scan holds its lock while it reads (at
+// most BatchSize files), so PATCH /binlogs never interleaves with one.
 type Scanner struct {
 	prefix    string
 	flavor    mysql.Flavor
 	statePath string
 	log       *slog.Logger
-	state     scannerState
 	// BatchSize bounds how many files one Scan reads.
 	BatchSize int
+
+	mu    sync.Mutex
+	state scannerState
 }
 
 // NewScanner loads the scanner's state (statePath) for the binlogs named
@@ -126,6 +132,8 @@ func (s *Scanner) ScanAll(ctx context.Context) error {
 // Scan reads new complete binlogs and drops purged ones from its list. It
 // returns what was added and removed.
 func (s *Scanner) Scan(ctx context.Context) (added, removed []LocalBinlog, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	// Purged files leave from the head.
 	for len(s.state.Binlogs) > 0 {
 		if _, err := os.Stat(s.state.Binlogs[0].Path); err == nil {
@@ -213,17 +221,31 @@ func (s *Scanner) save(changed bool) error {
 }
 
 // Binlogs are the complete local binlogs known, oldest first.
-func (s *Scanner) Binlogs() []LocalBinlog { return append([]LocalBinlog(nil), s.state.Binlogs...) }
+func (s *Scanner) Binlogs() []LocalBinlog {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]LocalBinlog(nil), s.state.Binlogs...)
+}
 
 // NextIndex is the index of the next binlog to read.
-func (s *Scanner) NextIndex() int64 { return s.state.NextIndex }
+func (s *Scanner) NextIndex() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state.NextIndex
+}
 
 // Missing is the index of a missing binlog (0: none).
-func (s *Scanner) Missing() int64 { return s.state.Missing }
+func (s *Scanner) Missing() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state.Missing
+}
 
 // SetNextIndex skips a hole in the binlog sequence (PATCH /binlogs): n must
 // be greater than the current next index and the file must exist.
 func (s *Scanner) SetNextIndex(n int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if n <= s.state.NextIndex {
 		return fmt.Errorf("binlog_index %d cannot be decreased: the scanner is at %d", n, s.state.NextIndex)
 	}
@@ -239,6 +261,8 @@ func (s *Scanner) SetNextIndex(n int64) error {
 
 // Skipped reports whether an index was skipped with SetNextIndex.
 func (s *Scanner) Skipped(index int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, i := range s.state.Skipped {
 		if i == index {
 			return true

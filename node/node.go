@@ -77,10 +77,10 @@ type Controller struct {
 	stats   *storage.Stats
 	db      *sql.DB
 	scanner *backup.Scanner
-	// basebackups are the full backups running in the background
-	basebackups backup.BasebackupJobs
-	lastError   string
-	metrics     *metrics.Metrics
+	// archiver does active mode's backup work
+	archiver  *backup.Archiver
+	lastError string
+	metrics   *metrics.Metrics
 
 	restoreJob    *restore.Job
 	reloadPending bool
@@ -113,6 +113,7 @@ func (c *Controller) m() *metrics.Metrics {
 func New(cfg *config.Config, log *slog.Logger) (*Controller, error) {
 	c := &Controller{log: log, cfg: cfg, timing: DefaultTiming, reload: make(chan struct{}, 1), wake: make(chan struct{}, 1),
 		stats: &storage.Stats{}, killAt: failpoints(), catalog: backup.NewCatalog(log)}
+	c.archiver = &backup.Archiver{Log: log, Catalog: c.catalog, Owner: archiverOwner{c}}
 	c.state.Mode = ModeIdle
 	if _, err := statefile.Load(c.statePath(), &c.state); err != nil {
 		return nil, err

@@ -106,13 +106,13 @@ func TestMarkersPassTheWriterGate(t *testing.T) {
 		return keys
 	}
 	harness.WaitFor(t, "a leader", 20*time.Second, func() (bool, string) { return cn.Leader() != "", "" })
-	err = c.completeAndClose(ctx)
+	err = c.archiver.CompleteAndClose(ctx, backup.Tick{Scanner: scanner, Config: cfg})
 	if !errors.Is(err, backup.ErrGateClosed) || !strings.Contains(err.Error(), "stream s2: mark completed") {
 		t.Fatalf("complete while not the primary: %v", err)
 	}
 	c.state.Streams.List[1].LastUploadedLocal = -1 // not complete: only the close is due
 	c.state.Streams.List[1].Phase = backup.PhaseBinlog
-	err = c.completeAndClose(ctx)
+	err = c.archiver.CompleteAndClose(ctx, backup.Tick{Scanner: scanner, Config: cfg})
 	if !errors.Is(err, backup.ErrGateClosed) || !strings.Contains(err.Error(), "stream s1: mark closed") {
 		t.Fatalf("close while not the primary: %v", err)
 	}
@@ -126,7 +126,7 @@ func TestMarkersPassTheWriterGate(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.state.Streams.List[1].Phase, c.state.Streams.List[1].LastUploadedLocal = backup.PhaseCatchup, 5
-	if err := c.completeAndClose(ctx); err != nil {
+	if err := c.archiver.CompleteAndClose(ctx, backup.Tick{Scanner: scanner, Config: cfg}); err != nil {
 		t.Fatalf("complete and close as the primary: %v", err)
 	}
 	want := []string{storage.MarkerKey("s1", storage.MarkerClosed), storage.MarkerKey("s2", storage.MarkerCompleted)}

@@ -81,11 +81,12 @@ func (c *Controller) uploadedThrough(index int64) bool {
 // SetBinlogIndex skips a hole in the local binlog sequence (PATCH /binlogs).
 func (c *Controller) SetBinlogIndex(n int64) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.scanner == nil {
+	scanner := c.scanner
+	c.mu.Unlock()
+	if scanner == nil {
 		return errNotReady
 	}
-	if err := c.scanner.SetNextIndex(n); err != nil {
+	if err := scanner.SetNextIndex(n); err != nil {
 		return &wire.RequestError{Msg: err.Error()}
 	}
 	c.poke()
