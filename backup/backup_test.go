@@ -367,7 +367,7 @@ func putFakeBackup(t *testing.T, site *storage.Site, at time.Time, markers ...st
 		t.Fatal(err)
 	}
 	for _, mk := range markers {
-		if err := WriteMarker(ctx, site, id, mk, storage.MarkerRecord{At: at}); err != nil {
+		if err := storage.WriteMarker(ctx, site, id, mk, storage.MarkerRecord{At: at}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -197,7 +197,7 @@ func (k *Catalog) SetMarker(ctx context.Context, streamID string, m storage.Mark
 	if rec == nil {
 		err = site.Delete(ctx, storage.MarkerKey(streamID, m))
 	} else {
-		err = WriteMarker(ctx, site, streamID, m, *rec)
+		err = storage.WriteMarker(ctx, site, streamID, m, *rec)
 	}
 	if err != nil {
 		return fmt.Errorf("backup %s: %s marker: %w", streamID, m, err)

@@ -126,7 +126,7 @@ func PublishBasebackup(ctx context.Context, site *storage.Site, m *storage.Baseb
 func WriteGatedMarker(ctx context.Context, site *storage.Site, streamID string, m storage.Marker, rec storage.MarkerRecord, gate Gate) error {
 	err := gate.Pass(ctx)
 	if err == nil {
-		err = WriteMarker(ctx, site, streamID, m, rec)
+		err = storage.WriteMarker(ctx, site, streamID, m, rec)
 	}
 	if err != nil {
 		return fmt.Errorf("stream %s: mark %s: %w", streamID, m, err)

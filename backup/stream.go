@@ -67,17 +67,6 @@ func BinlogIndexOf(name string) (int64, error) {
 	return n, nil
 }
 
-// WriteMarker writes a stream marker (completed, closed, broken,
-// preserved).
-func WriteMarker(ctx context.Context, site *storage.Site, streamID string, m storage.Marker, rec storage.MarkerRecord) error {
-	rec.Version = storage.ManifestVersion
-	body, err := storage.MarshalManifest(&rec)
-	if err != nil {
-		return err
-	}
-	return site.PutBytes(ctx, storage.MarkerKey(streamID, m), body, storage.PutOptions{ContentType: "application/json"})
-}
-
 // BackupInfo is one backup as listed from storage: the wire shape of
 // GET /backup.
 type BackupInfo = wire.Backup

@@ -100,6 +100,34 @@ func PurgeBinaryLogsTo(ctx context.Context, db *sql.DB, name string) error {
 	return nil
 }
 
+// Server is what Connect learns about the server.
+type Server struct {
+	Flavor  Flavor
+	Version string
+	UUID    string
+}
+
+// Connect opens a connection pool to the server and detects its flavour,
+// version and server UUID (within 10 s); errors name the server.
+func Connect(ctx context.Context, p ConnParams) (*sql.DB, Server, error) {
+	db, err := Open(p)
+	if err != nil {
+		return nil, Server{}, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var s Server
+	s.Flavor, s.Version, err = DetectFlavor(dctx, db)
+	if err == nil {
+		s.UUID, err = DialectOf(s.Flavor).ServerUUID(dctx, db)
+	}
+	if err != nil {
+		db.Close()
+		return nil, Server{}, fmt.Errorf("%s: %w", p.Where(), err)
+	}
+	return db, s, nil
+}
+
 // ReadOnly reports @@GLOBAL.read_only.
 func ReadOnly(ctx context.Context, db *sql.DB) (bool, error) {
 	var ro int

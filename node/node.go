@@ -27,7 +27,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -334,21 +333,11 @@ func (c *Controller) dbReady() bool {
 func (c *Controller) connectDB(ctx context.Context) error {
 	cfg := c.Config()
 	params := ConnParams(cfg)
-	db, err := mysql.Open(params)
+	db, server, err := mysql.Connect(ctx, params)
 	if err != nil {
 		return err
 	}
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	f, version, err := mysql.DetectFlavor(dctx, db)
-	var uuid string
-	if err == nil {
-		uuid, err = mysql.DialectOf(f).ServerUUID(dctx, db)
-	}
-	cancel()
-	if err != nil {
-		db.Close()
-		return fmt.Errorf("%s: %w", params.Where(), err)
-	}
+	f, version, uuid := server.Flavor, server.Version, server.UUID
 	c.mu.Lock()
 	configured := c.flavor
 	c.mu.Unlock()

@@ -58,24 +58,29 @@ func (c *Controller) RotateBinlog(ctx context.Context, wait time.Duration) error
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(wait)
-	for time.Now().Before(deadline) {
-		if c.uploadedThrough(index) {
-			return nil
+	_, err = pollUntil(ctx, wait, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.state.Streams.UploadedThrough(index)
+	})
+	return err
+}
+
+// pollUntil checks cond every 50 ms until it holds (true) or d passed
+// (false); the error is ctx's.
+func pollUntil(ctx context.Context, d time.Duration, cond func() bool) (bool, error) {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false, nil
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return nil
-}
-
-func (c *Controller) uploadedThrough(index int64) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.state.Streams.UploadedThrough(index)
+	return true, nil
 }
 
 // SetBinlogIndex skips a hole in the local binlog sequence (PATCH /binlogs).

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/myhoard/myhoard/backup"
 	"github.com/myhoard/myhoard/config"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/restore"
@@ -222,32 +221,10 @@ func (c *Controller) restoreEnded(ctx context.Context, job *restore.Job) error {
 		_, err = c.promote(ctx, true) // the forced promotion requested during the restore
 		return err
 	case restore.PhaseFailedBasebackup:
-		return c.fallBack(ctx, job, st)
+		cfg := c.Config()
+		return job.FallBack(ctx, c.catalog, cfg.RestoreAutoMarkBackupsBroken, cfg.Cluster.NodeID)
 	}
 	return nil // failed (terminal) or stopped: the state says where it was
-}
-
-// fallBack marks a backup that failed to restore broken (when configured)
-// and restores the newest older backup with all later binlogs instead.
-func (c *Controller) fallBack(ctx context.Context, job *restore.Job, st restore.State) error {
-	cfg := c.Config()
-	site := c.catalog.Site(st.Request.Site)
-	if cfg.RestoreAutoMarkBackupsBroken && site != nil && !cfg.BackupSites[st.Request.Site].RecoveryOnly {
-		err := backup.WriteMarker(ctx, site, st.BackupStreamID, storage.MarkerBroken, storage.MarkerRecord{At: time.Now().UTC(), NodeID: cfg.Cluster.NodeID})
-		if err != nil {
-			return fmt.Errorf("mark backup %s broken: %w", st.BackupStreamID, err)
-		}
-		c.log.Warn("backup marked broken after failing to restore", "backup", st.BackupStreamID, "error", st.LastError)
-	}
-	if err := c.refreshBackups(ctx, true); err != nil {
-		return err
-	}
-	older := restore.NewestRestorable(c.Backups(), st.Request.Site, st.BackupStreamID)
-	if older == nil {
-		return job.Coord.Fail(fmt.Sprintf("%s; no older backup to fall back to", st.LastError))
-	}
-	c.log.Warn("restoring an older backup instead", "failed", st.BackupStreamID, "instead", older.StreamID)
-	return job.Coord.SwitchBackup(older.StreamID)
 }
 
 // RestoreStatus is GET /status/restore.
@@ -281,19 +258,10 @@ func (c *Controller) stopRestoreLocked() {
 // waitSitesOpen waits up to d for the backup sites to be opened and
 // checked; after that the request fails naming why they are not.
 func (c *Controller) waitSitesOpen(ctx context.Context, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for !c.catalog.Ready() {
-		if time.Now().After(deadline) {
-			c.mu.Lock()
-			last := c.lastError
-			c.mu.Unlock()
-			return badRequest("the backup sites are not open yet (last error: %s); try again", last)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+	if ok, err := pollUntil(ctx, d, c.catalog.Ready); ok || err != nil {
+		return err
 	}
-	return nil
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return badRequest("the backup sites are not open yet (last error: %s); try again", c.lastError)
 }

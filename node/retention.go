@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"path/filepath"
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
@@ -26,8 +25,10 @@ func (c *Controller) purgeBinlogs(ctx context.Context, now time.Time) error {
 	return c.purgeBinlogsWith(ctx, now, nil)
 }
 
-// purgeBinlogsWith purges local binlogs by the active rules (backedUp nil)
-// or by the given backup safety rule.
+// purgeBinlogsWith purges local binlogs (backup.Purge) when the purge
+// interval passed, by the active rules (backedUp nil) or by the given
+// backup safety rule. The servers that must have executed a binlog first
+// are the cluster view's members, or those of PUT /replication_state.
 func (c *Controller) purgeBinlogsWith(ctx context.Context, now time.Time, backedUp func(backup.LocalBinlog) bool) error {
 	var clusterRS map[string]mysql.ReplicationState
 	if cn := c.clusterNode(); cn != nil {
@@ -39,39 +40,18 @@ func (c *Controller) purgeBinlogsWith(ctx context.Context, now time.Time, backed
 		c.mu.Unlock()
 		return nil
 	}
-	rs := c.state.ReplicationState
+	p := backup.Purge{DB: c.db, Scanner: c.scanner, BackedUp: backedUp, Replicas: c.state.ReplicationState, Flavor: c.flavor,
+		Limits: backup.PurgeLimitsOf(ps), Log: c.log, Metrics: c.metrics}
 	if clusterRS != nil {
-		rs = clusterRS // the cluster view replaces PUT /replication_state
+		p.Replicas = clusterRS
 	}
 	if backedUp == nil {
-		backedUp = c.state.Streams.BackedUp
+		// a copy: the rule is read outside the lock
+		streams := c.state.Streams
+		streams.List = append([]backup.StreamState(nil), streams.List...)
+		p.BackedUp = streams.BackedUp
 	}
-	victims, err := backup.PurgeCandidates(c.scanner.Binlogs(), backedUp, rs, c.flavor, backup.PurgeLimitsOf(ps), now)
-	db := c.db
 	c.state.BinlogsPurgedAt = now
-	c.metrics.Inc("myhoard.binlog.purge_checks", 1, nil)
-	var last backup.LocalBinlog
-	var to string
-	if len(victims) > 0 {
-		last = victims[len(victims)-1]
-		to = filepath.Base(c.scanner.Path(last.Index + 1)) // TO is exclusive
-	}
 	c.mu.Unlock()
-	if err != nil || len(victims) == 0 {
-		return err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	if err := mysql.PurgeBinaryLogsTo(pctx, db, to); err != nil {
-		c.log.Warn("binlog purge failed; retrying next interval", "to", to, "error", err)
-		return nil
-	}
-	c.log.Info("purged local binlogs", "count", len(victims), "through", last.Name)
-	var bytes int64
-	for _, v := range victims {
-		bytes += v.Size
-	}
-	c.m().Gauge("myhoard.binlog.purged_per_cycle.files", float64(len(victims)), nil)
-	c.m().Gauge("myhoard.binlog.purged_per_cycle.bytes", float64(bytes), nil)
-	return nil
+	return p.Run(ctx, now)
 }

@@ -3,10 +3,13 @@ package restore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/myhoard/myhoard/statefile"
+	"github.com/myhoard/myhoard/storage"
 	"github.com/myhoard/myhoard/wire"
 )
 
@@ -128,4 +131,36 @@ func CheckDataDirEmpty(dir string) error {
 		return badRequest("the data directory %s is not empty (%s): a restore needs an empty one", dir, strings.Join(names, ", "))
 	}
 	return nil
+}
+
+// Listing is what a fallback reads of the backup listing (the node's
+// backup.Catalog).
+type Listing interface {
+	Refresh(ctx context.Context, maxAge time.Duration) error
+	Backups() []wire.Backup
+}
+
+// FallBack handles a backup that failed to restore (the run ended in
+// failed_basebackup): with markBroken it writes the backup's broken
+// marker (never on a recovery-only site), then switches to the newest
+// older restorable backup of the site, which restores with every later
+// binlog; with none left the restore fails.
+func (j *Job) FallBack(ctx context.Context, list Listing, markBroken bool, nodeID string) error {
+	st := j.Coord.State()
+	if site := j.Coord.o.Site; markBroken && site != nil && !site.RecoveryOnly {
+		rec := storage.MarkerRecord{At: time.Now().UTC(), NodeID: nodeID}
+		if err := storage.WriteMarker(ctx, site, st.BackupStreamID, storage.MarkerBroken, rec); err != nil {
+			return fmt.Errorf("mark backup %s broken: %w", st.BackupStreamID, err)
+		}
+		j.Coord.log.Warn("backup marked broken after failing to restore", "backup", st.BackupStreamID, "error", st.LastError)
+	}
+	if err := list.Refresh(ctx, 0); err != nil {
+		return err
+	}
+	older := NewestRestorable(list.Backups(), st.Request.Site, st.BackupStreamID)
+	if older == nil {
+		return j.Coord.Fail(fmt.Sprintf("%s; no older backup to fall back to", st.LastError))
+	}
+	j.Coord.log.Warn("restoring an older backup instead", "failed", st.BackupStreamID, "instead", older.StreamID)
+	return j.Coord.SwitchBackup(older.StreamID)
 }

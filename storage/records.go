@@ -62,3 +62,14 @@ func HighestEpoch(ctx context.Context, site *Site, streamID string) (int64, erro
 	}
 	return top, nil
 }
+
+// WriteMarker writes a stream marker (completed, closed, broken,
+// preserved).
+func WriteMarker(ctx context.Context, site *Site, streamID string, m Marker, rec MarkerRecord) error {
+	rec.Version = ManifestVersion
+	body, err := MarshalManifest(&rec)
+	if err != nil {
+		return err
+	}
+	return site.PutBytes(ctx, MarkerKey(streamID, m), body, PutOptions{ContentType: "application/json"})
+}
