@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
@@ -199,9 +198,10 @@ func (c *Controller) followCluster(ctx context.Context) error {
 // promoteTick takes over as the primary, with Raft as the fence: it
 // writes the promotion record of its epoch to storage and Raft first (from
 // then on every reader drops what an older epoch writes at or after the
-// start index), drains the relay log, applies exactly the binlogs below
-// the start index that this server lacks, and continues the old primary's
-// open stream in active mode. Each step can be resumed after a crash.
+// start index), then the server takes over (backup.Takeover: drain the
+// relay log, apply exactly the binlogs below the start index that it
+// lacks) and active mode continues the old primary's open stream. Each
+// step can be resumed after a crash.
 func (c *Controller) promoteTick(ctx context.Context) error {
 	c.mu.Lock()
 	db, scanner, cfg, flavor, epoch := c.db, c.scanner, c.cfg, c.flavor, c.state.Epoch
@@ -219,50 +219,20 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 		return err
 	}
 	c.failpoint("promote-after-record")
-	// What the server received from the old primary but has not applied
-	// yet is applied before anything else (the relay logs are dropped
-	// when replication is reset below).
-	c.failpoint("promote-drain")
-	if err := mysql.DrainRelayLog(ctx, db, mysql.DialectOf(flavor)); err != nil {
-		return fmt.Errorf("promote: %w", err)
-	}
-	if f == nil {
-		c.log.Info("promote: no open backup stream to continue; active mode starts a new one")
-		return c.finishPromotion(nil)
-	}
-	epoch = f.Record.Epoch
-	executed, err := mysql.DialectOf(flavor).Executed(ctx, db)
+	st, err := backup.Takeover{DB: db, Flavor: flavor, Scanner: scanner, Schedule: backup.ScheduleOf(cfg.BackupSettings), Log: c.log,
+		Failpoint: c.failpoint,
+		CatchUp: func(ctx context.Context, f *backup.Fence, executed mysql.GTIDSet) error {
+			return restore.CatchUp(ctx, c.Backups(), f.Record, executed, restore.FromStorageOptions{Site: f.Site, Keys: c.catalog.Keys(), DB: db,
+				RelayPrefix: cfg.MySQL.RelayLogPrefix, RelayIndex: cfg.MySQL.RelayLogIndexFile, MaxBytes: cfg.RestoreMaxBinlogBytes,
+				Parallel: restore.DefaultParallel(), Flavor: flavor, Log: c.log, Batch: func(int, int) { c.failpoint("promote-catchup") }})
+		}}.Run(ctx, f)
 	if err != nil {
 		return err
 	}
-	if missing := f.Record.GTIDs.Subtract(executed); !missing.IsEmpty() {
-		c.log.Info("promote: applying the binlogs the old primary uploaded that this server lacks", "missing", missing.String(),
-			"below_index", f.Record.StartIndex)
-		err = restore.CatchUp(ctx, c.Backups(), f.Record, executed, restore.FromStorageOptions{Site: f.Site, Keys: c.catalog.Keys(), DB: db,
-			RelayPrefix: cfg.MySQL.RelayLogPrefix, RelayIndex: cfg.MySQL.RelayLogIndexFile, MaxBytes: cfg.RestoreMaxBinlogBytes,
-			Parallel: restore.DefaultParallel(), Flavor: flavor, Log: c.log, Batch: func(int, int) { c.failpoint("promote-catchup") }})
-		if err != nil {
-			return fmt.Errorf("promote: catch up: %w", err)
-		}
+	if st == nil {
+		c.log.Info("promote: no open backup stream to continue; active mode starts a new one")
 	}
-	// stop replicating from the old primary (or from the catch-up's relay
-	// logs)
-	if err := mysql.ExecAll(ctx, db, mysql.DialectOf(flavor).ResetReplica()); err != nil {
-		return fmt.Errorf("promote: %w", err)
-	}
-	// Continue the stream from the first local binlog with transactions
-	// that storage lacks (everything before it is there already).
-	if _, err := mysql.FlushBinaryLogs(ctx, db); err != nil {
-		return fmt.Errorf("promote: %w", err)
-	}
-	if err := scanner.ScanAll(ctx); err != nil {
-		return err
-	}
-	first := backup.ContinueFrom(scanner.Binlogs(), f.Record.GTIDs, scanner.NextIndex())
-	st := backup.Continue(f.Open, backup.ScheduleOf(cfg.BackupSettings), epoch, f.Record.StartIndex, first)
-	c.log.Info("promote: continuing the backup stream", "stream", f.Open.StreamID, "epoch", epoch, "start_index", f.Record.StartIndex,
-		"first_local", filepath.Base(scanner.Path(first)))
-	return c.finishPromotion(&st)
+	return c.finishPromotion(st)
 }
 
 // fenceStreams fences the open streams for this node's epoch
