@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/myhoard/myhoard/config"
@@ -81,23 +81,12 @@ func (c *Controller) restoreFailed() bool {
 	return st.Failed()
 }
 
-// validateRestore checks a restore request against the backup list, the
-// backup's restorable window and the data directory.
+// validateRestore checks a restore request's fields, then (once the
+// sites are open) the backup and the data directory (restore.Validate).
 func (c *Controller) validateRestore(ctx context.Context, r wire.ModeChange) (*restore.Request, error) {
 	cfg := c.Config()
-	if r.Site == "" || r.StreamID == "" {
-		return nil, badRequest("a restore needs site and stream_id (see GET /backup)")
-	}
-	if _, ok := cfg.BackupSites[r.Site]; !ok {
-		names := make([]string, 0, len(cfg.BackupSites))
-		for n := range cfg.BackupSites {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		return nil, badRequest("unknown site %q (configured: %s)", r.Site, strings.Join(names, ", "))
-	}
-	target := restore.Target{Time: r.TargetTime, ApproximateOK: r.ApproximateOK, GTID: r.TargetGTID}
-	if err := restore.CheckTarget(target); err != nil {
+	target, err := restore.CheckFields(r, slices.Collect(maps.Keys(cfg.BackupSites)))
+	if err != nil {
 		return nil, err
 	}
 	// Right after a start the sites may not be open yet: wait a little
@@ -105,25 +94,7 @@ func (c *Controller) validateRestore(ctx context.Context, r wire.ModeChange) (*r
 	if err := c.waitSitesOpen(ctx, 30*time.Second); err != nil {
 		return nil, err
 	}
-	b, err := c.catalog.Find(ctx, r.Site, r.StreamID)
-	if err != nil {
-		return nil, err
-	}
-	if b == nil {
-		return nil, badRequest("backup %q not found on site %q (see GET /backup)", r.StreamID, r.Site)
-	}
-	site := c.catalog.Site(r.Site)
-	if site == nil {
-		return nil, errNotReady
-	}
-	req, err := restore.CheckRequest(ctx, site, *b, c.Backups(), target, time.Now())
-	if err != nil {
-		return nil, err
-	}
-	if err := restore.CheckDataDirEmpty(cfg.MySQL.DataDirectory); err != nil {
-		return nil, err
-	}
-	return req, nil
+	return restore.Validate(ctx, c.catalog, r.Site, r.StreamID, target, cfg.MySQL.DataDirectory, time.Now())
 }
 
 // serverControl is how this node starts and stops its database server.

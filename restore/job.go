@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -96,16 +97,54 @@ func NewestRestorable(backups []wire.Backup, site, before string) *wire.Backup {
 	return newest
 }
 
-// CheckTarget refuses a request that names both kinds of target, or
-// approximate matching without a time.
-func CheckTarget(t Target) error {
-	if t.Time != nil && t.GTID != "" {
-		return badRequest("give target_time or target_gtid, not both")
+// CheckFields checks a restore request's own fields: it names a backup
+// of a configured site (one of sites) and at most one kind of target
+// (approximate matching only with a time). It returns the target.
+func CheckFields(r wire.ModeChange, sites []string) (Target, error) {
+	t := Target{Time: r.TargetTime, ApproximateOK: r.ApproximateOK, GTID: r.TargetGTID}
+	switch {
+	case r.Site == "" || r.StreamID == "":
+		return t, badRequest("a restore needs site and stream_id (see GET /backup)")
+	case !slices.Contains(sites, r.Site):
+		sorted := slices.Sorted(slices.Values(sites))
+		return t, badRequest("unknown site %q (configured: %s)", r.Site, strings.Join(sorted, ", "))
+	case t.Time != nil && t.GTID != "":
+		return t, badRequest("give target_time or target_gtid, not both")
+	case t.ApproximateOK && t.Time == nil:
+		return t, badRequest("target_time_approximate_ok needs target_time")
 	}
-	if t.ApproximateOK && t.Time == nil {
-		return badRequest("target_time_approximate_ok needs target_time")
+	return t, nil
+}
+
+// Lookup is what checking a request reads of the backup listing (the
+// node's backup.Catalog).
+type Lookup interface {
+	Backups() []wire.Backup
+	Find(ctx context.Context, site, streamID string) (*wire.Backup, error)
+	Site(name string) *storage.Site
+}
+
+// Validate checks a restore of streamID on site to target against the
+// listing (the backup is listed, whole, unbroken, and the target inside
+// its window: CheckRequest) and the data directory (empty). It returns
+// the request to run.
+func Validate(ctx context.Context, list Lookup, site, streamID string, target Target, dataDir string, now time.Time) (*Request, error) {
+	b, err := list.Find(ctx, site, streamID)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	s := list.Site(site)
+	if b == nil || s == nil {
+		return nil, badRequest("backup %q not found on site %q (see GET /backup)", streamID, site)
+	}
+	req, err := CheckRequest(ctx, s, *b, list.Backups(), target, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckDataDirEmpty(dataDir); err != nil {
+		return nil, err
+	}
+	return req, nil
 }
 
 // CheckDataDirEmpty refuses to restore into a data directory that holds

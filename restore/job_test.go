@@ -40,22 +40,29 @@ func TestNewestRestorable(t *testing.T) {
 	}
 }
 
-func TestCheckTarget(t *testing.T) {
+func TestCheckFields(t *testing.T) {
 	at := time.Now()
+	sites := []string{"b", "a"}
 	for _, tc := range []struct {
 		name    string
-		target  Target
+		req     wire.ModeChange
 		wantErr string
 	}{
-		{"latest", Target{}, ""},
-		{"time", Target{Time: &at, ApproximateOK: true}, ""},
-		{"gtid", Target{GTID: "0-1-5"}, ""},
-		{"both", Target{Time: &at, GTID: "0-1-5"}, "not both"},
-		{"approximate without time", Target{ApproximateOK: true}, "needs target_time"},
+		{"latest", wire.ModeChange{Site: "a", StreamID: "s"}, ""},
+		{"time", wire.ModeChange{Site: "a", StreamID: "s", TargetTime: &at, ApproximateOK: true}, ""},
+		{"gtid", wire.ModeChange{Site: "b", StreamID: "s", TargetGTID: "0-1-5"}, ""},
+		{"no stream", wire.ModeChange{Site: "a"}, "needs site and stream_id"},
+		{"no site", wire.ModeChange{StreamID: "s"}, "needs site and stream_id"},
+		{"unknown site", wire.ModeChange{Site: "c", StreamID: "s"}, `unknown site "c" (configured: a, b)`},
+		{"both", wire.ModeChange{Site: "a", StreamID: "s", TargetTime: &at, TargetGTID: "0-1-5"}, "not both"},
+		{"approximate without time", wire.ModeChange{Site: "a", StreamID: "s", ApproximateOK: true}, "needs target_time"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := CheckTarget(tc.target)
+			target, err := CheckFields(tc.req, sites)
 			checkBadRequest(t, err, tc.wantErr)
+			if err == nil && (target.Time != tc.req.TargetTime || target.GTID != tc.req.TargetGTID || target.ApproximateOK != tc.req.ApproximateOK) {
+				t.Errorf("target %+v from %+v", target, tc.req)
+			}
 		})
 	}
 }
