@@ -2,21 +2,25 @@
 // scanner, the backup streams' lifecycle (one full backup plus every
 // binlog after it), the basebackup operation (xtrabackup / mariabackup
 // streamed through the codec into object storage), binlog uploads, the
-// listing of a site's backups, and the fences of a promotion. Catalog
-// (catalog.go) is a node's view of its sites: the open sites and keys,
-// the cached listing, markers, and the deletions retention decides.
+// listing of a site's backups, retention, the local binlog purge, and the
+// fences and takeover of a promotion.
 //
 // Every decision about the streams is a pure method of Streams (streams.go):
 // when a backup is due, which binlog a stream uploads next and under
 // which remote index (NextUploads: the upload decision), when a stream
 // completes or closes, which local binlogs are safe to purge, which backup
-// retention deletes. The node controller persists Streams and carries out
-// what it decides in the order of its tick.
+// retention deletes. The node controller owns Streams (under its lock,
+// persisted with its mode). Archiver (archiver.go) carries out active
+// mode's part of a tick for it: it reads the streams from the controller
+// and hands every change back through Owner.ChangeStreams. Catalog
+// (catalog.go) is a node's view of its sites: the open sites and keys, the
+// cached listing, markers, and the deletions retention decides.
 //
 // It stores through the storage package and reads binlogs through the
-// mysql package. It must never decide the node's mode, never upload
-// without being told it may (the controller gates uploads), and never
-// delete local binlogs itself (purging is the controller's, through SQL).
+// mysql package. It must never decide the node's mode, never write an
+// object that adds to or ends a stream without passing the Gate its owner
+// gives it, and never delete local binlog files itself (Purge asks the
+// server: PURGE BINARY LOGS).
 package backup
 
 import (

@@ -17,10 +17,13 @@
 // The mode changes in one place: changeModeLocked (mode.go) checks every
 // change against the transition table, persists it with its state changes
 // and rolls back when that fails. The decisions about streams are backup's
-// (backup.Streams), the flavour's statements mysql's (mysql.Dialect); the
-// controller keeps the order of a tick, the locking and the I/O. It must
-// never serve HTTP itself (package api does) and never be imported by the
-// packages below it.
+// (backup.Streams), the flavour's statements mysql's (mysql.Dialect). The
+// controller owns the state and its lock and keeps the order of each
+// mode's tick; the work is the lower packages' (active mode's backup work
+// is backup.Archiver, a restore restore.Job, a promotion's database steps
+// backup.Takeover, the backup listing backup.Catalog). It must never serve
+// HTTP itself (package api does) and never be imported by the packages
+// below it.
 package node
 
 import (
