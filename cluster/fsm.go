@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/myhoard/myhoard/wire"
 )
 
 // Member is one node of the cluster as the view records it.
@@ -33,15 +34,8 @@ type Member struct {
 }
 
 // Promotion is the start of an epoch: from StartIndex on, only NodeID
-// writes StreamID.
-type Promotion struct {
-	Epoch      int64     `json:"epoch"`
-	NodeID     string    `json:"node_id"`
-	StreamID   string    `json:"stream_id,omitempty"`
-	StartIndex int64     `json:"start_index,omitempty"`
-	GTIDs      string    `json:"gtids,omitempty"`
-	At         time.Time `json:"at"`
-}
+// writes StreamID. The view keeps it in the shape GET /cluster shows.
+type Promotion = wire.Promotion
 
 // View is the replicated cluster view (the FSM's state).
 type View struct {

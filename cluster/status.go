@@ -17,10 +17,8 @@ func (n *Node) Status() (wire.ClusterStatus, error) {
 		return wire.ClusterStatus{}, err
 	}
 	st := wire.ClusterStatus{NodeID: n.o.NodeID, ClusterID: view.ClusterID, Bootstrap: n.Bootstrap(), Leader: n.Leader(), Primary: view.Primary,
-		Epoch: view.Epoch, External: view.External, Members: []wire.ClusterMember{}, Promotions: []wire.Promotion{}}
-	for _, p := range view.Promotions {
-		st.Promotions = append(st.Promotions, wire.Promotion{Epoch: p.Epoch, NodeID: p.NodeID, StreamID: p.StreamID, StartIndex: p.StartIndex, GTIDs: p.GTIDs, At: p.At})
-	}
+		Epoch: view.Epoch, External: view.External, Members: []wire.ClusterMember{},
+		Promotions: append([]wire.Promotion{}, view.Promotions...)}
 	flavor := mysql.Flavor(view.Members[view.Primary].Flavor)
 	primarySet, perr := mysql.ParseGTIDSet(flavor, view.GTIDs[view.Primary])
 	ids := view.MemberIDs()
