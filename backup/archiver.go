@@ -386,3 +386,45 @@ func (a *Archiver) binlogGauges(scanner *Scanner, added []LocalBinlog) {
 		m.Gauge("myhoard.pending_binlog_bytes_max", float64(maxBytes), nil)
 	}
 }
+
+// Rotate closes the current binlog (FLUSH BINARY LOGS) and, with a wait,
+// waits until every uploading stream has uploaded it: no error when the
+// wait runs out, as the spec says.
+func (a *Archiver) Rotate(ctx context.Context, db *sql.DB, wait time.Duration) error {
+	name, err := mysql.FlushBinaryLogs(ctx, db)
+	if err != nil {
+		return fmt.Errorf("rotate binlog: %w", err)
+	}
+	_ = a.Owner.ChangeStreams(func(s *Streams) bool { s.LastRotation = time.Now().UTC(); return false })
+	a.Owner.Wake()
+	if wait <= 0 || name == "" {
+		return nil
+	}
+	index, err := BinlogIndexOf(name)
+	if err != nil {
+		return err
+	}
+	_, err = PollUntil(ctx, wait, func() bool {
+		done := false
+		_ = a.Owner.ChangeStreams(func(s *Streams) bool { done = s.UploadedThrough(index); return false })
+		return done
+	})
+	return err
+}
+
+// PollUntil checks cond every 50 ms until it holds (true) or d passed
+// (false); the error is ctx's.
+func PollUntil(ctx context.Context, d time.Duration, cond func() bool) (bool, error) {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return true, nil
+}

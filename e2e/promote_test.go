@@ -16,6 +16,7 @@ import (
 
 	"github.com/myhoard/myhoard/backup"
 	"github.com/myhoard/myhoard/e2e/harness"
+	"github.com/myhoard/myhoard/failpoint"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
 )
@@ -98,7 +99,7 @@ func TestPromotionSurvivesKill(t *testing.T) {
 		// The candidate's daemon runs with the failpoint and is promoted.
 		_ = c.d.cmd.Process.Kill()
 		_, _ = c.d.wait(t, 10*time.Second)
-		c.d = startDaemonEnv(t, []string{"MYHOARD_TEST_KILL_AT=" + st.killAt}, "--config", c.cfgPath)
+		c.d = startDaemonEnv(t, []string{failpoint.EnvKillAt + "=" + st.killAt}, "--config", c.cfgPath)
 		harness.WaitFor(t, c.id+"'s API", 30*time.Second, func() (bool, string) {
 			m := c.mode(t)
 			return m == "observe" || m == "active", c.d.out.String()

@@ -41,6 +41,7 @@ import (
 	"github.com/myhoard/myhoard/backup"
 	"github.com/myhoard/myhoard/cluster"
 	"github.com/myhoard/myhoard/config"
+	"github.com/myhoard/myhoard/failpoint"
 	"github.com/myhoard/myhoard/metrics"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/restore"
@@ -87,8 +88,8 @@ type Controller struct {
 	restoreJob    *restore.Job
 	reloadPending bool
 
-	// killAt are the failpoints a test asked for (failpoint.go).
-	killAt map[string]bool
+	// killAt are the failpoints a test asked for.
+	killAt failpoint.Set
 
 	cluster    *cluster.Node
 	publishing atomic.Bool
@@ -114,7 +115,7 @@ func (c *Controller) m() *metrics.Metrics {
 // a new node).
 func New(cfg *config.Config, log *slog.Logger) (*Controller, error) {
 	c := &Controller{log: log, cfg: cfg, timing: DefaultTiming, reload: make(chan struct{}, 1), wake: make(chan struct{}, 1),
-		stats: &storage.Stats{}, killAt: failpoints(), catalog: backup.NewCatalog(log)}
+		stats: &storage.Stats{}, killAt: failpoint.FromEnv(), catalog: backup.NewCatalog(log)}
 	c.archiver = &backup.Archiver{Log: log, Catalog: c.catalog, Owner: archiverOwner{c}}
 	c.state.Mode = ModeIdle
 	if _, err := statefile.Load(c.statePath(), &c.state); err != nil {

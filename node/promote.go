@@ -62,7 +62,7 @@ func (c *Controller) promote(ctx context.Context, force bool) (Mode, error) {
 	if err != nil {
 		return from, err
 	}
-	c.failpoint("promote-after-cas")
+	c.killAt.Hit("promote-after-cas", c.log)
 	return c.takeUpPrimary(epoch)
 }
 
@@ -218,13 +218,13 @@ func (c *Controller) promoteTick(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.failpoint("promote-after-record")
+	c.killAt.Hit("promote-after-record", c.log)
 	st, err := backup.Takeover{DB: db, Flavor: flavor, Scanner: scanner, Schedule: backup.ScheduleOf(cfg.BackupSettings), Log: c.log,
-		Failpoint: c.failpoint,
+		Failpoint: func(name string) { c.killAt.Hit(name, c.log) },
 		CatchUp: func(ctx context.Context, f *backup.Fence, executed mysql.GTIDSet) error {
 			return restore.CatchUp(ctx, c.Backups(), f.Record, executed, restore.FromStorageOptions{Site: f.Site, Keys: c.catalog.Keys(), DB: db,
 				RelayPrefix: cfg.MySQL.RelayLogPrefix, RelayIndex: cfg.MySQL.RelayLogIndexFile, MaxBytes: cfg.RestoreMaxBinlogBytes,
-				Parallel: restore.DefaultParallel(), Flavor: flavor, Log: c.log, Batch: func(int, int) { c.failpoint("promote-catchup") }})
+				Parallel: restore.DefaultParallel(), Flavor: flavor, Log: c.log, Batch: func(int, int) { c.killAt.Hit("promote-catchup", c.log) }})
 		}}.Run(ctx, f)
 	if err != nil {
 		return err

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
@@ -30,9 +29,8 @@ func (c *Controller) RequestBasebackup() error {
 	return nil
 }
 
-// RotateBinlog closes the current binlog (FLUSH BINARY LOGS) and, with a
-// wait, blocks until every streaming stream has uploaded it (no error on
-// timeout, as the spec says).
+// RotateBinlog closes the current binlog and, with a wait, blocks until
+// every streaming stream has uploaded it (backup.Archiver.Rotate).
 func (c *Controller) RotateBinlog(ctx context.Context, wait time.Duration) error {
 	c.mu.Lock()
 	db, mode := c.db, c.state.Mode
@@ -43,44 +41,7 @@ func (c *Controller) RotateBinlog(ctx context.Context, wait time.Duration) error
 	if db == nil {
 		return errNotReady
 	}
-	name, err := mysql.FlushBinaryLogs(ctx, db)
-	if err != nil {
-		return fmt.Errorf("rotate binlog: %w", err)
-	}
-	c.mu.Lock()
-	c.state.Streams.LastRotation = time.Now().UTC()
-	c.mu.Unlock()
-	c.poke()
-	if wait <= 0 || name == "" {
-		return nil
-	}
-	index, err := backup.BinlogIndexOf(name)
-	if err != nil {
-		return err
-	}
-	_, err = pollUntil(ctx, wait, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.state.Streams.UploadedThrough(index)
-	})
-	return err
-}
-
-// pollUntil checks cond every 50 ms until it holds (true) or d passed
-// (false); the error is ctx's.
-func pollUntil(ctx context.Context, d time.Duration, cond func() bool) (bool, error) {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false, nil
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return true, nil
+	return c.archiver.Rotate(ctx, db, wait)
 }
 
 // SetBinlogIndex skips a hole in the local binlog sequence (PATCH /binlogs).

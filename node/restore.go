@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/myhoard/myhoard/backup"
 	"github.com/myhoard/myhoard/config"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/restore"
@@ -229,7 +230,7 @@ func (c *Controller) stopRestoreLocked() {
 // waitSitesOpen waits up to d for the backup sites to be opened and
 // checked; after that the request fails naming why they are not.
 func (c *Controller) waitSitesOpen(ctx context.Context, d time.Duration) error {
-	if ok, err := pollUntil(ctx, d, c.catalog.Ready); ok || err != nil {
+	if ok, err := backup.PollUntil(ctx, d, c.catalog.Ready); ok || err != nil {
 		return err
 	}
 	c.mu.Lock()
