@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
-	"github.com/myhoard/myhoard/config"
-	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/restore"
 	"github.com/myhoard/myhoard/storage"
 	"github.com/myhoard/myhoard/wire"
@@ -98,34 +96,12 @@ func (c *Controller) validateRestore(ctx context.Context, r wire.ModeChange) (*r
 	return restore.Validate(ctx, c.catalog, r.Site, r.StreamID, target, cfg.MySQL.DataDirectory, time.Now())
 }
 
-// serverControl is how this node starts and stops its database server.
-func serverControl(cfg *config.Config) mysql.ServerControl {
-	ready := mysql.PingReady(ConnParams(cfg))
-	if len(cfg.StartCommand) > 0 {
-		return &mysql.CommandControl{Argv: cfg.StartCommand, LogFile: filepath.Join(cfg.StateDirectory, "mysqld.log"), Ready: ready,
-			KillAfter: 2 * time.Minute}
-	}
-	service := ""
-	if cfg.SystemdService != nil {
-		service = *cfg.SystemdService
-	}
-	return &mysql.SystemdControl{Systemctl: cfg.SystemctlCommand, Service: service, EnvUpdate: cfg.SystemdEnvUpdateCommand, Ready: ready}
-}
-
 // restoreOptionsLocked are the coordinator's options (c.mu held); site may
 // be nil when only the state file is written.
 func (c *Controller) restoreOptionsLocked(site *storage.Site) restore.Options {
-	cfg := c.cfg
-	tmp := cfg.TemporaryDirectory
-	if tmp == "" {
-		tmp = filepath.Dir(filepath.Clean(cfg.MySQL.DataDirectory))
-	}
-	return restore.Options{
-		StatePath: c.restoreStatePath(), Site: site, Keys: c.catalog.Keys(), Server: serverControl(cfg), Conn: ConnParams(cfg),
-		DataDir: cfg.MySQL.DataDirectory, TempDir: tmp, RelayPrefix: cfg.MySQL.RelayLogPrefix, RelayIndex: cfg.MySQL.RelayLogIndexFile,
-		MaxBinlogBytes: cfg.RestoreMaxBinlogBytes, FreeMemoryPercent: cfg.RestoreFreeMemoryPercentage, ServerID: uint32(cfg.ServerID),
-		Log: c.log.With("component", "restore"), Metrics: c.metrics,
-	}
+	o := restore.OptionsFor(c.cfg, ConnParams(c.cfg))
+	o.StatePath, o.Site, o.Keys, o.Log, o.Metrics = c.restoreStatePath(), site, c.catalog.Keys(), c.log.With("component", "restore"), c.metrics
+	return o
 }
 
 // restoreTick keeps the coordinator running and acts on its end: observe

@@ -7,9 +7,10 @@
 // by time and GTID, and the GTID state of the restored server.
 //
 // It reads from storage and drives the server and the backup tools; it
-// must never write to object storage (marking a backup broken is the
-// controller's call), and never touch a data directory that was not empty
-// when the restore was accepted.
+// must never write to object storage itself (a backup that failed to
+// restore is marked broken by the listing's owner, backup.Catalog, when
+// the config says so), and never touch a data directory that was not
+// empty when the restore was accepted.
 //
 // Deviations from the original, on purpose: the binlog stays on while
 // binlogs are applied (MariaDB's strict GTID mode then rejects any replay

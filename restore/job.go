@@ -172,23 +172,24 @@ func CheckDataDirEmpty(dir string) error {
 	return nil
 }
 
-// Listing is what a fallback reads of the backup listing (the node's
-// backup.Catalog).
+// Listing is what a fallback reads of the backup listing, and where it
+// asks for a broken marker (the node's backup.Catalog).
 type Listing interface {
 	Refresh(ctx context.Context, maxAge time.Duration) error
 	Backups() []wire.Backup
+	SetMarker(ctx context.Context, streamID string, m storage.Marker, rec *storage.MarkerRecord) error
 }
 
 // FallBack handles a backup that failed to restore (the run ended in
-// failed_basebackup): with markBroken it writes the backup's broken
-// marker (never on a recovery-only site), then switches to the newest
-// older restorable backup of the site, which restores with every later
-// binlog; with none left the restore fails.
+// failed_basebackup): with markBroken it has the listing mark the backup
+// broken (a recovery-only site is never written), then switches to the
+// newest older restorable backup of the site, which restores with every
+// later binlog; with none left the restore fails.
 func (j *Job) FallBack(ctx context.Context, list Listing, markBroken bool, nodeID string) error {
 	st := j.Coord.State()
 	if site := j.Coord.o.Site; markBroken && site != nil && !site.RecoveryOnly {
 		rec := storage.MarkerRecord{At: time.Now().UTC(), NodeID: nodeID}
-		if err := storage.WriteMarker(ctx, site, st.BackupStreamID, storage.MarkerBroken, rec); err != nil {
+		if err := list.SetMarker(ctx, st.BackupStreamID, storage.MarkerBroken, &rec); err != nil {
 			return fmt.Errorf("mark backup %s broken: %w", st.BackupStreamID, err)
 		}
 		j.Coord.log.Warn("backup marked broken after failing to restore", "backup", st.BackupStreamID, "error", st.LastError)
