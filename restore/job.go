@@ -187,15 +187,15 @@ type Listing interface {
 // later binlog; with none left the restore fails.
 func (j *Job) FallBack(ctx context.Context, list Listing, markBroken bool, nodeID string) error {
 	st := j.Coord.State()
+	if err := list.Refresh(ctx, 0); err != nil { // after a restart nothing is listed yet
+		return err
+	}
 	if site := j.Coord.o.Site; markBroken && site != nil && !site.RecoveryOnly {
 		rec := storage.MarkerRecord{At: time.Now().UTC(), NodeID: nodeID}
 		if err := list.SetMarker(ctx, st.BackupStreamID, storage.MarkerBroken, &rec); err != nil {
 			return fmt.Errorf("mark backup %s broken: %w", st.BackupStreamID, err)
 		}
 		j.Coord.log.Warn("backup marked broken after failing to restore", "backup", st.BackupStreamID, "error", st.LastError)
-	}
-	if err := list.Refresh(ctx, 0); err != nil {
-		return err
 	}
 	older := NewestRestorable(list.Backups(), st.Request.Site, st.BackupStreamID)
 	if older == nil {
