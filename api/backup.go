@@ -19,7 +19,7 @@ import (
 type BackupNode interface {
 	// Backups is nil until the first listing.
 	Backups() []wire.Backup
-	RequestBasebackup() error
+	RequestBasebackup(ctx context.Context, incremental *bool) error
 	RotateBinlog(ctx context.Context, wait time.Duration) error
 	SetBinlogIndex(index int64) error
 	PauseBackups(until *time.Time) error
@@ -82,11 +82,14 @@ func (s *Server) postBackup(w http.ResponseWriter, req *http.Request, _ httprout
 	case body.BackupType == nil:
 		WriteError(w, http.StatusBadRequest, `backup_type is required ("basebackup" or "binlog")`)
 		return
+	case *body.BackupType != "basebackup" && body.Incremental != nil:
+		WriteError(w, http.StatusBadRequest, "incremental is only valid with backup_type basebackup")
+		return
 	case *body.BackupType == "basebackup" && body.WaitForUpload != nil:
 		WriteError(w, http.StatusBadRequest, "wait_for_upload is only valid with backup_type binlog")
 		return
 	case *body.BackupType == "basebackup":
-		err = s.node.RequestBasebackup()
+		err = s.node.RequestBasebackup(req.Context(), body.Incremental)
 	case *body.BackupType == "binlog":
 		wait, werr := seconds("wait_for_upload", body.WaitForUpload)
 		if werr != nil {

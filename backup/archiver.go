@@ -48,6 +48,21 @@ type Archiver struct {
 	Catalog *Catalog
 	Owner   Owner
 	jobs    BasebackupJobs
+	tools   ToolVersions
+}
+
+// IncrementalBase is what an incremental backup on site would continue,
+// from a fresh listing and the installed tool's version; a
+// wire.RequestError says why none can be taken now.
+func (a *Archiver) IncrementalBase(ctx context.Context, site string, f mysql.Flavor) (*IncrementalBase, error) {
+	if err := a.Catalog.Refresh(ctx, 0); err != nil {
+		return nil, fmt.Errorf("list backups for an incremental: %w", err)
+	}
+	ver, err := a.tools.Of(ctx, f, "")
+	if err != nil {
+		return nil, err
+	}
+	return IncrementalBaseOf(a.Catalog.Backups(), site, ver)
 }
 
 // Tick is what one tick works with, read from the owner's state.
@@ -184,6 +199,13 @@ func (a *Archiver) startBasebackup(ctx context.Context, t Tick, s StreamState) {
 	}
 	if opts.TempDir == "" {
 		opts.TempDir = os.TempDir()
+	}
+	if s.Incremental {
+		base, err := a.IncrementalBase(ctx, s.Site, t.Flavor)
+		if err != nil {
+			a.Log.Warn("taking a full backup instead of an incremental one", "stream", s.ID, "reason", err)
+		}
+		opts.Incremental = base
 	}
 	db := t.DB
 	a.jobs.Start(ctx, s.ID, func(ctx context.Context) (*storage.BasebackupManifest, error) {

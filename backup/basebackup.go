@@ -45,8 +45,11 @@ type BasebackupOptions struct {
 	RegisterRedoLogConsumer, EstimateMemory bool
 	ServerID                                uint32
 	ServerUUID                              string
-	NodeID                                  string
-	Epoch                                   int64
+	// Incremental, when set, makes the backup incremental: only the pages
+	// changed after its LSN are copied.
+	Incremental *IncrementalBase
+	NodeID      string
+	Epoch       int64
 	// Progress, if set, receives the estimated progress in percent.
 	Progress func(pct float64)
 	// Uploaded, if set, receives the encoded bytes stored so far and the
@@ -67,6 +70,9 @@ func BuildCommand(o BasebackupOptions, defaultsFile, targetDir, lsnDir string) [
 	}
 	args := []string{tool, "--defaults-file=" + defaultsFile, "--backup", "--stream=xbstream",
 		"--target-dir=" + targetDir, "--extra-lsndir=" + lsnDir, "--parallel=" + strconv.Itoa(max(1, o.CopyThreads))}
+	if o.Incremental != nil {
+		args = append(args, "--incremental-lsn="+o.Incremental.LSN)
+	}
 	return append(args, mysql.DialectOf(o.Flavor).BackupFlags(o.RegisterRedoLogConsumer, o.EstimateMemory)...)
 }
 
@@ -197,7 +203,11 @@ func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("basebackup: start %s: %w", tool, err)
 	}
-	log.Info("basebackup started", "stream", streamID, "tool", tool, "data_dir_bytes", total)
+	if o.Incremental != nil {
+		log.Info("incremental basebackup started", "stream", streamID, "tool", tool, "data_dir_bytes", total, "parent", o.Incremental.Parent(), "lsn", o.Incremental.LSN)
+	} else {
+		log.Info("basebackup started", "stream", streamID, "tool", tool, "data_dir_bytes", total)
+	}
 	defer func() {
 		if err != nil {
 			cancel()
@@ -260,6 +270,10 @@ func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o 
 		return nil, fmt.Errorf("basebackup: upload: %w", copyErr)
 	}
 	info, _ := os.ReadFile(filepath.Join(lsnDir, "xtrabackup_info"))
+	checkpoints, err := os.ReadFile(filepath.Join(lsnDir, "xtrabackup_checkpoints"))
+	if err != nil {
+		return nil, fmt.Errorf("basebackup: the tool wrote no checkpoints: %w", err)
+	}
 	cp, err := ParseBinlogPos(string(info) + "\n" + tail.String())
 	if err != nil {
 		return nil, fmt.Errorf("basebackup: %w", err)
@@ -293,6 +307,10 @@ func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o 
 		DataDirSize: total,
 		Codec:       storage.Codec{Compression: o.Encode.Compression, KeyID: keyID(o.Encode.Key)},
 		Parts:       parts.parts, Epoch: o.Epoch, NodeID: o.NodeID,
+		CheckpointsFileContent: string(checkpoints),
+	}
+	if o.Incremental != nil {
+		m.Incremental, m.RequiredStreams = true, o.Incremental.RequiredStreams
 	}
 	log.Info("basebackup uploaded", "stream", streamID, "bytes", size, "encoded_bytes", encodedSize, "parts", len(parts.parts),
 		"binlog", cp.File, "position", cp.Position, "gtid", cp.GTID, "duration", time.Since(started))

@@ -9,9 +9,12 @@ import (
 // The config's backup rules (backup_settings, binlog_purge_settings) as
 // the decisions of this package take them.
 
-// ScheduleOf is backup_settings' schedule.
+// ScheduleOf is backup_settings' schedule (the config was validated: the
+// full-backup days parse).
 func ScheduleOf(bs config.BackupSettings) Schedule {
-	return Schedule{Hour: bs.BackupHour, Minute: bs.BackupMinute, IntervalMinutes: bs.BackupIntervalMinutes}
+	days, _ := bs.Incremental.FullBackupDays()
+	return Schedule{Hour: bs.BackupHour, Minute: bs.BackupMinute, IntervalMinutes: bs.BackupIntervalMinutes,
+		Incremental: bs.Incremental.Enabled, FullDays: days}
 }
 
 // RetentionOf is backup_settings' retention.

@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
@@ -8,8 +9,10 @@ import (
 )
 
 func TestSettings(t *testing.T) {
-	bs := config.BackupSettings{BackupHour: 3, BackupMinute: 15, BackupIntervalMinutes: 1440, BackupCountMin: 2, BackupCountMax: 5, BackupAgeDaysMax: 30}
-	if got := ScheduleOf(bs); got != (Schedule{Hour: 3, Minute: 15, IntervalMinutes: 1440}) {
+	bs := config.BackupSettings{BackupHour: 3, BackupMinute: 15, BackupIntervalMinutes: 1440, BackupCountMin: 2, BackupCountMax: 5, BackupAgeDaysMax: 30,
+		Incremental: config.Incremental{Enabled: true, FullBackupWeekSchedule: "sun, WED"}}
+	want := Schedule{Hour: 3, Minute: 15, IntervalMinutes: 1440, Incremental: true, FullDays: map[time.Weekday]bool{time.Sunday: true, time.Wednesday: true}}
+	if got := ScheduleOf(bs); !reflect.DeepEqual(got, want) {
 		t.Errorf("schedule %+v", got)
 	}
 	if got := RetentionOf(bs); got != (Retention{CountMin: 2, CountMax: 5, AgeDaysMax: 30}) {

@@ -37,6 +37,8 @@ type StreamState struct {
 	Reason         string    `json:"reason"`
 	NormalizedTime time.Time `json:"normalized_time"`
 	Epoch          int64     `json:"epoch"`
+	// Incremental: the stream's backup is incremental when it can be.
+	Incremental bool `json:"incremental,omitempty"`
 	// InitialNextIndex is the scanner's next index when the stream was
 	// created: older binlogs were complete before its backup began.
 	InitialNextIndex int64 `json:"initial_next_index"`

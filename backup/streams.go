@@ -3,6 +3,7 @@ package backup
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -27,10 +28,12 @@ type Streams struct {
 	LastRotation time.Time `json:"last_binlog_rotation"`
 }
 
-// Request is a full backup asked for (scheduled or requested).
+// Request is a backup asked for (scheduled or requested): a full one, or
+// an incremental one when it can be (IncrementalBaseOf, when it starts).
 type Request struct {
 	Reason         string    `json:"reason"` // requested | scheduled
 	NormalizedTime time.Time `json:"normalized_time"`
+	Incremental    bool      `json:"incremental,omitempty"`
 }
 
 // MaxOpen is how many streams are open at once: the old stream keeps
@@ -42,9 +45,12 @@ const MaxOpen = 2
 // backup and is not closed).
 func (s StreamState) Uploading() bool { return s.Phase == PhaseCatchup || s.Phase == PhaseBinlog }
 
-// Schedule is backup_settings' schedule.
+// Schedule is backup_settings' schedule; with Incremental, scheduled
+// backups are incremental except on FullDays (UTC weekdays).
 type Schedule struct {
 	Hour, Minute, IntervalMinutes int
+	Incremental                   bool
+	FullDays                      map[time.Weekday]bool
 }
 
 // Slot is the backup slot for now: the latest slot not after now, aligned
@@ -89,7 +95,7 @@ func (s *Streams) ScheduleBackup(now time.Time, sch Schedule) {
 	}
 	slot := sch.Slot(now, last)
 	if len(s.List) == 0 {
-		s.Request = &Request{Reason: "scheduled", NormalizedTime: slot}
+		s.Request = &Request{Reason: "scheduled", NormalizedTime: slot, Incremental: sch.IncrementalDue(now)}
 		return
 	}
 	if !slot.After(last) {
@@ -102,7 +108,7 @@ func (s *Streams) ScheduleBackup(now time.Time, sch Schedule) {
 	if s.PausedUntil != nil && now.Before(*s.PausedUntil) {
 		return
 	}
-	s.Request = &Request{Reason: "scheduled", NormalizedTime: slot}
+	s.Request = &Request{Reason: "scheduled", NormalizedTime: slot, Incremental: sch.IncrementalDue(now)}
 }
 
 // StartRequested starts a stream for the pending request when fewer than
@@ -113,7 +119,7 @@ func (s *Streams) StartRequested(now time.Time, id, site string, epoch, nextInde
 		return nil
 	}
 	st := StreamState{ID: id, Site: site, Phase: PhaseBasebackup, CreatedAt: now, Reason: s.Request.Reason, NormalizedTime: s.Request.NormalizedTime,
-		Epoch: epoch, NextRemoteIndex: 1, InitialNextIndex: nextIndex}
+		Epoch: epoch, NextRemoteIndex: 1, InitialNextIndex: nextIndex, Incremental: s.Request.Incremental}
 	s.Request = nil
 	s.List = append(s.List, st)
 	return &st
@@ -420,47 +426,89 @@ type Retention struct {
 	CountMin, CountMax, AgeDaysMax int
 }
 
-// ToDelete picks the oldest completed backup that the retention rules
-// allow to delete: never one of own (this node's open streams), never
-// below CountMin unbroken backups, never one that is not closed or that is
-// preserved; deleted when older than AgeDaysMax after its close, or when
-// there are more than CountMax unbroken backups. Recovery-only sites are
-// never touched.
+// ToDelete picks the backup to delete next, if any, as the original does,
+// looking at the oldest completed backup of the writable sites:
+//   - an incremental is an orphan there (its full backup is gone): deleted;
+//   - a full backup goes together with its dependants (the incrementals
+//     that need it), so it is kept while any of them must be: one of own
+//     (this node's open streams), not closed, preserved, or younger than
+//     AgeDaysMax after its close; and while deleting them would leave
+//     fewer than CountMin restorable backups;
+//   - then it is deleted when older than AgeDaysMax after its close, or
+//     when there are more than CountMax restorable backups (broken ones,
+//     and incrementals whose chain is broken, never force a deletion).
+//
+// Recovery-only sites are never touched.
 func (r Retention) ToDelete(backups []BackupInfo, own map[string]bool, now time.Time) *BackupInfo {
 	var done []BackupInfo
+	byID := map[string]BackupInfo{}
 	for _, b := range backups {
 		if !b.RecoverySite && b.CompletedAt != nil {
 			done = append(done, b)
+			byID[b.Site+"/"+b.StreamID] = b
 		}
 	}
 	if len(done) == 0 {
 		return nil
 	}
 	sort.Slice(done, func(i, j int) bool { return done[i].CompletedAt.Before(*done[j].CompletedAt) })
+	restorable := func(b BackupInfo) bool {
+		if b.BrokenAt != nil {
+			return false
+		}
+		if b.Basebackup != nil && b.Basebackup.Incremental {
+			for _, id := range b.Basebackup.RequiredStreams {
+				if m, ok := byID[b.Site+"/"+id]; !ok || m.BrokenAt != nil {
+					return false
+				}
+			}
+		}
+		return true
+	}
 	nonBroken := 0
 	for _, b := range done {
-		if b.BrokenAt == nil {
+		if restorable(b) {
 			nonBroken++
 		}
 	}
 	cand := done[0]
-	if own[cand.StreamID] || cand.ClosedAt == nil {
+	if own[cand.StreamID] {
 		return nil
+	}
+	if cand.Basebackup != nil && cand.Basebackup.Incremental {
+		return &cand // an orphan: the full backup it needs is gone
+	}
+	deps := []BackupInfo{cand}
+	for _, b := range done[1:] {
+		if b.Site == cand.Site && b.Basebackup != nil && b.Basebackup.Incremental && slices.Contains(b.Basebackup.RequiredStreams, cand.StreamID) {
+			deps = append(deps, b)
+		}
 	}
 	if nonBroken <= r.CountMax && r.CountMax < len(done) {
 		return nil // broken backups do not force purges
 	}
 	left := nonBroken
-	if cand.BrokenAt == nil {
-		left--
+	maxAge := time.Duration(r.AgeDaysMax) * 24 * time.Hour
+	young := false
+	for _, d := range deps {
+		if own[d.StreamID] || d.ClosedAt == nil || (d.PreserveUntil != nil && d.PreserveUntil.After(now)) {
+			return nil
+		}
+		if restorable(d) {
+			left--
+		}
+		young = young || !now.After(d.ClosedAt.Add(maxAge))
 	}
 	if left < r.CountMin {
 		return nil
 	}
-	if cand.PreserveUntil != nil && cand.PreserveUntil.After(now) {
-		return nil
+	if now.After(cand.ClosedAt.Add(maxAge)) {
+		if young {
+			return nil // an incremental that needs it is still within its age
+		}
+		return &cand
 	}
-	if now.After(cand.ClosedAt.Add(time.Duration(r.AgeDaysMax)*24*time.Hour)) || nonBroken > r.CountMax {
+	if nonBroken > r.CountMax {
 		return &cand
 	}
 	return nil

@@ -59,6 +59,10 @@ func TestRetentionToDelete(t *testing.T) {
 		return info
 	}
 	future := now.Add(day)
+	inc := func(info BackupInfo, required ...string) BackupInfo {
+		info.Basebackup = &storage.BasebackupManifest{StreamID: info.StreamID, Incremental: true, RequiredStreams: required}
+		return info
+	}
 	tests := []struct {
 		name              string
 		backups           []BackupInfo
@@ -85,6 +89,27 @@ func TestRetentionToDelete(t *testing.T) {
 		}(), 1, 10, 7, nil, ""},
 		{"broken ones do not force a purge", func() []BackupInfo {
 			l := []BackupInfo{b("a", 5, 4), b("b", 4, 3), b("c", 3, -1)}
+			l[1].BrokenAt = &now
+			return l
+		}(), 1, 2, 30, nil, ""},
+		// chains: a full backup goes with the incrementals that need it
+		{"a full backup outlives its incrementals' need", []BackupInfo{b("a", 20, 19), inc(b("a1", 19, 10), "a"), inc(b("a2", 10, 5), "a", "a1"), b("b", 5, -1)},
+			1, 10, 7, nil, ""},
+		{"the whole chain is old: the full backup goes first", []BackupInfo{b("a", 30, 29), inc(b("a1", 29, 20), "a"), inc(b("a2", 20, 10), "a", "a1"), b("b", 10, -1)},
+			1, 10, 7, nil, "a"},
+		{"orphans go", []BackupInfo{inc(b("a1", 29, 20), "a"), inc(b("a2", 20, 10), "a", "a1"), b("b", 10, -1)}, 1, 10, 7, nil, "a1"},
+		{"a preserved incremental keeps its chain", func() []BackupInfo {
+			l := []BackupInfo{b("a", 30, 29), inc(b("a1", 29, 20), "a"), b("b", 10, -1)}
+			l[1].PreserveUntil = &future
+			return l
+		}(), 1, 10, 7, nil, ""},
+		{"an incremental that is not closed keeps its chain", []BackupInfo{b("a", 30, 29), inc(b("a1", 29, -1), "a"), b("b", 10, -1)}, 1, 10, 7, nil, ""},
+		{"count_min counts the chain", []BackupInfo{b("a", 30, 29), inc(b("a1", 29, 20), "a"), inc(b("a2", 20, 10), "a", "a1"), b("b", 10, -1)},
+			2, 10, 7, nil, ""},
+		{"over the count: the chain goes", []BackupInfo{b("a", 5, 4), inc(b("a1", 4, 3), "a"), b("b", 3, 2), inc(b("b1", 2, -1), "b")},
+			1, 3, 30, nil, "a"},
+		{"incrementals of a broken full backup do not force a purge", func() []BackupInfo {
+			l := []BackupInfo{b("a", 5, 4), b("b", 4, 3), inc(b("b1", 3, 2), "b"), b("c", 2, -1)}
 			l[1].BrokenAt = &now
 			return l
 		}(), 1, 2, 30, nil, ""},

@@ -23,6 +23,7 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"time"
 )
 
 // Config is the whole configuration file.
@@ -74,10 +75,32 @@ type BackupSettings struct {
 	Incremental                  Incremental `json:"incremental"`
 }
 
-// Incremental is backup_settings.incremental (accepted for compatibility).
+// Incremental is backup_settings.incremental: with Enabled, a scheduled
+// backup is incremental unless today (UTC) is one of the full-backup days.
 type Incremental struct {
 	Enabled                bool   `json:"enabled"`
 	FullBackupWeekSchedule string `json:"full_backup_week_schedule"`
+}
+
+var weekdays = map[string]time.Weekday{"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday, "wed": time.Wednesday,
+	"thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday}
+
+// FullBackupDays are the days of full_backup_week_schedule ("sun,wed");
+// an unknown day is an error naming it.
+func (i Incremental) FullBackupDays() (map[time.Weekday]bool, error) {
+	out := map[time.Weekday]bool{}
+	for _, d := range strings.Split(i.FullBackupWeekSchedule, ",") {
+		d = strings.ToLower(strings.TrimSpace(d))
+		if d == "" {
+			continue
+		}
+		wd, ok := weekdays[d]
+		if !ok {
+			return out, fmt.Errorf("unknown day %q (want mon, tue, wed, thu, fri, sat, sun)", d)
+		}
+		out[wd] = true
+	}
+	return out, nil
 }
 
 // Site is one entry of backup_sites.

@@ -76,15 +76,10 @@ func (c *Config) validate() Errors {
 	if bs.ForcedBinlogRotationInterval <= 0 {
 		e.add("backup_settings.forced_binlog_rotation_interval", "must be a positive number of seconds, not %v", bs.ForcedBinlogRotationInterval)
 	}
-	days := map[string]bool{"mon": true, "tue": true, "wed": true, "thu": true, "fri": true, "sat": true, "sun": true}
-	sched := strings.TrimSpace(bs.Incremental.FullBackupWeekSchedule)
-	if sched == "" && bs.Incremental.Enabled {
+	if days, err := bs.Incremental.FullBackupDays(); err != nil {
+		e.add("backup_settings.incremental.full_backup_week_schedule", "%v", err)
+	} else if len(days) == 0 && bs.Incremental.Enabled {
 		e.add("backup_settings.incremental.full_backup_week_schedule", "must name at least one day when incremental backups are enabled")
-	}
-	for _, d := range strings.Split(sched, ",") {
-		if d = strings.ToLower(strings.TrimSpace(d)); d != "" && !days[d] {
-			e.add("backup_settings.incremental.full_backup_week_schedule", "unknown day %q (want mon, tue, wed, thu, fri, sat, sun)", d)
-		}
 	}
 
 	c.validateSites(&e)

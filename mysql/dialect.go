@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"regexp"
 	"strings"
 )
 
@@ -66,6 +67,14 @@ type Dialect interface {
 	// backup tool's --backup and --prepare.
 	BackupFlags(registerRedoLogConsumer, estimateMemory bool) []string
 	PrepareFlags(freeMemoryPercent *int) []string
+	// KeepForIncrementals are the --prepare flags of a chain member that
+	// more incrementals are applied to (xtrabackup's --apply-log-only;
+	// mariabackup needs none).
+	KeepForIncrementals() []string
+	// ToolVersion reads the backup tool's version from its --version
+	// output, in the form the tool writes to xtrabackup_info's
+	// tool_version ("" when it cannot be found).
+	ToolVersion(versionOutput string) string
 	// ClientTLS are the [client] option-file lines of require_ssl (and of
 	// a CA to verify the server with).
 	ClientTLS(caFile string) []string
@@ -123,6 +132,25 @@ func (mariadbDialect) ToolPackage() string             { return "mariadb-backup"
 func (mariadbDialect) BackupFlags(bool, bool) []string { return nil }
 func (mariadbDialect) PrepareFlags(*int) []string      { return nil }
 func (mariadbDialect) BackupHasBinlogs() bool          { return false }
+func (mariadbDialect) KeepForIncrementals() []string   { return nil }
+
+// ToolVersion: "mariabackup based on MariaDB server 10.11.19-MariaDB
+// debian-linux-gnu (x86_64)" is tool_version 10.11.19-MariaDB.
+func (mariadbDialect) ToolVersion(out string) string {
+	return firstMatch(mariabackupVersion, out)
+}
+
+var (
+	mariabackupVersion = regexp.MustCompile(`based on MariaDB server (\S+)`)
+	xtrabackupVersion  = regexp.MustCompile(`xtrabackup version (\S+)`)
+)
+
+func firstMatch(re *regexp.Regexp, s string) string {
+	if m := re.FindStringSubmatch(s); m != nil {
+		return m[1]
+	}
+	return ""
+}
 func (mariadbDialect) ParallelWorkers(n int) string {
 	return fmt.Sprintf("SET GLOBAL slave_parallel_threads = %d", max(0, n))
 }
@@ -192,6 +220,15 @@ func (mysqlDialect) BackupTool() string          { return "xtrabackup" }
 func (mysqlDialect) StreamTool() string          { return "xbstream" }
 func (mysqlDialect) ToolPackage() string         { return "percona-xtrabackup" }
 func (mysqlDialect) BackupHasBinlogs() bool      { return true }
+func (mysqlDialect) KeepForIncrementals() []string {
+	return []string{"--apply-log-only"}
+}
+
+// ToolVersion: "xtrabackup version 8.0.35-30 based on MySQL server 8.0.35
+// Linux (x86_64) (revision id: ...)" is tool_version 8.0.35-30.
+func (mysqlDialect) ToolVersion(out string) string {
+	return firstMatch(xtrabackupVersion, out)
+}
 func (mysqlDialect) ParallelWorkers(n int) string {
 	return fmt.Sprintf("SET GLOBAL replica_parallel_workers = %d", max(0, n))
 }

@@ -36,6 +36,12 @@ func TestDialects(t *testing.T) {
 			[]string{"--no-version-check", "--register-redo-log-consumer", "--estimate-memory=ON"}},
 		{"prepare flags", ma.PrepareFlags(&pct), my.PrepareFlags(&pct), []string(nil), []string{"--no-version-check", "--use-free-memory-pct=40"}},
 		{"client TLS", ma.ClientTLS("/c a.pem"), my.ClientTLS(""), []string{"ssl", `ssl-ca="/c a.pem"`, "ssl-verify-server-cert"}, []string{"ssl-mode=REQUIRED"}},
+		{"keep for incrementals", ma.KeepForIncrementals(), my.KeepForIncrementals(), []string(nil), []string{"--apply-log-only"}},
+		// recorded --version outputs
+		{"tool version", ma.ToolVersion("mariabackup based on MariaDB server 10.11.19-MariaDB debian-linux-gnu (x86_64)\n"),
+			my.ToolVersion("xtrabackup version 8.0.35-30 based on MySQL server 8.0.35 Linux (x86_64) (revision id: 6beb4b49)\n"),
+			"10.11.19-MariaDB", "8.0.35-30"},
+		{"no tool version", ma.ToolVersion("garbage"), my.ToolVersion(""), "", ""},
 		{"binlogs in the backup", ma.BackupHasBinlogs(), my.BackupHasBinlogs(), false, true},
 		{"apply", ma.ApplyRelayLogs(RelayApply{FirstRelay: "relay.000001", StartFile: "binlog.000003", StartPos: 4, UntilRelay: "relay.000002", UntilPos: 99}),
 			my.ApplyRelayLogs(RelayApply{FirstRelay: "relay.000001", StartPos: 4, UntilGTID: "u:7"}),

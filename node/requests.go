@@ -13,14 +13,29 @@ import (
 // The requests of the HTTP API that act on backups (active mode's, and
 // the markers any mode may write).
 
-// RequestBasebackup queues a full backup (POST /backup basebackup).
-func (c *Controller) RequestBasebackup() error {
+// RequestBasebackup queues a backup (POST /backup basebackup): a full one,
+// or with incremental true an incremental one, refused with the reason
+// when none can be taken now (an explicit request never silently becomes
+// a full backup).
+func (c *Controller) RequestBasebackup(ctx context.Context, incremental *bool) error {
+	c.mu.Lock()
+	mode, site, flavor := c.state.Mode, c.cfg.UploadSiteName(), c.flavor
+	c.mu.Unlock()
+	if mode != ModeActive {
+		return badRequest("backups can only be requested in active mode (mode is %s)", mode)
+	}
+	inc := incremental != nil && *incremental
+	if inc {
+		if _, err := c.archiver.IncrementalBase(ctx, site, flavor); err != nil {
+			return err
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state.Mode != ModeActive {
 		return badRequest("backups can only be requested in active mode (mode is %s)", c.state.Mode)
 	}
-	c.state.Streams.Request = &backup.Request{Reason: "requested", NormalizedTime: time.Now().UTC()}
+	c.state.Streams.Request = &backup.Request{Reason: "requested", NormalizedTime: time.Now().UTC(), Incremental: inc}
 	c.metrics.Inc("myhoard.backup_stream.basebackup_requested", 1, nil)
 	if err := c.saveLocked(); err != nil {
 		return err

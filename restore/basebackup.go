@@ -65,6 +65,8 @@ type BasebackupOptions struct {
 	FreeMemoryPercent *int
 	// Progress receives the encoded bytes downloaded so far and the total.
 	Progress func(downloaded, total int64)
+	// Member is called as each member of a chain starts (i of n, from 0).
+	Member func(i, n int, m *storage.BasebackupManifest)
 	// Preparing is called when --prepare starts; PrepareProgress with its
 	// estimated progress in percent (from the redo log LSNs it reports).
 	Preparing       func()
@@ -94,18 +96,53 @@ func PrepareCommand(o BasebackupOptions, dir string) []string {
 	return args
 }
 
-// RestoreBasebackup restores a basebackup into an empty data directory:
-// the parts are streamed from storage in order, decoded (every checksum
-// and the encryption are verified on the way) and extracted with no local
-// copy of the stream, then prepared, and only then moved into DataDir. On
-// any failure DataDir is left as it was.
-//
-// It is long because it is one pipeline (download, decode, extract,
-// prepare, move) with its cleanup on every failure path.
+// ChainPrepareCommand is the --prepare of member i of an n-member chain:
+// incrementals (i > 0) are applied from incDir to the full backup in dir,
+// and every member but the last keeps the backup open for the next
+// (xtrabackup's --apply-log-only).
+func ChainPrepareCommand(o BasebackupOptions, dir, incDir string, i, n int) []string {
+	args := PrepareCommand(o, dir)
+	if i > 0 {
+		args = append(args, "--incremental-dir="+incDir)
+	}
+	if i < n-1 {
+		args = append(args, mysql.DialectOf(o.Flavor).KeepForIncrementals()...)
+	}
+	return args
+}
+
+// MemberError is a chain member that failed to restore: the backups that
+// need it cannot be restored either.
+type MemberError struct {
+	StreamID string
+	Err      error
+}
+
+func (e *MemberError) Error() string { return e.Err.Error() }
+func (e *MemberError) Unwrap() error { return e.Err }
+
+// RestoreBasebackup restores one full backup (RestoreChain of one).
 func RestoreBasebackup(ctx context.Context, site *storage.Site, m *storage.BasebackupManifest, o BasebackupOptions) error {
+	return RestoreChain(ctx, site, []*storage.BasebackupManifest{m}, o)
+}
+
+// RestoreChain restores a full backup and the incrementals that follow it
+// (oldest first; the last is the backup restored) into an empty data
+// directory: the full backup's parts are streamed from storage in order,
+// decoded (every checksum and the encryption are verified on the way) and
+// extracted with no local copy of the stream, then prepared; each
+// incremental is then streamed into a directory of its own, applied to
+// the full backup and deleted before the next, so that the disk holds the
+// full backup and one incremental, never the whole chain. Only then is
+// the result moved into DataDir. On any failure DataDir is left as it
+// was; the error is a *MemberError naming the member that failed.
+func RestoreChain(ctx context.Context, site *storage.Site, chain []*storage.BasebackupManifest, o BasebackupOptions) error {
 	log := o.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if len(chain) == 0 {
+		return errors.New("restore basebackup: no backup to restore")
 	}
 	if err := checkEmpty(o.DataDir); err != nil {
 		return err
@@ -124,7 +161,7 @@ func RestoreBasebackup(ctx context.Context, site *storage.Site, m *storage.Baseb
 		}
 		*t = p
 	}
-	o.Prepare = prepare
+	o.Prepare, o.Extract = prepare, extract
 	base := o.TempDir
 	if base == "" {
 		base = filepath.Dir(filepath.Clean(o.DataDir))
@@ -138,25 +175,90 @@ func RestoreBasebackup(ctx context.Context, site *storage.Site, m *storage.Baseb
 	}
 	defer os.RemoveAll(tmp)
 
-	// Download -> decode -> extract.
 	var total int64
-	for _, p := range m.Parts {
-		total += p.EncodedSize
+	for _, m := range chain {
+		for _, p := range m.Parts {
+			total += p.EncodedSize
+		}
 	}
 	var downloaded atomic.Int64
-	src := &partsReader{ctx: ctx, site: site, parts: m.Parts, count: func(n int) {
+	count := func(n int) {
 		d := downloaded.Add(int64(n))
 		if o.Progress != nil {
 			o.Progress(d, total)
 		}
-	}}
+	}
+	for i, m := range chain {
+		if o.Member != nil {
+			o.Member(i, len(chain), m)
+		}
+		if err := restoreMember(ctx, site, m, o, tmp, base, i, len(chain), count, log); err != nil {
+			return &MemberError{StreamID: m.StreamID, Err: err}
+		}
+	}
+	last := chain[len(chain)-1]
+	if mysql.DialectOf(o.Flavor).BackupHasBinlogs() {
+		if err := cleanMySQLBackup(tmp); err != nil {
+			return &MemberError{StreamID: last.StreamID, Err: fmt.Errorf("restore basebackup %s: %w", last.StreamID, err)}
+		}
+	}
+	if err := moveContents(tmp, o.DataDir); err != nil {
+		_ = clearDir(o.DataDir) // never leave a half-moved data directory
+		return fmt.Errorf("restore basebackup %s: move into %s: %w", last.StreamID, o.DataDir, err)
+	}
+	return nil
+}
+
+// restoreMember extracts member i of the chain (the full backup into
+// target, an incremental into a directory of its own, removed after) and
+// prepares it.
+func restoreMember(ctx context.Context, site *storage.Site, m *storage.BasebackupManifest, o BasebackupOptions, target, base string,
+	i, n int, count func(int), log *slog.Logger) error {
+	if (i == 0) == m.Incremental {
+		return fmt.Errorf("restore basebackup %s: member %d of the chain is %s", m.StreamID, i+1, map[bool]string{true: "incremental", false: "a full backup"}[m.Incremental])
+	}
+	dir := target
+	if i > 0 {
+		d, err := os.MkdirTemp(base, ".myhoard-incremental-")
+		if err != nil {
+			return fmt.Errorf("restore basebackup: temporary directory: %w", err)
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	if err := extractInto(ctx, site, m, o.Keys, o.Extract, dir, base, count); err != nil {
+		return err
+	}
+	// The stream holds the checkpoints; an older tool's encrypted stream
+	// did not, so the manifest's copy is written when they are missing.
+	cp := filepath.Join(dir, "xtrabackup_checkpoints")
+	if _, err := os.Stat(cp); errors.Is(err, os.ErrNotExist) && m.CheckpointsFileContent != "" {
+		if err := os.WriteFile(cp, []byte(m.CheckpointsFileContent), 0o640); err != nil {
+			return fmt.Errorf("restore basebackup %s: %w", m.StreamID, err)
+		}
+	}
+	log.Info("basebackup extracted", "stream", m.StreamID, "member", i+1, "of", n)
+	if o.Preparing != nil {
+		o.Preparing()
+	}
+	if out, err := runPrepare(ctx, ChainPrepareCommand(o, target, dir, i, n), dir, o.PrepareProgress); err != nil {
+		return toolError(fmt.Sprintf("restore basebackup %s: %s --prepare in %s failed: %v", m.StreamID, filepath.Base(o.Prepare), target, err), out, base)
+	}
+	log.Info("basebackup prepared", "stream", m.StreamID, "member", i+1, "of", n)
+	return nil
+}
+
+// extractInto streams a backup's parts from storage through the decoder
+// into the extractor, which unpacks them into dir.
+func extractInto(ctx context.Context, site *storage.Site, m *storage.BasebackupManifest, keys storage.Keyring, extract, dir, base string, count func(int)) error {
+	src := &partsReader{ctx: ctx, site: site, parts: m.Parts, count: count}
 	defer src.Close()
-	dec, _, err := storage.NewDecoder(src, o.Keys)
+	dec, _, err := storage.NewDecoder(src, keys)
 	if err != nil {
 		return fmt.Errorf("restore basebackup %s: %w", m.StreamID, err)
 	}
 	defer dec.Close()
-	cmd := exec.CommandContext(ctx, extract, "-x", "-C", tmp)
+	cmd := exec.CommandContext(ctx, extract, "-x", "-C", dir)
 	pr, stdin, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("restore basebackup: pipe to %s: %w", extract, err)
@@ -180,28 +282,10 @@ func RestoreBasebackup(ctx context.Context, site *storage.Site, m *storage.Baseb
 	waitErr := cmd.Wait()
 	if waitErr != nil || (copyErr != nil && errors.Is(copyErr, syscall.EPIPE)) {
 		// the extractor's own error explains a broken pipe
-		return toolError(fmt.Sprintf("restore basebackup %s: %s -x into %s failed: %v", m.StreamID, filepath.Base(extract), tmp, waitErr), stderr.String(), base)
+		return toolError(fmt.Sprintf("restore basebackup %s: %s -x into %s failed: %v", m.StreamID, filepath.Base(extract), dir, waitErr), stderr.String(), base)
 	}
 	if copyErr != nil {
 		return fmt.Errorf("restore basebackup %s: download: %w", m.StreamID, copyErr)
-	}
-	log.Info("basebackup extracted", "stream", m.StreamID, "bytes", downloaded.Load())
-
-	if o.Preparing != nil {
-		o.Preparing()
-	}
-	if out, err := runPrepare(ctx, PrepareCommand(o, tmp), tmp, o.PrepareProgress); err != nil {
-		return toolError(fmt.Sprintf("restore basebackup %s: %s --prepare in %s failed: %v", m.StreamID, filepath.Base(prepare), tmp, err), out, base)
-	}
-	log.Info("basebackup prepared", "stream", m.StreamID)
-	if mysql.DialectOf(o.Flavor).BackupHasBinlogs() {
-		if err := cleanMySQLBackup(tmp); err != nil {
-			return fmt.Errorf("restore basebackup %s: %w", m.StreamID, err)
-		}
-	}
-	if err := moveContents(tmp, o.DataDir); err != nil {
-		_ = clearDir(o.DataDir) // never leave a half-moved data directory
-		return fmt.Errorf("restore basebackup %s: move into %s: %w", m.StreamID, o.DataDir, err)
 	}
 	return nil
 }

@@ -65,6 +65,9 @@ type State struct {
 	Phase            Phase  `json:"phase"`
 	BasebackupErrors int    `json:"basebackup_errors"`
 	LastError        string `json:"last_error,omitempty"`
+	// FailedStream is the member of the backup's chain that failed to
+	// restore (the backup itself, or a backup it needs).
+	FailedStream string `json:"failed_stream,omitempty"`
 	// GTIDStateSet is true once the restored server got the backup's GTID
 	// state (never again after that: it would undo applied binlogs).
 	GTIDStateSet    bool       `json:"gtid_state_set"`
@@ -113,10 +116,13 @@ type Coordinator struct {
 	status wire.RestoreStatus
 
 	manifest *storage.BasebackupManifest
-	chain    []storage.StoredBinlog // binlogs still to apply
-	pf       *prefetcher
-	pfStop   context.CancelFunc
-	db       *sql.DB
+	// members is the backup's chain: its full backup and incrementals,
+	// oldest first, ending with manifest.
+	members []*storage.BasebackupManifest
+	chain   []storage.StoredBinlog // binlogs still to apply
+	pf      *prefetcher
+	pfStop  context.CancelFunc
+	db      *sql.DB
 	// applyCancel stops the apply in progress (ForceComplete).
 	applyCancel context.CancelFunc
 }
@@ -317,40 +323,89 @@ func (c *Coordinator) step(ctx context.Context, p Phase) error {
 	return &terminalError{PhaseFailed, fmt.Errorf("unknown restore phase %q", p)}
 }
 
-// loadBackup reads the backup's manifest and markers.
+// loadBackup reads the backup's manifest and markers, and those of every
+// backup of its chain (an incremental needs its full backup and the
+// incrementals before it, all completed and not broken, on the same site).
 func (c *Coordinator) loadBackup(ctx context.Context) error {
 	id := c.State().BackupStreamID
+	m, err := c.readMember(ctx, id, id)
+	if err != nil {
+		return err
+	}
+	var members []*storage.BasebackupManifest
+	for i, rid := range m.RequiredStreams {
+		if !m.Incremental {
+			break
+		}
+		rm, err := c.readMember(ctx, rid, id)
+		if err != nil {
+			return err
+		}
+		if rm.Incremental != (i > 0) {
+			return &terminalError{PhaseFailed, fmt.Errorf("backup %s needs %s as member %d of its chain, but that one is %s",
+				id, rid, i+1, map[bool]string{true: "incremental", false: "a full backup"}[rm.Incremental])}
+		}
+		members = append(members, rm)
+	}
+	members = append(members, m)
+	var total int64
+	for _, mm := range members {
+		for _, p := range mm.Parts {
+			total += p.EncodedSize
+		}
+	}
+	c.mu.Lock()
+	c.manifest, c.members = m, members
+	c.status.BasebackupBytesTotal = total
+	c.status.RestoreChainTotal = len(members)
+	c.mu.Unlock()
+	return nil
+}
+
+// readMember reads the manifest of backup id, which the restore of backup
+// of needs: it must be completed and not broken. A member that cannot be
+// used fails the restore of of (failed_basebackup: the fallback picks an
+// older backup).
+func (c *Coordinator) readMember(ctx context.Context, id, of string) (*storage.BasebackupManifest, error) {
+	what := "backup " + id
+	if id != of {
+		what = fmt.Sprintf("backup %s (needed by %s)", id, of)
+	}
 	ok, err := c.o.Site.Exists(ctx, storage.MarkerKey(id, storage.MarkerCompleted))
 	if err != nil {
-		return fmt.Errorf("read backup %s: %w", id, err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	if !ok {
-		return &terminalError{PhaseFailed, fmt.Errorf("backup %s on site %s is not completed", id, c.o.Site.Name)}
+		if id != of {
+			return nil, c.memberFailed(id, fmt.Errorf("%s on site %s is missing or not completed", what, c.o.Site.Name))
+		}
+		return nil, &terminalError{PhaseFailed, fmt.Errorf("%s on site %s is not completed", what, c.o.Site.Name)}
 	}
 	broken, err := c.o.Site.Exists(ctx, storage.MarkerKey(id, storage.MarkerBroken))
 	if err != nil {
-		return fmt.Errorf("read backup %s: %w", id, err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	if broken {
-		return &terminalError{PhaseFailedBasebackup, fmt.Errorf("backup %s is marked broken", id)}
+		return nil, c.memberFailed(id, fmt.Errorf("%s is marked broken", what))
 	}
 	data, err := c.o.Site.GetBytes(ctx, storage.BasebackupManifestKey(id))
 	if err != nil {
-		return fmt.Errorf("read backup %s: %w", id, err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	var m storage.BasebackupManifest
 	if err := storage.UnmarshalManifest(storage.BasebackupManifestKey(id), data, &m); err != nil {
-		return &terminalError{PhaseFailedBasebackup, err}
+		return nil, c.memberFailed(id, err)
 	}
-	var total int64
-	for _, p := range m.Parts {
-		total += p.EncodedSize
+	return &m, nil
+}
+
+// memberFailed ends the restore as failed_basebackup because of chain
+// member id.
+func (c *Coordinator) memberFailed(id string, err error) error {
+	if serr := c.update(func(s *State) { s.FailedStream = id }); serr != nil {
+		return serr
 	}
-	c.mu.Lock()
-	c.manifest = &m
-	c.status.BasebackupBytesTotal = total
-	c.mu.Unlock()
-	return nil
+	return &terminalError{PhaseFailedBasebackup, err}
 }
 
 func (c *Coordinator) backup(ctx context.Context) (*storage.BasebackupManifest, error) {
@@ -502,8 +557,21 @@ func (c *Coordinator) restoreBasebackup(ctx context.Context) error {
 	if err := clearDir(c.o.DataDir); err != nil {
 		return err
 	}
-	err = RestoreBasebackup(ctx, c.o.Site, m, BasebackupOptions{
+	c.mu.Lock()
+	members := c.members
+	c.mu.Unlock()
+	err = RestoreChain(ctx, c.o.Site, members, BasebackupOptions{
 		Flavor: m.Flavor, DataDir: c.o.DataDir, TempDir: c.o.TempDir, Keys: c.o.Keys, FreeMemoryPercent: c.o.FreeMemoryPercent, Log: c.log,
+		Member: func(i, n int, mm *storage.BasebackupManifest) {
+			c.mu.Lock()
+			c.status.RestoreChainIndex, c.status.RestoreChainTotal = i+1, n
+			c.status.CurrentBackupIncremental, c.status.RestoringStream = mm.Incremental, mm.StreamID
+			c.status.BasebackupPrepareProgress = nil
+			c.mu.Unlock()
+			if i > 0 {
+				_ = c.setPhase(PhaseRestoringBasebackup)
+			}
+		},
 		Progress: func(d, total int64) {
 			c.mu.Lock()
 			c.status.BasebackupBytesDownloaded = d
@@ -536,6 +604,14 @@ func (c *Coordinator) restoreBasebackup(ctx context.Context) error {
 		}
 		if c.State().BasebackupErrors >= 4 {
 			c.o.Metrics.Inc("myhoard.basebackup_broken", 1, nil)
+			failed := m.StreamID
+			var me *MemberError
+			if errors.As(err, &me) {
+				failed = me.StreamID
+			}
+			if serr := c.update(func(s *State) { s.FailedStream = failed }); serr != nil {
+				return serr
+			}
 			return &terminalError{PhaseFailedBasebackup, fmt.Errorf("restoring backup %s failed 4 times, last: %w", m.StreamID, err)}
 		}
 		return err
@@ -832,12 +908,13 @@ func (c *Coordinator) Fail(msg string) error {
 // state. The coordinator must not be running.
 func (c *Coordinator) SwitchBackup(streamID string) error {
 	c.mu.Lock()
-	c.manifest, c.chain = nil, nil
+	c.manifest, c.members, c.chain = nil, nil, nil
 	c.status.BasebackupBytesDownloaded, c.status.BasebackupBytesTotal, c.status.BasebackupPrepareProgress = 0, 0, nil
+	c.status.RestoreChainIndex, c.status.RestoreChainTotal, c.status.CurrentBackupIncremental, c.status.RestoringStream = 0, 0, false, ""
 	c.mu.Unlock()
 	return c.update(func(s *State) {
-		s.BackupStreamID, s.Phase, s.BasebackupErrors, s.GTIDStateSet, s.ApplyServerID, s.BinlogsRestored =
-			streamID, PhaseGettingBackupInfo, 0, false, 0, 0
+		s.BackupStreamID, s.Phase, s.BasebackupErrors, s.GTIDStateSet, s.ApplyServerID, s.BinlogsRestored, s.FailedStream =
+			streamID, PhaseGettingBackupInfo, 0, false, 0, 0, ""
 	})
 }
 

@@ -80,14 +80,17 @@ func LoadState(path string) (st State, found bool, err error) {
 
 // NewestRestorable is the newest completed, unbroken backup of site (any
 // site when empty) whose stream id sorts before before (no bound when
-// empty): what auto_restore picks, and the fallback after a backup failed
-// to restore.
+// empty) and whose chain (for an incremental: the full backup and the
+// incrementals it needs) is all there, completed and unbroken: what
+// auto_restore picks, and the fallback after a backup failed to restore.
 func NewestRestorable(backups []wire.Backup, site, before string) *wire.Backup {
 	var newest *wire.Backup
 	for i := range backups {
 		b := &backups[i]
-		if (site != "" && b.Site != site) || (before != "" && b.StreamID >= before) ||
-			b.CompletedAt == nil || b.BrokenAt != nil || b.Basebackup == nil {
+		if (site != "" && b.Site != site) || (before != "" && b.StreamID >= before) || !usable(*b) {
+			continue
+		}
+		if _, ok := ChainOf(backups, *b); !ok {
 			continue
 		}
 		if newest == nil || b.StreamID > newest.StreamID {
@@ -95,6 +98,31 @@ func NewestRestorable(backups []wire.Backup, site, before string) *wire.Backup {
 		}
 	}
 	return newest
+}
+
+func usable(b wire.Backup) bool { return b.CompletedAt != nil && b.BrokenAt == nil && b.Basebackup != nil }
+
+// ChainOf is what restoring b takes, oldest first and b last: for an
+// incremental its full backup and the incrementals before it, as listed;
+// ok is false when a member is missing, not completed or broken.
+func ChainOf(backups []wire.Backup, b wire.Backup) (chain []wire.Backup, ok bool) {
+	if b.Basebackup == nil {
+		return []wire.Backup{b}, false
+	}
+	ok = true
+	if b.Basebackup.Incremental {
+		for _, id := range b.Basebackup.RequiredStreams {
+			found := false
+			for _, o := range backups {
+				if o.Site == b.Site && o.StreamID == id {
+					chain, found = append(chain, o), usable(o)
+					break
+				}
+			}
+			ok = ok && found
+		}
+	}
+	return append(chain, b), ok
 }
 
 // CheckFields checks a restore request's own fields: it names a backup
@@ -182,22 +210,30 @@ type Listing interface {
 
 // FallBack handles a backup that failed to restore (the run ended in
 // failed_basebackup): with markBroken it has the listing mark the backup
-// broken (a recovery-only site is never written), then switches to the
-// newest older restorable backup of the site, which restores with every
+// broken (for a chain, the member that failed: the incrementals after it
+// cannot be restored either; a recovery-only site is never written), then
+// switches to the newest restorable backup older than the failed one (a
+// shorter chain or an earlier full backup), which restores with every
 // later binlog; with none left the restore fails.
 func (j *Job) FallBack(ctx context.Context, list Listing, markBroken bool, nodeID string) error {
 	st := j.Coord.State()
 	if err := list.Refresh(ctx, 0); err != nil { // after a restart nothing is listed yet
 		return err
 	}
+	// the member of the chain that failed: it and every later backup
+	// (which may need it) are passed over
+	failed := st.BackupStreamID
+	if st.FailedStream != "" && st.FailedStream < failed {
+		failed = st.FailedStream
+	}
 	if site := j.Coord.o.Site; markBroken && site != nil && !site.RecoveryOnly {
 		rec := storage.MarkerRecord{At: time.Now().UTC(), NodeID: nodeID}
-		if err := list.SetMarker(ctx, st.BackupStreamID, storage.MarkerBroken, &rec); err != nil {
-			return fmt.Errorf("mark backup %s broken: %w", st.BackupStreamID, err)
+		if err := list.SetMarker(ctx, failed, storage.MarkerBroken, &rec); err != nil {
+			return fmt.Errorf("mark backup %s broken: %w", failed, err)
 		}
-		j.Coord.log.Warn("backup marked broken after failing to restore", "backup", st.BackupStreamID, "error", st.LastError)
+		j.Coord.log.Warn("backup marked broken after failing to restore", "backup", failed, "restoring", st.BackupStreamID, "error", st.LastError)
 	}
-	older := NewestRestorable(list.Backups(), st.Request.Site, st.BackupStreamID)
+	older := NewestRestorable(list.Backups(), st.Request.Site, failed)
 	if older == nil {
 		return j.Coord.Fail(fmt.Sprintf("%s; no older backup to fall back to", st.LastError))
 	}

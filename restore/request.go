@@ -3,6 +3,7 @@ package restore
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/myhoard/myhoard/mysql"
@@ -30,6 +31,10 @@ func CheckRequest(ctx context.Context, site *storage.Site, b wire.Backup, backup
 		return nil, badRequest("backup %s is marked broken (at %s); pick another backup", b.StreamID, b.BrokenAt.Format(time.RFC3339))
 	case b.CompletedAt == nil || b.Basebackup == nil:
 		return nil, badRequest("backup %s is not completed yet", b.StreamID)
+	}
+	if _, ok := ChainOf(backups, b); !ok {
+		return nil, badRequest("backup %s is incremental and a backup it needs is missing, not completed or broken (it needs %s); pick another backup",
+			b.StreamID, strings.Join(b.Basebackup.RequiredStreams, ", "))
 	}
 	req := &Request{Site: b.Site, StreamID: b.StreamID, ApproximateOK: target.ApproximateOK}
 	if target.Time != nil {

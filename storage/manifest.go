@@ -3,6 +3,7 @@ package storage
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/myhoard/myhoard/mysql"
@@ -73,16 +74,34 @@ type BasebackupManifest struct {
 	StartedAt      time.Time     `json:"started_at"`
 	EndedAt        time.Time     `json:"ended_at"`
 	// Size is the xbstream's size; EncodedSize the sum of the parts.
-	Size           int64            `json:"size"`
-	EncodedSize    int64            `json:"encoded_size"`
-	DataDirSize    int64            `json:"data_dir_size,omitempty"`
-	SHA256         string           `json:"sha256"`
-	Codec          Codec            `json:"codec"`
-	Parts          []BasebackupPart `json:"parts"`
-	Epoch          int64            `json:"epoch"`
-	NodeID         string           `json:"node_id,omitempty"`
-	Incremental    bool             `json:"incremental,omitempty"`
-	ParentStreamID string           `json:"parent_stream_id,omitempty"`
+	Size        int64            `json:"size"`
+	EncodedSize int64            `json:"encoded_size"`
+	DataDirSize int64            `json:"data_dir_size,omitempty"`
+	SHA256      string           `json:"sha256"`
+	Codec       Codec            `json:"codec"`
+	Parts       []BasebackupPart `json:"parts"`
+	Epoch       int64            `json:"epoch"`
+	NodeID      string           `json:"node_id,omitempty"`
+	// Incremental backups hold the pages changed since the backup their
+	// RequiredStreams end with; RequiredStreams is the chain they need,
+	// oldest first (the full backup, then the earlier incrementals, not
+	// this one).
+	Incremental     bool     `json:"incremental,omitempty"`
+	RequiredStreams []string `json:"required_streams,omitempty"`
+	// CheckpointsFileContent is the tool's xtrabackup_checkpoints: the
+	// LSNs an incremental continues from, and the prepare's progress.
+	CheckpointsFileContent string `json:"checkpoints_file_content,omitempty"`
+}
+
+// Checkpoint is a value of xtrabackup_checkpoints ("to_lsn"; "" when
+// absent).
+func (m *BasebackupManifest) Checkpoint(key string) string {
+	for _, line := range strings.Split(m.CheckpointsFileContent, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 // PromotionRecord says from which remote index an epoch's primary is the
@@ -129,6 +148,9 @@ func (m *BinlogManifest) check() error {
 func (m *BasebackupManifest) check() error {
 	if m.StreamID == "" || m.BinlogName == "" || len(m.Parts) == 0 {
 		return fmt.Errorf("basebackup manifest for %q is incomplete", m.StreamID)
+	}
+	if m.Incremental && len(m.RequiredStreams) == 0 {
+		return fmt.Errorf("incremental basebackup manifest for %q names no required streams", m.StreamID)
 	}
 	return nil
 }

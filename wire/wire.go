@@ -74,6 +74,10 @@ type BackupList struct {
 type BackupRequest struct {
 	BackupType    string   `json:"backup_type"` // basebackup | binlog
 	WaitForUpload *float64 `json:"wait_for_upload,omitempty"`
+	// Incremental (basebackup only): true asks for an incremental backup
+	// (400 with the reason when none can be taken), false or absent for
+	// a full one.
+	Incremental *bool `json:"incremental,omitempty"`
 }
 
 // Success is the answer of the requests that only succeed or fail.
@@ -88,20 +92,27 @@ type Error struct {
 
 // RestoreStatus is GET /status/restore.
 type RestoreStatus struct {
-	Phase                     string    `json:"phase"`
-	BasebackupBytesDownloaded int64     `json:"basebackup_compressed_bytes_downloaded"`
-	BasebackupBytesTotal      int64     `json:"basebackup_compressed_bytes_total"`
-	BasebackupPrepareProgress *float64  `json:"basebackup_prepare_progress,omitempty"`
-	BinlogsBeingRestored      int       `json:"binlogs_being_restored"`
-	BinlogsPending            int       `json:"binlogs_pending"`
-	BinlogsRestored           int       `json:"binlogs_restored"`
-	BinlogBytesPrefetched     int64     `json:"binlog_bytes_downloaded"`
-	CurrentBackupName         string    `json:"current_backup_name"`
-	RequestedBackupName       string    `json:"requested_backup_name"`
-	BasebackupErrors          int       `json:"basebackup_errors"`
-	LastError                 string    `json:"last_error,omitempty"`
-	StartedAt                 time.Time `json:"started_at"`
-	ForceComplete             bool      `json:"force_complete,omitempty"`
+	Phase                     string   `json:"phase"`
+	BasebackupBytesDownloaded int64    `json:"basebackup_compressed_bytes_downloaded"`
+	BasebackupBytesTotal      int64    `json:"basebackup_compressed_bytes_total"`
+	BasebackupPrepareProgress *float64 `json:"basebackup_prepare_progress,omitempty"`
+	BinlogsBeingRestored      int      `json:"binlogs_being_restored"`
+	BinlogsPending            int      `json:"binlogs_pending"`
+	BinlogsRestored           int      `json:"binlogs_restored"`
+	BinlogBytesPrefetched     int64    `json:"binlog_bytes_downloaded"`
+	CurrentBackupName         string   `json:"current_backup_name"`
+	// The member of the backup's chain being restored (full backup first,
+	// then each incremental): its stream, whether it is incremental, its
+	// place (from 1) and the chain's length.
+	RestoringStream          string    `json:"restoring_stream,omitempty"`
+	CurrentBackupIncremental bool      `json:"current_backup_incremental"`
+	RestoreChainIndex        int       `json:"restore_chain_index"`
+	RestoreChainTotal        int       `json:"restore_chain_total"`
+	RequestedBackupName      string    `json:"requested_backup_name"`
+	BasebackupErrors         int       `json:"basebackup_errors"`
+	LastError                string    `json:"last_error,omitempty"`
+	StartedAt                time.Time `json:"started_at"`
+	ForceComplete            bool      `json:"force_complete,omitempty"`
 }
 
 // ClusterStatus is GET /cluster: the cluster view as the answering node
