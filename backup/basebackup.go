@@ -50,6 +50,9 @@ type BasebackupOptions struct {
 	Incremental *IncrementalBase
 	NodeID      string
 	Epoch       int64
+	// Failpoint, if set, is called with "basebackup-streaming" once the
+	// first bytes are on their way to storage (tests kill the daemon there).
+	Failpoint func(name string)
 	// Progress, if set, receives the estimated progress in percent.
 	Progress func(pct float64)
 	// Uploaded, if set, receives the encoded bytes stored so far and the
@@ -247,7 +250,7 @@ func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o 
 	// stdout -> encoder -> parts. (No separate hash of the stream: the
 	// codec's checksummed frames, age's MAC and zstd's checksum already
 	// detect any damage, and the CPU is better spent compressing.)
-	parts := &partWriter{ctx: cctx, site: site, streamID: streamID, split: o.SplitSize, report: o.Uploaded, started: time.Now()}
+	parts := &partWriter{ctx: cctx, site: site, streamID: streamID, split: o.SplitSize, report: o.Uploaded, started: time.Now(), failpoint: o.Failpoint}
 	enc, err := storage.NewEncoder(parts, o.Encode)
 	if err != nil {
 		return nil, err
@@ -374,10 +377,11 @@ type partWriter struct {
 	done    chan error
 	parts   []storage.BasebackupPart
 
-	report   func(int64, float64)
-	started  time.Time
-	total    int64
-	reported time.Time
+	report    func(int64, float64)
+	started   time.Time
+	total     int64
+	reported  time.Time
+	failpoint func(string)
 }
 
 func (w *partWriter) Write(p []byte) (int, error) {
@@ -391,6 +395,9 @@ func (w *partWriter) Write(p []byte) (int, error) {
 			k = int(min(int64(k), w.split-w.written))
 		}
 		m, err := w.pw.Write(p[:k])
+		if w.total == 0 && m > 0 && w.failpoint != nil {
+			w.failpoint("basebackup-streaming")
+		}
 		n += m
 		w.written += int64(m)
 		w.total += int64(m)

@@ -57,7 +57,7 @@ func TestIncrementalBaseOf(t *testing.T) {
 	cp := "backup_type = full-backuped\nfrom_lsn = 0\nto_lsn = 100\nlast_lsn = 120\n"
 	full := func(id string) BackupInfo {
 		return BackupInfo{Site: "s", StreamID: id, CompletedAt: &at, Resumable: true,
-			Basebackup: &storage.BasebackupManifest{StreamID: id, Tool: "mariabackup", ToolVersion: ver, CheckpointsFileContent: cp}}
+			Basebackup: InfoOf(&storage.BasebackupManifest{StreamID: id, Tool: "mariabackup", ToolVersion: ver, CheckpointsFileContent: cp})}
 	}
 	inc := func(id, lsn string, req ...string) BackupInfo {
 		b := full(id)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
 	"github.com/myhoard/myhoard/wire"
 )
@@ -163,7 +164,7 @@ func readManifest(ctx context.Context, site *storage.Site, info *BackupInfo, obj
 		brokenBy(info, objects["basebackup.json"], err)
 		return nil
 	}
-	info.Basebackup = &m
+	info.Basebackup = InfoOf(&m)
 	parts := map[string]bool{}
 	_ = site.List(ctx, storage.StreamPrefix(info.StreamID)+"basebackup/", func(o storage.ObjectInfo) error {
 		parts[o.Key] = true
@@ -177,6 +178,15 @@ func readManifest(ctx context.Context, site *storage.Site, info *BackupInfo, obj
 	}
 	return nil
 }
+
+// InfoOf is the basebackup_info of a basebackup.json.
+func InfoOf(m *storage.BasebackupManifest) *wire.BasebackupInfo {
+	return &wire.BasebackupInfo{BasebackupManifest: m, StartTS: epoch(m.StartedAt), EndTS: epoch(m.EndedAt),
+		CompressedSize: m.EncodedSize, StartSize: m.DataDirSize, EndSize: m.DataDirSize,
+		GTID: mysql.DialectOf(m.Flavor).GTIDTarget(m.GTIDExecuted), NumberOfSplits: len(m.Parts)}
+}
+
+func epoch(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
 // readMarkers reads the completed, closed, broken and preserved markers.
 func readMarkers(ctx context.Context, site *storage.Site, info *BackupInfo, objects map[string]storage.ObjectInfo) error {

@@ -60,7 +60,7 @@ func TestRetentionToDelete(t *testing.T) {
 	}
 	future := now.Add(day)
 	inc := func(info BackupInfo, required ...string) BackupInfo {
-		info.Basebackup = &storage.BasebackupManifest{StreamID: info.StreamID, Incremental: true, RequiredStreams: required}
+		info.Basebackup = InfoOf(&storage.BasebackupManifest{StreamID: info.StreamID, Incremental: true, RequiredStreams: required})
 		return info
 	}
 	tests := []struct {
@@ -368,7 +368,7 @@ func TestCompleteCloseAndRotation(t *testing.T) {
 func TestContinue(t *testing.T) {
 	started := ts("2026-11-25T03:10:00Z")
 	done := ts("2026-11-25T03:20:00Z")
-	b := BackupInfo{StreamID: "s", Site: "x", CompletedAt: &done, Basebackup: &storage.BasebackupManifest{StartedAt: started}}
+	b := BackupInfo{StreamID: "s", Site: "x", CompletedAt: &done, Basebackup: InfoOf(&storage.BasebackupManifest{StartedAt: started})}
 	st := Continue(b, Schedule{Hour: 3, IntervalMinutes: 1440}, 4, 17, 30)
 	want := StreamState{ID: "s", Site: "x", Phase: PhaseBinlog, CreatedAt: started, Reason: "scheduled", Epoch: 4,
 		NormalizedTime: ts("2026-11-25T03:00:00Z"), InitialNextIndex: 30, FirstLocalIndex: 30, LastUploadedLocal: 29, NextRemoteIndex: 17, CompletedAt: &done}

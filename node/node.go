@@ -116,7 +116,7 @@ func (c *Controller) m() *metrics.Metrics {
 func New(cfg *config.Config, log *slog.Logger) (*Controller, error) {
 	c := &Controller{log: log, cfg: cfg, timing: DefaultTiming, reload: make(chan struct{}, 1), wake: make(chan struct{}, 1),
 		stats: &storage.Stats{}, killAt: failpoint.FromEnv(), catalog: backup.NewCatalog(log)}
-	c.archiver = &backup.Archiver{Log: log, Catalog: c.catalog, Owner: archiverOwner{c}}
+	c.archiver = &backup.Archiver{Log: log, Catalog: c.catalog, Owner: archiverOwner{c}, Failpoint: func(name string) { c.killAt.Hit(name, log) }}
 	c.state.Mode = ModeIdle
 	if _, err := statefile.Load(c.statePath(), &c.state); err != nil {
 		return nil, err

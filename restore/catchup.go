@@ -25,7 +25,7 @@ func CatchUp(ctx context.Context, backups []wire.Backup, rec storage.PromotionRe
 	if from == nil {
 		return fmt.Errorf("this server (%s) is older than every backup on site %s; it cannot catch up from storage", executed, o.Site.Name)
 	}
-	chain, err := ListChain(ctx, o.Site, from.Basebackup)
+	chain, err := ListChain(ctx, o.Site, from.Basebackup.BasebackupManifest)
 	if err != nil {
 		return fmt.Errorf("list the binlogs since backup %s: %w", from.StreamID, err)
 	}

@@ -14,7 +14,10 @@ import (
 
 func TestNewestRestorable(t *testing.T) {
 	now := time.Now()
-	bb := &storage.BasebackupManifest{}
+	bb := &wire.BasebackupInfo{BasebackupManifest: &storage.BasebackupManifest{}}
+	inc := func(required ...string) *wire.BasebackupInfo {
+		return &wire.BasebackupInfo{BasebackupManifest: &storage.BasebackupManifest{Incremental: true, RequiredStreams: required}}
+	}
 	backups := []wire.Backup{
 		{Site: "a", StreamID: "1", CompletedAt: &now, Basebackup: bb},
 		{Site: "a", StreamID: "2", CompletedAt: &now, Basebackup: bb, BrokenAt: &now},
@@ -22,16 +25,30 @@ func TestNewestRestorable(t *testing.T) {
 		{Site: "a", StreamID: "4", Basebackup: bb}, // running
 		{Site: "b", StreamID: "5", CompletedAt: &now, Basebackup: bb},
 		{Site: "b", StreamID: "6", CompletedAt: &now}, // no basebackup.json
+		// chains on site c: 7 <- 8 <- 9 with 8 broken; 10 <- 11 whole
+		// but 10 only on site a; 12 needs a backup that is gone
+		{Site: "c", StreamID: "7", CompletedAt: &now, Basebackup: bb},
+		{Site: "c", StreamID: "8", CompletedAt: &now, Basebackup: inc("7"), BrokenAt: &now},
+		{Site: "c", StreamID: "9", CompletedAt: &now, Basebackup: inc("7", "8")},
+		{Site: "a", StreamID: "91", CompletedAt: &now, Basebackup: bb},
+		{Site: "c", StreamID: "92", CompletedAt: &now, Basebackup: inc("91")},
+		{Site: "d", StreamID: "1", CompletedAt: &now, Basebackup: bb},
+		{Site: "d", StreamID: "2", CompletedAt: &now, Basebackup: inc("1")},
+		{Site: "d", StreamID: "3", CompletedAt: &now, Basebackup: inc("1", "2")},
 	}
 	for _, tc := range []struct {
 		site, before, want string
 	}{
-		{"", "", "5"},
-		{"a", "", "3"},
+		{"", "", "91"},
+		{"a", "", "91"},
 		{"a", "3", "1"},
 		{"a", "1", ""},
 		{"b", "", "5"},
-		{"c", "", ""},
+		{"c", "", "7"}, // 92's full backup is on another site, 9 needs the broken 8
+		{"d", "", "3"},
+		{"d", "3", "2"}, // a shorter chain
+		{"d", "2", "1"},
+		{"x", "", ""},
 	} {
 		got := NewestRestorable(backups, tc.site, tc.before)
 		if (got == nil) != (tc.want == "") || (got != nil && got.StreamID != tc.want) {

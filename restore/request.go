@@ -74,7 +74,7 @@ func checkGTIDTarget(ctx context.Context, site *storage.Site, b wire.Backup, tex
 		return target, badRequest("target_gtid %s is outside the restorable window of backup %s: the full backup already contains it (it is at %s)",
 			target, b.StreamID, b.Basebackup.GTIDExecuted)
 	}
-	chain, err := ListChain(ctx, site, b.Basebackup)
+	chain, err := ListChain(ctx, site, b.Basebackup.BasebackupManifest)
 	if err != nil && !errors.Is(err, storage.ErrGap) {
 		return target, err
 	}

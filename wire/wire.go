@@ -47,7 +47,7 @@ type ModeChange struct {
 type Backup struct {
 	Site       string                      `json:"site"`
 	StreamID   string                      `json:"stream_id"`
-	Basebackup *storage.BasebackupManifest `json:"basebackup_info"`
+	Basebackup *BasebackupInfo `json:"basebackup_info"`
 	BrokenAt   *time.Time                  `json:"broken_at"`
 	// BrokenReason says why a backup lists as broken without a broken
 	// marker: its basebackup.json or a marker cannot be read (corrupt, or
@@ -63,6 +63,24 @@ type Backup struct {
 	// still added).
 	RestorableFrom  *time.Time `json:"restorable_from"`
 	RestorableUntil *time.Time `json:"restorable_until"`
+}
+
+// BasebackupInfo is a backup's basebackup_info: its basebackup.json and,
+// derived from it, the fields that clients of the original read there.
+type BasebackupInfo struct {
+	*storage.BasebackupManifest
+	// StartTS and EndTS are StartedAt and EndedAt in epoch seconds.
+	StartTS float64 `json:"start_ts"`
+	EndTS   float64 `json:"end_ts"`
+	// CompressedSize is the stored size of all parts; StartSize and
+	// EndSize the data directory's.
+	CompressedSize int64 `json:"compressed_size"`
+	StartSize      int64 `json:"start_size"`
+	EndSize        int64 `json:"end_size"`
+	// GTID is the consistency point's GTID state in the flavour's text
+	// form (MariaDB: the GTID position).
+	GTID           string `json:"gtid"`
+	NumberOfSplits int    `json:"number_of_splits"`
 }
 
 // BackupList is GET /backup (Backups is null before the first listing).

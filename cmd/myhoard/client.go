@@ -121,7 +121,7 @@ func backupsCommand(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STREAM\tSITE\tCOMPLETED\tCLOSED\tSIZE\tSTORED\tRESTORABLE\tNOTES")
+	fmt.Fprintln(tw, "STREAM\tSITE\tKIND\tCOMPLETED\tCLOSED\tSIZE\tSTORED\tRESTORABLE\tNOTES")
 	at := func(t *time.Time) string {
 		if t == nil {
 			return "-"
@@ -129,9 +129,12 @@ func backupsCommand(args []string, stdout, stderr io.Writer) int {
 		return t.UTC().Format("2006-01-02 15:04:05")
 	}
 	for _, b := range list {
-		size, stored := "-", "-"
+		size, stored, kind := "-", "-", "-"
 		if b.Basebackup != nil {
-			size, stored = humanBytes(b.Basebackup.Size), humanBytes(b.Basebackup.EncodedSize)
+			size, stored, kind = humanBytes(b.Basebackup.Size), humanBytes(b.Basebackup.EncodedSize), "full"
+			if r := b.Basebackup.RequiredStreams; b.Basebackup.Incremental && len(r) > 0 {
+				kind = "incremental of " + r[len(r)-1]
+			}
 		}
 		window := "-"
 		if b.RestorableFrom != nil {
@@ -148,23 +151,31 @@ func backupsCommand(args []string, stdout, stderr io.Writer) int {
 		if b.PreserveUntil != nil {
 			notes = append(notes, "preserved until "+at(b.PreserveUntil))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.StreamID, b.Site, at(b.CompletedAt), at(b.ClosedAt), size, stored, window, strings.Join(notes, ", "))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.StreamID, b.Site, kind, at(b.CompletedAt), at(b.ClosedAt), size, stored, window, strings.Join(notes, ", "))
 	}
 	tw.Flush()
 	return 0
 }
 
 func backupCommand(args []string, stdout, stderr io.Writer) int {
-	var binlog bool
+	var binlog, incremental bool
 	var wait float64
 	srv, _, ok := clientFlags("backup", args, stderr, func(fs *flag.FlagSet) {
 		fs.BoolVar(&binlog, "binlog", false, "rotate and upload the current binlog instead of a full backup")
+		fs.BoolVar(&incremental, "incremental", false, "an incremental backup (refused with the reason when none can be taken)")
 		fs.Float64Var(&wait, "wait", 0, "with --binlog: seconds to wait for the upload")
 	})
 	if !ok {
 		return 2
 	}
 	body := wire.BackupRequest{BackupType: "basebackup"}
+	if incremental {
+		body.Incremental = &incremental
+	}
+	if binlog && incremental {
+		fmt.Fprintln(stderr, "myhoard backup: --incremental does not go with --binlog")
+		return 2
+	}
 	if binlog {
 		body = wire.BackupRequest{BackupType: "binlog", WaitForUpload: &wait}
 	} else if wait != 0 {

@@ -130,6 +130,13 @@ func progressLine(st wire.RestoreStatus, started time.Time) string {
 			el := time.Since(started)
 			fmt.Fprintf(&b, " ETA %s", (time.Duration(float64(el)/frac) - el).Round(time.Second))
 		}
+		if st.RestoreChainTotal > 1 && st.RestoringStream != "" {
+			kind := "full"
+			if st.CurrentBackupIncremental {
+				kind = "incremental"
+			}
+			fmt.Fprintf(&b, " chain %d/%d: %s %s", st.RestoreChainIndex, st.RestoreChainTotal, kind, st.RestoringStream)
+		}
 	default:
 		total := st.BinlogsRestored + st.BinlogsBeingRestored + st.BinlogsPending
 		frac := 1.0
