@@ -211,6 +211,35 @@ func (n *restoreNode) assertRestored(t *testing.T, cp harness.Checkpoint) {
 	}
 }
 
+// corruptedCopy copies the file storage at backups and flips a bit in
+// the middle of the first part of backup streamID.
+func corruptedCopy(t *testing.T, backups, streamID string) string {
+	t.Helper()
+	copyDir := filepath.Join(t.TempDir(), "backups")
+	if out, err := exec.Command("cp", "-a", backups, copyDir).CombinedOutput(); err != nil {
+		t.Fatalf("copy storage: %v %s", err, out)
+	}
+	site := openFileSite(t, copyDir)
+	raw, err := site.GetBytes(context.Background(), storage.BasebackupManifestKey(streamID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m storage.BasebackupManifest
+	if err := storage.UnmarshalManifest("basebackup.json", raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	part := filepath.Join(copyDir, filepath.FromSlash(m.Parts[0].Key))
+	data, err := os.ReadFile(part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0x40
+	if err := os.WriteFile(part, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return copyDir
+}
+
 func dirBytes(dir string) int64 {
 	var n int64
 	entries, _ := os.ReadDir(dir)
@@ -419,28 +448,7 @@ func TestRestore(t *testing.T) {
 		}
 	})
 	t.Run("corrupted newest backup falls back to the previous one", func(t *testing.T) {
-		copyDir := filepath.Join(t.TempDir(), "backups")
-		if out, err := exec.Command("cp", "-a", src.backups, copyDir).CombinedOutput(); err != nil {
-			t.Fatalf("copy storage: %v %s", err, out)
-		}
-		site := openFileSite(t, copyDir)
-		raw, err := site.GetBytes(context.Background(), storage.BasebackupManifestKey(src.b2))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m storage.BasebackupManifest
-		if err := storage.UnmarshalManifest("basebackup.json", raw, &m); err != nil {
-			t.Fatal(err)
-		}
-		part := filepath.Join(copyDir, filepath.FromSlash(m.Parts[0].Key))
-		data, err := os.ReadFile(part)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data[len(data)/2] ^= 0x40
-		if err := os.WriteFile(part, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		copyDir := corruptedCopy(t, src.backups, src.b2)
 		n := newRestoreNode(t, copyDir, map[string]any{"restore_auto_mark_backups_broken": true})
 		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b2}); code != 200 {
 			t.Fatalf("restore request: %d %v", code, body)

@@ -169,6 +169,16 @@ func RestoreChain(ctx context.Context, site *storage.Site, chain []*storage.Base
 	if err := os.MkdirAll(base, 0o750); err != nil {
 		return fmt.Errorf("restore basebackup: %w", err)
 	}
+	// What a killed attempt left (a whole extracted backup, perhaps) is
+	// removed first: one restore runs at a time, and it starts over.
+	for _, pattern := range []string{".myhoard-restore-*", ".myhoard-incremental-*"} {
+		stale, _ := filepath.Glob(filepath.Join(base, pattern))
+		for _, d := range stale {
+			if err := os.RemoveAll(d); err != nil {
+				return fmt.Errorf("restore basebackup: remove an earlier attempt's %s: %w", d, err)
+			}
+		}
+	}
 	tmp, err := os.MkdirTemp(base, ".myhoard-restore-")
 	if err != nil {
 		return fmt.Errorf("restore basebackup: temporary directory: %w", err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
@@ -695,7 +696,25 @@ func (s *Site) DeletePrefix(ctx context.Context, prefix string) (int, error) {
 			return i, err
 		}
 	}
+	if s.isFile {
+		s.removeFileTemps(prefix)
+	}
 	return len(keys), nil
+}
+
+// removeFileTemps removes the temporary files that uploads killed with
+// their process left under prefix on a file site (listings never show
+// them, so nothing else would).
+func (s *Site) removeFileTemps(prefix string) {
+	root := filepath.Join(s.fileDir, filepath.FromSlash(prefix))
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && fileTempRe.MatchString(d.Name()) {
+			if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+				s.log.Warn("could not remove an upload's temporary file", "path", p, "error", rerr)
+			}
+		}
+		return nil
+	})
 }
 
 // Copy copies an object within the site, server-side where the backend
