@@ -31,6 +31,10 @@ func TestBuildCommand(t *testing.T) {
 	if ma[0] != "/usr/bin/mariabackup" || slices.Contains(ma, "--no-version-check") || !slices.Contains(ma, "--parallel=1") {
 		t.Errorf("MariaDB command = %q", ma)
 	}
+	inc := BuildCommand(BasebackupOptions{Flavor: mysql.FlavorMariaDB, Incremental: &IncrementalBase{LSN: "7912698", RequiredStreams: []string{"a"}}}, "/c", "/t", "/l")
+	if !slices.Contains(inc, "--incremental-lsn=7912698") || slices.Contains(ma, "--incremental-lsn=7912698") {
+		t.Errorf("incremental command = %q", inc)
+	}
 	for _, cmd := range [][]string{my, ma} {
 		for _, a := range cmd {
 			if strings.Contains(a, "password") {

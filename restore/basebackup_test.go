@@ -28,6 +28,26 @@ func TestPrepareCommand(t *testing.T) {
 	if !slices.Equal(ma, []string{"mariabackup", "--prepare", "--target-dir=/r/x"}) {
 		t.Errorf("MariaDB prepare = %q", ma)
 	}
+	// a chain of three: the full backup and the middle member stay open
+	// for the next incremental (xtrabackup only), incrementals come from
+	// their own directory
+	my3, ma3 := BasebackupOptions{Flavor: mysql.FlavorMySQL}, BasebackupOptions{Flavor: mysql.FlavorMariaDB}
+	for _, tc := range []struct {
+		o    BasebackupOptions
+		i    int
+		want []string
+	}{
+		{my3, 0, []string{"xtrabackup", "--prepare", "--target-dir=/t", "--no-version-check", "--apply-log-only"}},
+		{my3, 1, []string{"xtrabackup", "--prepare", "--target-dir=/t", "--no-version-check", "--incremental-dir=/i", "--apply-log-only"}},
+		{my3, 2, []string{"xtrabackup", "--prepare", "--target-dir=/t", "--no-version-check", "--incremental-dir=/i"}},
+		{ma3, 0, []string{"mariabackup", "--prepare", "--target-dir=/t"}},
+		{ma3, 1, []string{"mariabackup", "--prepare", "--target-dir=/t", "--incremental-dir=/i"}},
+		{ma3, 2, []string{"mariabackup", "--prepare", "--target-dir=/t", "--incremental-dir=/i"}},
+	} {
+		if got := ChainPrepareCommand(tc.o, "/t", "/i", tc.i, 3); !slices.Equal(got, tc.want) {
+			t.Errorf("%s member %d: %q, want %q", tc.o.Flavor, tc.i, got, tc.want)
+		}
+	}
 }
 
 func TestRestoreBasebackupOnMariaDB(t *testing.T) {

@@ -378,3 +378,35 @@ func TestFileSiteListWhileUploading(t *testing.T) {
 		t.Fatalf("only %d uploads ran among the lists in 20 s", n)
 	}
 }
+
+// TestFileSiteDeletePrefixRemovesKilledUploads: an upload killed with its
+// process leaves fileblob's temporary file, which no listing shows;
+// deleting the prefix removes it too, and nothing outside the prefix.
+func TestFileSiteDeletePrefixRemovesKilledUploads(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenDirectory(ctx, "f", dir, SiteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, k := range []string{"a/b/part", "other/part"} {
+		if err := s.PutBytes(ctx, k, []byte("x"), PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{"a/b/part.0123abcd.tmp", "other/part.0123abcd.tmp"} {
+		if err := os.WriteFile(filepath.Join(dir, p), []byte("half"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.DeletePrefix(ctx, "a/"); err != nil || n != 1 {
+		t.Fatalf("DeletePrefix: %d, %v", n, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a/b/part.0123abcd.tmp")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the killed upload's temporary file under the prefix is still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "other/part.0123abcd.tmp")); err != nil {
+		t.Errorf("a temporary file outside the prefix was removed: %v", err)
+	}
+}
