@@ -224,6 +224,19 @@ func TestInvalidConfigs(t *testing.T) {
 		{"storage key of another type", func(m map[string]any) {
 			site(m)["object_storage"] = map[string]any{"storage_type": "local", "directory": "/x", "bucket_name": "b"}
 		}, []Problem{{"backup_sites.default.object_storage.bucket_name", "unknown key"}}},
+		{"s3 storage class and segment size", func(m map[string]any) {
+			site(m)["object_storage"] = map[string]any{"storage_type": "s3", "bucket_name": "b", "storage_class": "GLACIER", "segment_size": 1024}
+		}, []Problem{{"backup_sites.default.object_storage.storage_class", `"GLACIER" is not one of STANDARD`},
+			{"backup_sites.default.object_storage.segment_size", "between 5 MiB and 5 GiB"}}},
+		{"gcs storage class", func(m map[string]any) {
+			site(m)["object_storage"] = map[string]any{"storage_type": "google", "bucket_name": "b", "storage_class": "nearline"}
+		}, []Problem{{"backup_sites.default.object_storage.storage_class", `"nearline" is not one of STANDARD, NEARLINE`}}},
+		{"incremental week schedule", func(m map[string]any) {
+			m["backup_settings"] = map[string]any{"incremental": map[string]any{"enabled": true, "full_backup_week_schedule": "sun,funday"}}
+		}, []Problem{{"backup_settings.incremental.full_backup_week_schedule", `unknown day "funday"`}}},
+		{"incremental without full backup days", func(m map[string]any) {
+			m["backup_settings"] = map[string]any{"incremental": map[string]any{"enabled": true, "full_backup_week_schedule": " "}}
+		}, []Problem{{"backup_settings.incremental.full_backup_week_schedule", "must name at least one day"}}},
 		{"bad url scheme", func(m map[string]any) {
 			site(m)["object_storage"] = map[string]any{"url": "ftp://host/x"}
 		}, []Problem{{"backup_sites.default.object_storage.url", `unsupported scheme "ftp"`}}},

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -71,6 +72,52 @@ type GoogleStorage struct {
 	CredentialFile string         `json:"credential_file"`
 	Credentials    map[string]any `json:"credentials"`
 	Prefix         string         `json:"prefix"`
+	StorageClass   string         `json:"storage_class"`
+}
+
+// The storage classes new objects may be written in. (S3's GLACIER and
+// DEEP_ARCHIVE are not among them: their objects cannot be read back
+// without a restore request, so a restore would fail.)
+var (
+	s3StorageClasses  = []string{"STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "EXPRESS_ONEZONE"}
+	gcsStorageClasses = []string{"STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE", "MULTI_REGIONAL", "REGIONAL", "DURABLE_REDUCED_AVAILABILITY"}
+)
+
+// S3 multipart limits: a part (segment_size) is 5 MiB to 5 GiB.
+const (
+	minSegmentSize = 5 << 20
+	maxSegmentSize = 5 << 30
+)
+
+// StorageClass is the storage class new objects are written in ("": the
+// bucket's default).
+func (o *ObjectStorage) StorageClass() string {
+	switch {
+	case o.S3 != nil:
+		return o.S3.StorageClass
+	case o.Google != nil:
+		return o.Google.StorageClass
+	}
+	return ""
+}
+
+// SegmentSize is the multipart upload part size (0: the default).
+func (o *ObjectStorage) SegmentSize() int64 {
+	if o.S3 != nil {
+		return o.S3.SegmentSize
+	}
+	return 0
+}
+
+// SkipTLSVerify: is_verify_tls is false (S3 only).
+func (o *ObjectStorage) SkipTLSVerify() bool {
+	return o.S3 != nil && o.S3.IsVerifyTLS != nil && !*o.S3.IsVerifyTLS
+}
+
+func checkStorageClass(d *decoder, class string, allowed []string, path string) {
+	if class != "" && !slices.Contains(allowed, class) {
+		d.errs.add(join(path, "storage_class"), "%q is not one of %s", class, strings.Join(allowed, ", "))
+	}
 }
 
 // AzureStorage is storage_type "azure".
@@ -160,6 +207,10 @@ func (o *ObjectStorage) decodeConfig(d *decoder, v any, path string) {
 				q.Set("use_path_style", "true")
 			}
 		}
+		checkStorageClass(d, s.StorageClass, s3StorageClasses, path)
+		if s.SegmentSize != 0 && (s.SegmentSize < minSegmentSize || s.SegmentSize > maxSegmentSize) {
+			d.errs.add(join(path, "segment_size"), "must be between 5 MiB and 5 GiB (S3's part sizes), not %d", s.SegmentSize)
+		}
 		if (s.AWSAccessKeyID == "") != (s.AWSSecretAccessKey == "") {
 			d.errs.add(path, "aws_access_key_id and aws_secret_access_key go together")
 		}
@@ -172,6 +223,7 @@ func (o *ObjectStorage) decodeConfig(d *decoder, v any, path string) {
 			d.errs.add(join(path, "bucket_name"), "is required for storage_type google")
 			return
 		}
+		checkStorageClass(d, o.Google.StorageClass, gcsStorageClasses, path)
 		if o.Google.CredentialFile != "" && o.Google.Credentials != nil {
 			d.errs.add(path, "give credential_file or credentials, not both")
 		}

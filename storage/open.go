@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -78,6 +79,12 @@ func openS3(ctx context.Context, c *config.S3Storage) (*blob.Bucket, error) {
 		if c.Host != "" {
 			o.BaseEndpoint = aws.String(endpoint(c.Host, c.Port, c.IsSecure))
 			o.UsePathStyle = c.AddressingStyle != "virtual"
+		}
+		if c.IsVerifyTLS != nil && !*c.IsVerifyTLS {
+			// is_verify_tls false (warned about when the site opens)
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the operator's explicit choice
+			o.HTTPClient = &http.Client{Transport: tr}
 		}
 		// Retries are the site's own (counted, with its backoff).
 		o.Retryer = aws.NopRetryer{}

@@ -20,6 +20,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	gcs "cloud.google.com/go/storage"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
+	tmtypes "github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
 
@@ -88,6 +94,9 @@ type Site struct {
 	// their directory (objects are fsynced there, see syncFile).
 	isFile  bool
 	fileDir string
+	// storageClass is the class new objects are written in (S3, GCS;
+	// "": the bucket's default).
+	storageClass string
 	// noIfNotExist is set once the backend refuses conditional writes;
 	// write-once puts then fall back to check-then-write (see PutOptions).
 	noIfNotExist atomic.Bool
@@ -258,6 +267,12 @@ func OpenSite(ctx context.Context, name string, oc *config.ObjectStorage, opts S
 	if opts.AttemptTimeout <= 0 {
 		opts.AttemptTimeout = 2 * time.Minute
 	}
+	if n := oc.SegmentSize(); n > 0 {
+		opts.PartSize = int(n)
+	}
+	if oc.SkipTLSVerify() {
+		opts.Log.Warn("is_verify_tls is false: the storage server's certificate is not verified, so anyone on the path can read and change the backups", "site", name)
+	}
 	bucket, err := openBucket(ctx, oc)
 	if err != nil {
 		return nil, fmt.Errorf("storage site %s: open %s: %w", name, redact(oc.URL), err)
@@ -265,7 +280,8 @@ func OpenSite(ctx context.Context, name string, oc *config.ObjectStorage, opts S
 	if oc.Prefix != "" {
 		bucket = blob.PrefixedBucket(bucket, oc.Prefix)
 	}
-	site := &Site{Name: name, URL: redact(oc.URL), Prefix: oc.Prefix, bucket: bucket, opts: opts, stats: opts.Stats, log: opts.Log}
+	site := &Site{Name: name, URL: redact(oc.URL), Prefix: oc.Prefix, bucket: bucket, opts: opts, stats: opts.Stats, log: opts.Log,
+		storageClass: oc.StorageClass()}
 	if u, err := url.Parse(oc.URL); err == nil && u.Scheme == "file" {
 		site.isFile, site.fileDir = true, filepath.Join(filepath.Clean(u.Path), filepath.FromSlash(oc.Prefix))
 	}
@@ -375,6 +391,7 @@ func (s *Site) write(ctx context.Context, key string, r io.Reader, opts PutOptio
 	err := s.bucket.Upload(wctx, key, cr, &blob.WriterOptions{
 		BufferSize: s.opts.PartSize, MaxConcurrency: s.opts.UploadConcurrency,
 		ContentType: ct, DisableContentTypeDetection: true, IfNotExist: ifNotExist,
+		BeforeWrite: s.beforeWrite,
 	})
 	if err != nil {
 		if ifNotExist && gcerrors.Code(err) == gcerrors.Unimplemented {
@@ -390,6 +407,41 @@ func (s *Site) write(ctx context.Context, key string, r io.Reader, opts PutOptio
 		}
 	}
 	return cr.n, nil
+}
+
+// beforeWrite sets the storage class of a new object on the backends
+// that have one.
+func (s *Site) beforeWrite(as func(any) bool) error {
+	if s.storageClass == "" {
+		return nil
+	}
+	var in *transfermanager.UploadObjectInput
+	if as(&in) {
+		in.StorageClass = tmtypes.StorageClass(s.storageClass)
+		return nil
+	}
+	var w *gcs.Writer
+	if as(&w) {
+		w.ObjectAttrs.StorageClass = s.storageClass
+	}
+	return nil
+}
+
+// beforeCopy sets the storage class of a copied object.
+func (s *Site) beforeCopy(as func(any) bool) error {
+	if s.storageClass == "" {
+		return nil
+	}
+	var in *s3.CopyObjectInput
+	if as(&in) {
+		in.StorageClass = s3types.StorageClass(s.storageClass)
+		return nil
+	}
+	var c *gcs.Copier
+	if as(&c) {
+		c.ObjectAttrs.StorageClass = s.storageClass
+	}
+	return nil
 }
 
 // syncFile makes a file site's object durable before the put returns
@@ -721,7 +773,7 @@ func (s *Site) removeFileTemps(prefix string) {
 // can (S3, GCS, Azure); file and mem copy locally.
 func (s *Site) Copy(ctx context.Context, dst, src string) error {
 	return s.do(ctx, "copy to "+dst+" from", src, false, func(ctx context.Context) error {
-		return s.bucket.Copy(ctx, dst, src, nil)
+		return s.bucket.Copy(ctx, dst, src, &blob.CopyOptions{BeforeCopy: s.beforeCopy})
 	})
 }
 
