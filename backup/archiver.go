@@ -193,7 +193,7 @@ func (a *Archiver) startBasebackup(ctx context.Context, t Tick, s StreamState) {
 		TempDir: cfg.TemporaryDirectory, CopyThreads: cfg.Xtrabackup.CopyThreads, SplitSize: cfg.BackupSites[s.Site].SplitSize,
 		Encode: site.Encode, RegisterRedoLogConsumer: cfg.Xtrabackup.RegisterRedoLogConsumer,
 		EstimateMemory: cfg.Xtrabackup.EstimateMemory, ServerUUID: t.ServerUUID, NodeID: cfg.Cluster.NodeID,
-		Epoch: s.Epoch, Log: a.Log, ServerID: uint32(cfg.ServerID), Failpoint: a.Failpoint,
+		Epoch: s.Epoch, Log: a.Log, ServerID: uint32(cfg.ServerID), Failpoint: a.Failpoint, OptimizeTables: cfg.OptimizeTablesBeforeBackup,
 		Progress: func(pct float64) { mx.Gauge("myhoard.basebackup.estimated_progress", pct, nil) },
 		Uploaded: func(n int64, rate float64) {
 			mx.Gauge("myhoard.backup_stream.basebackup_bytes_uploaded", float64(n), nil)

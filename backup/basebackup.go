@@ -45,6 +45,9 @@ type BasebackupOptions struct {
 	RegisterRedoLogConsumer, EstimateMemory bool
 	ServerID                                uint32
 	ServerUUID                              string
+	// OptimizeTables is optimize_tables_before_backup: OPTIMIZE TABLE on
+	// the tables with INSTANT row versions first (MySQL 8.0.29 and later).
+	OptimizeTables bool
 	// Incremental, when set, makes the backup incremental: only the pages
 	// changed after its LSN are copied.
 	Incremental *IncrementalBase
@@ -176,6 +179,11 @@ func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o 
 	target := filepath.Join(tmp, "target")
 	for _, d := range []string{lsnDir, target} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("basebackup: %w", err)
+		}
+	}
+	if o.OptimizeTables && db != nil {
+		if err := optimizeTables(ctx, db, log); err != nil {
 			return nil, fmt.Errorf("basebackup: %w", err)
 		}
 	}
@@ -318,6 +326,19 @@ func TakeBasebackup(ctx context.Context, site *storage.Site, streamID string, o 
 	log.Info("basebackup uploaded", "stream", streamID, "bytes", size, "encoded_bytes", encodedSize, "parts", len(parts.parts),
 		"binlog", cp.File, "position", cp.Position, "gtid", cp.GTID, "duration", time.Since(started))
 	return m, nil
+}
+
+// optimizeTables carries out optimize_tables_before_backup.
+func optimizeTables(ctx context.Context, db *sql.DB, log *slog.Logger) error {
+	var version string
+	if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
+		return fmt.Errorf("optimize tables: SELECT VERSION(): %w", err)
+	}
+	if !mysql.OptimizeApplies(version) {
+		log.Info("optimize_tables_before_backup applies to MySQL 8.0.29 and later only; nothing to optimize on this server", "version", version)
+		return nil
+	}
+	return mysql.OptimizeRowVersionTables(ctx, db, version, log)
 }
 
 // dataFileRe matches the files whose copying measures progress: table
