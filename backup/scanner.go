@@ -1,7 +1,9 @@
 // Package backup owns taking backups on the primary: the local binlog
-// scanner, the backup streams' lifecycle (one full backup plus every
-// binlog after it), the basebackup operation (xtrabackup / mariabackup
-// streamed through the codec into object storage), binlog uploads, the
+// scanner, the backup streams' lifecycle (one full or incremental backup
+// plus every binlog after it), the basebackup operation (xtrabackup /
+// mariabackup streamed through the codec into object storage; an
+// incremental continues the chain IncrementalBaseOf finds eligible, in
+// incremental.go), binlog uploads, the
 // listing of a site's backups, retention, the local binlog purge, and the
 // fences and takeover of a promotion.
 //
@@ -9,7 +11,7 @@
 // when a backup is due, which binlog a stream uploads next and under
 // which remote index (NextUploads: the upload decision), when a stream
 // completes or closes, which local binlogs are safe to purge, which backup
-// retention deletes. The node controller owns Streams (under its lock,
+// retention deletes (keeping incremental chains whole). The node controller owns Streams (under its lock,
 // persisted with its mode). Archiver (archiver.go) carries out active
 // mode's part of a tick for it: it reads the streams from the controller
 // and hands every change back through Owner.ChangeStreams. Catalog

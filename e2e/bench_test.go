@@ -126,25 +126,7 @@ func BenchmarkPrimary(b *testing.B) {
 
 	// Through myhoard: the real daemon, zstd fastest + encryption, file storage.
 	dir := b.TempDir()
-	port, _ := harness.FreePort()
-	cfg := daemonConfig(b, dir, port, in)
-	pub, priv := storagetest.KeyPEM(b)
-	cfg["backup_sites"] = map[string]any{"default": map[string]any{
-		"compression":     map[string]any{"algorithm": "zstd"},
-		"encryption_keys": map[string]any{"public": pub, "private": priv},
-		"object_storage":  map[string]any{"storage_type": "local", "directory": filepath.Join(dir, "backups")},
-	}}
-	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 3600, "backup_count_max": 10, "backup_count_min": 1}
-	cfg["binlog_purge_settings"] = map[string]any{"enabled": false}
-	cfg["xtrabackup"] = map[string]any{"copy_threads": 1}
-	cfgPath := filepath.Join(dir, "myhoard.json")
-	writeJSON(b, cfgPath, cfg)
-	d := startDaemon(b, "--config", cfgPath)
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	harness.WaitFor(b, "the daemon", 30*time.Second, func() (bool, string) {
-		_, err := statusOf(url)
-		return err == nil, fmt.Sprint(err)
-	})
+	d, url, _ := startBenchDaemon(b, dir, in)
 	dropCaches()
 	doJSON(b, "PUT", url+"/status", map[string]any{"mode": "active"})
 	backupsDone := func() int { return len(durationRe.FindAllString(d.out.String(), -1)) }
@@ -270,6 +252,35 @@ func BenchmarkPrimary(b *testing.B) {
 	b.ReportMetric(float64(percentile(lat, 0.99).Milliseconds()), "upload_p99_ms")
 	for b.Loop() {
 	}
+}
+
+// startBenchDaemon starts a daemon that backs in up as the benchmarks
+// measure it: zstd fastest + encryption, file storage under dir/backups,
+// one copy thread, no forced rotation, no purge.
+// It returns the daemon, its API URL and the backup_sites block (for a
+// restore node that reads the same storage).
+func startBenchDaemon(b *testing.B, dir string, in *harness.Instance) (*daemonProc, string, map[string]any) {
+	b.Helper()
+	port, _ := harness.FreePort()
+	cfg := daemonConfig(b, dir, port, in)
+	pub, priv := storagetest.KeyPEM(b)
+	cfg["backup_sites"] = map[string]any{"default": map[string]any{
+		"compression":     map[string]any{"algorithm": "zstd"},
+		"encryption_keys": map[string]any{"public": pub, "private": priv},
+		"object_storage":  map[string]any{"storage_type": "local", "directory": filepath.Join(dir, "backups")},
+	}}
+	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 3600, "backup_count_max": 10, "backup_count_min": 1}
+	cfg["binlog_purge_settings"] = map[string]any{"enabled": false}
+	cfg["xtrabackup"] = map[string]any{"copy_threads": 1}
+	cfgPath := filepath.Join(dir, "myhoard.json")
+	writeJSON(b, cfgPath, cfg)
+	d := startDaemon(b, "--config", cfgPath)
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	harness.WaitFor(b, "the daemon", 30*time.Second, func() (bool, string) {
+		_, err := statusOf(url)
+		return err == nil, fmt.Sprint(err)
+	})
+	return d, url, cfg["backup_sites"].(map[string]any)
 }
 
 // vmHWM is a process's peak resident set in KiB.

@@ -29,7 +29,7 @@ type incrementalSource struct {
 // flushDirtyPages makes InnoDB write every dirty page, so that its
 // checkpoint (an incremental's starting LSN) is now: a real server gets
 // there by itself within minutes.
-func flushDirtyPages(t *testing.T, in *harness.Instance) {
+func flushDirtyPages(t testing.TB, in *harness.Instance) {
 	t.Helper()
 	db := harness.OpenDB(t, in)
 	harness.Exec(t, db, "SET GLOBAL innodb_max_dirty_pages_pct_lwm = 0", "SET GLOBAL innodb_max_dirty_pages_pct = 0")

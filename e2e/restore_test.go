@@ -106,7 +106,7 @@ type restoreNode struct {
 	argv    []string
 }
 
-func newRestoreNode(t *testing.T, backups string, extra map[string]any) *restoreNode {
+func newRestoreNode(t testing.TB, backups string, extra map[string]any) *restoreNode {
 	t.Helper()
 	tools, err := harness.FindTools()
 	if err != nil {
@@ -141,7 +141,7 @@ func newRestoreNode(t *testing.T, backups string, extra map[string]any) *restore
 	return n
 }
 
-func (n *restoreNode) start(t *testing.T) {
+func (n *restoreNode) start(t testing.TB) {
 	t.Helper()
 	n.d = startDaemon(t, "--config", n.cfgPath)
 	harness.WaitFor(t, "the restore node's API", 20*time.Second, func() (bool, string) {
@@ -150,20 +150,20 @@ func (n *restoreNode) start(t *testing.T) {
 	})
 }
 
-func (n *restoreNode) kill(t *testing.T) {
+func (n *restoreNode) kill(t testing.TB) {
 	t.Helper()
 	_ = n.d.cmd.Process.Kill()
 	_, _ = n.d.wait(t, 10*time.Second)
 }
 
-func (n *restoreNode) restoreStatus(t *testing.T) wire.RestoreStatus {
+func (n *restoreNode) restoreStatus(t testing.TB) wire.RestoreStatus {
 	t.Helper()
 	st, _ := apiClient(n.url).RestoreStatus(context.Background())
 	return st
 }
 
 // waitObserve waits until the restore completed and the node observes.
-func (n *restoreNode) waitObserve(t *testing.T, timeout time.Duration) {
+func (n *restoreNode) waitObserve(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	harness.WaitFor(t, "the restore to complete (mode observe)", timeout, func() (bool, string) {
 		mode, err := statusOf(n.url)
@@ -182,7 +182,7 @@ func (n *restoreNode) waitObserve(t *testing.T, timeout time.Duration) {
 }
 
 // assertRestored compares the restored server with a source checkpoint.
-func (n *restoreNode) assertRestored(t *testing.T, cp harness.Checkpoint) {
+func (n *restoreNode) assertRestored(t testing.TB, cp harness.Checkpoint) {
 	t.Helper()
 	db, err := n.in.Open()
 	if err != nil {

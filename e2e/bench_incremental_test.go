@@ -1,0 +1,231 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/myhoard/myhoard/e2e/harness"
+	"github.com/myhoard/myhoard/storage"
+)
+
+// BenchmarkIncremental measures incremental backups against full ones on
+// sysbench tables (8 x benchRows rows): a full backup, then twice 20k
+// write transactions and an incremental backup; then the restore of the
+// chain (full + 2 incrementals) by the daemon against the same chain
+// restored by hand (zstd -d | mbstream -x, mariabackup --prepare with
+// --incremental-dir) from the same xbstreams compressed with zstd -1, in
+// alternating pairs. It prints the ratios and the daemon's phases.
+func BenchmarkIncremental(b *testing.B) {
+	if _, err := exec.LookPath("sysbench"); err != nil {
+		b.Fatal("sysbench is missing: apt-get install sysbench (make bench installs it)")
+	}
+	zstdCLI, err := exec.LookPath("zstd")
+	if err != nil {
+		b.Fatal("zstd is missing: apt-get install zstd")
+	}
+	tools, err := harness.FindTools()
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := harness.StartInstances(b, 1, harness.Options{Extra: []string{"innodb_buffer_pool_size=512M", "max_binlog_size=64M", "innodb_log_file_size=256M"}})[0]
+	db := harness.OpenDB(b, in)
+	harness.Exec(b, db, "CREATE DATABASE sbtest")
+	sysbench(b, in, "--threads=2", "prepare")
+	flushDirtyPages(b, in) // as after the prepare on a real server: its checkpoint caught up
+
+	dir := b.TempDir()
+	d, url, sites := startBenchDaemon(b, dir, in)
+	doJSON(b, "PUT", url+"/status", map[string]any{"mode": "active"})
+	uploaded := func() []time.Duration {
+		var out []time.Duration
+		for _, m := range durationRe.FindAllStringSubmatch(d.out.String(), -1) {
+			if v, err := time.ParseDuration(m[1]); err == nil {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	harness.WaitFor(b, "the full backup", 10*time.Minute, func() (bool, string) { return len(uploaded()) >= 1, "" })
+	for i := 1; i <= 2; i++ {
+		harness.WaitFor(b, "the stream to complete", 5*time.Minute, func() (bool, string) { return strings.Count(d.out.String(), "backup stream completed") >= i, "" })
+		sysbench(b, in, "--threads=2", "--events=20000", "--time=0", "run")
+		if code, body := doJSON(b, "POST", url+"/backup", map[string]any{"backup_type": "basebackup", "incremental": true}); code != 200 {
+			b.Fatalf("request an incremental: %d %v", code, body)
+		}
+		harness.WaitFor(b, "the incremental", 10*time.Minute, func() (bool, string) { return len(uploaded()) >= i+1, "" })
+	}
+	harness.WaitFor(b, "the last stream to complete", 5*time.Minute, func() (bool, string) { return strings.Count(d.out.String(), "backup stream completed") >= 3, "" })
+	times := uploaded()
+	list := listBackups(b, url)
+	_ = d.cmd.Process.Kill()
+	_, _ = d.wait(b, 10*time.Second)
+	if len(list) != 3 || !list[1].Basebackup.Incremental || !list[2].Basebackup.Incremental {
+		b.Fatalf("backups %v: want a full one and two incrementals", list)
+	}
+
+	// The same xbstreams, compressed with zstd -1, for the restore by hand.
+	backups := filepath.Join(dir, "backups")
+	site := openFileSite(b, backups)
+	keys := storage.NewKeyring(keyOf(b, sites))
+	work := harness.ShortTempDir(b)
+	var members []string
+	for i, bk := range list {
+		out := filepath.Join(work, fmt.Sprintf("member%d.zst", i))
+		rawTo(b, site, keys, bk.Basebackup.BasebackupManifest, zstdCLI+" -1 -T0 -q -o "+out)
+		members = append(members, out)
+	}
+	byHand := func() time.Duration {
+		target := filepath.Join(work, "hand")
+		_ = os.RemoveAll(target)
+		_ = exec.Command("sync").Run()
+		t0 := time.Now()
+		for i, f := range members {
+			into, prep := target, []string{"--prepare", "--target-dir=" + target}
+			if i > 0 {
+				into = filepath.Join(work, "inc")
+				prep = append(prep, "--incremental-dir="+into)
+			}
+			cmd := fmt.Sprintf("mkdir -p %s && %s -d -c %s | mbstream -x -C %s && %s %s", into, zstdCLI, f, into, tools.Mariabackup, strings.Join(prep, " "))
+			if out, err := exec.Command("bash", "-o", "pipefail", "-c", cmd).CombinedOutput(); err != nil {
+				b.Fatalf("%s: %v\n%s", cmd, err, out)
+			}
+			if i > 0 {
+				_ = os.RemoveAll(into)
+			}
+		}
+		return time.Since(t0)
+	}
+	phases := map[string]time.Duration{}
+	ours := func() time.Duration {
+		n := newRestoreNode(b, backups, map[string]any{"backup_sites": sites})
+		_ = exec.Command("sync").Run()
+		t0 := time.Now()
+		if code, body := doJSON(b, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": list[2].StreamID}); code != 200 {
+			b.Fatalf("restore request: %d %v", code, body)
+		}
+		var last string
+		var lastAt time.Duration
+		for {
+			st := n.restoreStatus(b)
+			el := time.Since(t0)
+			key := st.Phase
+			if st.RestoreChainTotal > 0 && (st.Phase == "restoring_basebackup" || st.Phase == "preparing_backup") {
+				key = fmt.Sprintf("%s %d/%d", st.Phase, st.RestoreChainIndex, st.RestoreChainTotal)
+			}
+			if key != last {
+				if last != "" {
+					phases[last] += el - lastAt
+				}
+				last, lastAt = key, el
+			}
+			switch st.Phase {
+			case "refreshing_binlogs", "applying_binlogs", "waiting_for_apply_to_finish", "finalizing", "completed":
+				n.kill(b)
+				return el
+			case "failed", "failed_basebackup":
+				b.Fatalf("restore failed: %+v\n%s", st, n.d.out)
+			}
+			if el > 10*time.Minute {
+				b.Fatal("the restore took over 10 minutes")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	const pairs = 2
+	var hand, daemon []time.Duration
+	for i := 0; i < pairs; i++ {
+		hand = append(hand, byHand())
+		daemon = append(daemon, ours())
+	}
+
+	full, inc1, inc2 := list[0].Basebackup, list[1].Basebackup, list[2].Basebackup
+	var t strings.Builder
+	fmt.Fprintf(&t, "\nincremental benchmark: sysbench 8 x %d rows, 20k write transactions before each incremental\n", benchRows())
+	fmt.Fprintf(&t, "backup time: full %v, incrementals %v and %v (%.2f and %.2f of the full one)\n",
+		times[0], times[1], times[2], ratioOf(times[1], times[0]), ratioOf(times[2], times[0]))
+	fmt.Fprintf(&t, "stored bytes: full %d, incrementals %d and %d (%.3f and %.3f of the full one)\n",
+		full.EncodedSize, inc1.EncodedSize, inc2.EncodedSize, float64(inc1.EncodedSize)/float64(full.EncodedSize), float64(inc2.EncodedSize)/float64(full.EncodedSize))
+	fmt.Fprintf(&t, "chain restore (full + 2 incrementals, to the end of the basebackup phases): myhoard %v, by hand %v (ratio %.2f; medians of %d alternating pairs)\n",
+		medianDur(daemon), medianDur(hand), ratioOf(medianDur(daemon), medianDur(hand)), pairs)
+	fmt.Fprintf(&t, "myhoard's phases (sum over %d restores):", pairs)
+	for _, k := range sortedKeys(phases) {
+		fmt.Fprintf(&t, " %s %v;", k, phases[k].Round(time.Millisecond))
+	}
+	fmt.Println(t.String())
+	b.ReportMetric(ratioOf(times[1], times[0]), "inc_time_vs_full")
+	b.ReportMetric(float64(inc1.EncodedSize)/float64(full.EncodedSize), "inc_bytes_vs_full")
+	b.ReportMetric(ratioOf(medianDur(daemon), medianDur(hand)), "chain_restore_vs_hand")
+	for b.Loop() {
+	}
+}
+
+// rawTo decodes a stored basebackup (its parts in order) into a shell
+// command's standard input.
+func rawTo(b *testing.B, site *storage.Site, keys storage.Keyring, m *storage.BasebackupManifest, shell string) {
+	b.Helper()
+	cmd := exec.Command("bash", "-o", "pipefail", "-c", shell)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		for _, p := range m.Parts {
+			rc, err := site.Get(context.Background(), p.Key)
+			if err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+			_, err = io.Copy(pw, rc)
+			rc.Close()
+			if err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+		}
+		pw.Close()
+	}()
+	dec, _, err := storage.NewDecoder(pr, keys)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.Copy(stdin, dec); err != nil {
+		b.Fatal(err)
+	}
+	dec.Close()
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		b.Fatalf("%s: %v", shell, err)
+	}
+}
+
+// keyOf is the key pair of the benchmark's backup site.
+func keyOf(b *testing.B, sites map[string]any) *storage.KeyPair {
+	b.Helper()
+	k := sites["default"].(map[string]any)["encryption_keys"].(map[string]any)
+	kp, err := storage.NewKeyPair(k["public"].(string), k["private"].(string))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return kp
+}
+
+func sortedKeys(m map[string]time.Duration) []string {
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
