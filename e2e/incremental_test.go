@@ -43,18 +43,29 @@ func flushDirtyPages(t testing.TB, in *harness.Instance) {
 	harness.Exec(t, db, "SET GLOBAL innodb_max_dirty_pages_pct = 90")
 }
 
-// waitActive waits for a restarted daemon's API in active mode.
+// waitActive waits for a restarted daemon in active mode with its sites
+// open (it has listed the backups).
 func waitActive(t *testing.T, url string) {
 	t.Helper()
-	harness.WaitFor(t, "GET /status active", 20*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "GET /status active and a backup listing", 20*time.Second, func() (bool, string) {
 		st, err := statusOf(url)
-		return err == nil && st.Mode == "active", fmt.Sprint(st, err)
+		if err != nil || st.Mode != "active" {
+			return false, fmt.Sprint(st, err)
+		}
+		list, err := apiClient(url).Backups(context.Background(), "")
+		return err == nil && list != nil, fmt.Sprint(list, err)
 	})
 }
 
 func newIncrementalSource(t *testing.T) *incrementalSource {
 	t.Helper()
 	s := newActiveSetup(t)
+	cfg := daemonConfig(t, s.dir, s.port, s.in)
+	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 2}
+	cfg["binlog_purge_settings"] = map[string]any{"enabled": false}
+	cfg["temporary_directory"] = filepath.Join(s.dir, "tmp")
+	cfg["optimize_tables_before_backup"] = true // acts on MySQL 8.0.29+ only: a log line here
+	writeJSON(t, s.cfgPath, cfg)
 	db := harness.OpenDB(t, s.in)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -75,6 +86,9 @@ func newIncrementalSource(t *testing.T) *incrementalSource {
 	doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"})
 	src := &incrementalSource{backups: s.backups}
 	src.b1 = waitCompletedBackup(t, s.url).StreamID
+	if !strings.Contains(d.out.String(), "optimize_tables_before_backup applies to MySQL 8.0.29 and later only") {
+		t.Errorf("optimize_tables_before_backup did not say it has nothing to do on MariaDB:\n%s", d.out)
+	}
 
 	// An explicit incremental that cannot be taken is refused with the
 	// reason, never turned into a full backup.
@@ -279,4 +293,78 @@ func TestIncremental(t *testing.T) {
 			t.Errorf("the intact last incremental was marked broken")
 		}
 	})
+}
+
+// TestRetentionWithChains: a full backup outlives its incrementals' need
+// (a preserved incremental keeps its chain), and once the need is gone the
+// full backup goes first and its orphaned incremental after it.
+func TestRetentionWithChains(t *testing.T) {
+	s := newActiveSetup(t)
+	sink := newStatsdSink(t)
+	cfg := daemonConfig(t, s.dir, s.port, s.in)
+	cfg["statsd"] = map[string]any{"host": "127.0.0.1", "port": sink.port()}
+	cfg["backup_settings"] = map[string]any{"forced_binlog_rotation_interval": 2, "backup_count_max": 2, "backup_count_min": 1, "backup_age_days_max": 30}
+	cfg["binlog_purge_settings"] = map[string]any{"enabled": false}
+	writeJSON(t, s.cfgPath, cfg)
+	db := harness.OpenDB(t, s.in)
+	load, err := harness.NewLoadGen(context.Background(), db, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, "--config", s.cfgPath)
+	waitStatus(t, d, s.port)
+	doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"})
+	full := waitCompletedBackup(t, s.url).StreamID
+	next := func(n int, incremental bool) string {
+		if err := load.WriteTransactions(context.Background(), 10); err != nil {
+			t.Fatal(err)
+		}
+		if code, body := doJSON(t, "POST", s.url+"/backup", map[string]any{"backup_type": "basebackup", "incremental": incremental}); code != 200 {
+			t.Fatalf("request backup: %d %v", code, body)
+		}
+		var id string
+		harness.WaitFor(t, fmt.Sprintf("backup %d completed, the one before closed", n), 90*time.Second, func() (bool, string) {
+			list := listBackups(t, s.url)
+			if len(list) != n || list[n-1].CompletedAt == nil || list[n-2].ClosedAt == nil {
+				return false, fmt.Sprint(list)
+			}
+			id = list[n-1].StreamID
+			return true, ""
+		})
+		return id
+	}
+	inc := next(2, true)
+	var ok wire.Success
+	if err := apiClient(s.url).Do(context.Background(), "PUT", "/backup/"+inc+"/preserve", map[string]any{"preserve_until": "2099-01-01T00:00:00Z"}, &ok); err != nil || !ok.Success {
+		t.Fatalf("preserve: %v %v", ok, err)
+	}
+	full2 := next(3, false)
+	// Over backup_count_max, but the preserved incremental needs the full
+	// backup: all stay, over several retention checks.
+	checks := func() int { return strings.Count(sink.String(), "myhoard.backup_retention.checks") }
+	before := checks()
+	harness.WaitFor(t, "three retention checks", 30*time.Second, func() (bool, string) { return checks() >= before+3, "" })
+	if list := listBackups(t, s.url); len(list) != 3 || list[0].StreamID != full || list[1].StreamID != inc {
+		t.Fatalf("with the incremental preserved: %v", list)
+	}
+	// Lifting the preservation: the full backup goes, then its orphan.
+	if code, body := doJSON(t, "PUT", s.url+"/backup/"+inc+"/preserve", map[string]any{"preserve_until": nil}); code != 200 {
+		t.Fatalf("unpreserve: %d %v", code, body)
+	}
+	harness.WaitFor(t, "the chain deleted by retention", 30*time.Second, func() (bool, string) {
+		list := listBackups(t, s.url)
+		return len(list) == 1 && list[0].StreamID == full2, fmt.Sprint(list)
+	})
+	for _, id := range []string{full, inc} {
+		var left []string
+		_ = filepath.WalkDir(filepath.Join(s.backups, "streams", id), func(p string, e os.DirEntry, err error) error {
+			if err == nil && !e.IsDir() {
+				left = append(left, p)
+			}
+			return nil
+		})
+		if len(left) > 0 {
+			t.Errorf("objects of the deleted backup %s are still in storage: %v", id, left)
+		}
+	}
 }

@@ -18,7 +18,11 @@ func (c *Controller) purgeOldBackups(ctx context.Context) error {
 		own[s.ID] = true
 	}
 	c.mu.Unlock()
-	return c.catalog.DeleteOld(ctx, backup.RetentionOf(bs), own, 10)
+	if err := c.catalog.DeleteOld(ctx, backup.RetentionOf(bs), own, 10); err != nil {
+		return err
+	}
+	c.metrics.Inc("myhoard.backup_retention.checks", 1, nil)
+	return nil
 }
 
 func (c *Controller) purgeBinlogs(ctx context.Context, now time.Time) error {
