@@ -100,7 +100,9 @@ func NewestRestorable(backups []wire.Backup, site, before string) *wire.Backup {
 	return newest
 }
 
-func usable(b wire.Backup) bool { return b.CompletedAt != nil && b.BrokenAt == nil && b.Basebackup != nil }
+func usable(b wire.Backup) bool {
+	return b.CompletedAt != nil && b.BrokenAt == nil && b.Basebackup != nil
+}
 
 // ChainOf is what restoring b takes, oldest first and b last: for an
 // incremental its full backup and the incrementals before it, as listed;

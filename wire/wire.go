@@ -45,10 +45,10 @@ type ModeChange struct {
 
 // Backup is one backup of GET /backup.
 type Backup struct {
-	Site       string                      `json:"site"`
-	StreamID   string                      `json:"stream_id"`
+	Site       string          `json:"site"`
+	StreamID   string          `json:"stream_id"`
 	Basebackup *BasebackupInfo `json:"basebackup_info"`
-	BrokenAt   *time.Time                  `json:"broken_at"`
+	BrokenAt   *time.Time      `json:"broken_at"`
 	// BrokenReason says why a backup lists as broken without a broken
 	// marker: its basebackup.json or a marker cannot be read (corrupt, or
 	// written by a newer myhoard).
