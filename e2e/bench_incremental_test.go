@@ -24,21 +24,7 @@ import (
 // --incremental-dir) from the same xbstreams compressed with zstd -1, in
 // alternating pairs. It prints the ratios and the daemon's phases.
 func BenchmarkIncremental(b *testing.B) {
-	if _, err := exec.LookPath("sysbench"); err != nil {
-		b.Fatal("sysbench is missing: apt-get install sysbench (make bench installs it)")
-	}
-	zstdCLI, err := exec.LookPath("zstd")
-	if err != nil {
-		b.Fatal("zstd is missing: apt-get install zstd")
-	}
-	tools, err := harness.FindTools()
-	if err != nil {
-		b.Fatal(err)
-	}
-	in := harness.StartInstances(b, 1, harness.Options{Extra: []string{"innodb_buffer_pool_size=512M", "max_binlog_size=64M", "innodb_log_file_size=256M"}})[0]
-	db := harness.OpenDB(b, in)
-	harness.Exec(b, db, "CREATE DATABASE sbtest")
-	sysbench(b, in, "--threads=2", "prepare")
+	zstdCLI, tools, in, _ := sysbenchPrimary(b)
 	flushDirtyPages(b, in) // as after the prepare on a real server: its checkpoint caught up
 
 	dir := b.TempDir()

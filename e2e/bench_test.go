@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"os/exec"
@@ -73,9 +74,11 @@ func dropCaches() {
 
 var durationRe = regexp.MustCompile(`msg="basebackup uploaded".* duration=([0-9.]+[a-zµ]+)`)
 
-// BenchmarkPrimary measures myhoard's full backup and binlog upload against
-// raw-tool baselines measured in the same run, and prints a table.
-func BenchmarkPrimary(b *testing.B) {
+// sysbenchPrimary starts a server sized for the benchmarks and fills it
+// with the sysbench tables; it returns the zstd command line's path, the
+// MariaDB tools, the server and a connection to it.
+func sysbenchPrimary(b *testing.B) (string, harness.Tools, *harness.Instance, *sql.DB) {
+	b.Helper()
 	if _, err := exec.LookPath("sysbench"); err != nil {
 		b.Fatal("sysbench is missing: apt-get install sysbench (make bench installs it)")
 	}
@@ -92,9 +95,16 @@ func BenchmarkPrimary(b *testing.B) {
 	harness.Exec(b, db, "CREATE DATABASE sbtest")
 	start := time.Now()
 	sysbench(b, in, "--threads=2", "prepare")
+	b.Logf("sysbench prepare: %d x %d rows in %v", 8, benchRows(), time.Since(start))
+	return zstdCLI, tools, in, db
+}
+
+// BenchmarkPrimary measures myhoard's full backup and binlog upload against
+// raw-tool baselines measured in the same run, and prints a table.
+func BenchmarkPrimary(b *testing.B) {
+	zstdCLI, tools, in, db := sysbenchPrimary(b)
 	var dataBytes int64
 	_ = db.QueryRow("SELECT SUM(data_length + index_length) FROM information_schema.tables WHERE table_schema = 'sbtest'").Scan(&dataBytes)
-	b.Logf("sysbench prepare: %.0f MiB of tables in %v", float64(dataBytes)/(1<<20), time.Since(start))
 	work := harness.ShortTempDir(b)
 	const runs = 3
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -157,16 +158,7 @@ func newIncrementalSource(t *testing.T) *incrementalSource {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Second)
-	cancel()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	if src.final, err = load.Checkpoint(context.Background(), "final"); err != nil {
-		t.Fatal(err)
-	}
-	if code, body := doJSON(t, "POST", s.url+"/backup", map[string]any{"backup_type": "binlog", "wait_for_upload": 30}); code != 200 {
-		t.Fatalf("final rotation: %d %v", code, body)
-	}
+	src.final = stopLoad(t, cancel, errc, load, s.url)
 	src.list = listBackups(t, s.url)
 	code, out, stderr := runCLI(t, nil, "backups", "--url", s.url)
 	if code != 0 || !strings.Contains(out, "incremental of "+src.b1) || !strings.Contains(out, "incremental of "+src.b2) {
@@ -211,13 +203,43 @@ func TestIncremental(t *testing.T) {
 			t.Errorf("the incremental stores %.2f of the full backup, want at most 0.25", ratio)
 		}
 	})
-	t.Run("latest", func(t *testing.T) {
+	t.Run("latest, one incremental on disk at a time", func(t *testing.T) {
 		n := newRestoreNode(t, src.backups, nil)
+		// watch the temporary directories: the full backup's and at most
+		// one incremental's at any time
+		var mu sync.Mutex
+		seen := map[string]bool{}
+		most := 0
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				incs, _ := filepath.Glob(filepath.Join(filepath.Dir(n.in.DataDir), ".myhoard-incremental-*"))
+				mu.Lock()
+				most = max(most, len(incs))
+				for _, d := range incs {
+					seen[d] = true
+				}
+				mu.Unlock()
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Millisecond):
+				}
+			}
+		}()
 		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b3}); code != 200 {
 			t.Fatalf("restore request: %d %v", code, body)
 		}
 		n.waitObserve(t, 5*time.Minute)
+		close(stop)
+		wg.Wait()
 		n.assertRestored(t, src.final)
+		if most != 1 || len(seen) == 0 {
+			t.Errorf("incremental directories: at most %d at once, %d seen; want one at a time, and to see them", most, len(seen))
+		}
 		for i, id := range []string{src.b1, src.b2, src.b3} {
 			if want := fmt.Sprintf("stream=%s member=%d of=3", id, i+1); !strings.Contains(n.d.out.String(), want) {
 				t.Errorf("the log does not show %q", want)

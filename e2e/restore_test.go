@@ -73,16 +73,7 @@ func newRestoreSource(t *testing.T) *restoreSource {
 		t.Fatal(err)
 	}
 	time.Sleep(3 * time.Second)
-	cancel()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	if src.final, err = load.Checkpoint(context.Background(), "final"); err != nil {
-		t.Fatal(err)
-	}
-	if code, body := doJSON(t, "POST", s.url+"/backup", map[string]any{"backup_type": "binlog", "wait_for_upload": 30}); code != 200 {
-		t.Fatalf("final rotation: %d %v", code, body)
-	}
+	src.final = stopLoad(t, cancel, errc, load, s.url)
 	streams, _ := s.stored(t)
 	for _, ms := range streams {
 		for _, m := range ms {
@@ -94,6 +85,24 @@ func newRestoreSource(t *testing.T) *restoreSource {
 	_, _ = d.wait(t, 10*time.Second)
 	t.Logf("source: %d transactions, backups %s and %s, %d binlogs stored (biggest %d bytes)", load.Written(), src.b1, src.b2, src.binlogs, src.biggest)
 	return src
+}
+
+// stopLoad stops a load run (cancel, errc), records the final checkpoint
+// and has the primary's daemon at url upload the binlog that holds it.
+func stopLoad(t *testing.T, cancel context.CancelFunc, errc <-chan error, load *harness.LoadGen, url string) harness.Checkpoint {
+	t.Helper()
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	final, err := load.Checkpoint(context.Background(), "final")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := doJSON(t, "POST", url+"/backup", map[string]any{"backup_type": "binlog", "wait_for_upload": 30}); code != 200 {
+		t.Fatalf("final rotation: %d %v", code, body)
+	}
+	return final
 }
 
 // restoreNode is an empty server with a daemon that can restore into it.
