@@ -70,6 +70,12 @@ func (s *Server) SetToken(token string) { s.token.Store(&token) }
 // "status_get" (for the myhoard.http.<name> timing metric).
 func (s *Server) SetObserver(f func(name string, d time.Duration)) { s.observe = f }
 
+// SetMetrics serves GET /metrics (Prometheus) with h; call before
+// serving.
+func (s *Server) SetMetrics(h http.Handler) {
+	s.router.Handler(http.MethodGet, "/metrics", h)
+}
+
 // New builds the API handler for a node.
 func New(node Node, log *slog.Logger) *Server {
 	s := &Server{node: node, log: log, router: httprouter.New(), slots: make(chan struct{}, MaxInFlight)}

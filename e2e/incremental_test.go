@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -369,6 +371,20 @@ func TestRetentionWithChains(t *testing.T) {
 	harness.WaitFor(t, "three retention checks", 30*time.Second, func() (bool, string) { return checks() >= before+3, "" })
 	if list := listBackups(t, s.url); len(list) != 3 || list[0].StreamID != full || list[1].StreamID != inc {
 		t.Fatalf("with the incremental preserved: %v", list)
+	}
+	// Prometheus reads the same state on GET /metrics.
+	resp, err := http.Get(s.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"myhoard_backup_last_completed_timestamp_seconds ", "myhoard_binlog_last_uploaded_timestamp_seconds ",
+		"myhoard_restorable_until_timestamp_seconds ", `myhoard_mode{mode="active"} 1`, "myhoard_basebackup_duration_seconds ",
+		`myhoard_http_request_duration_seconds_count{route="backup_get"}`} {
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET /metrics (%d) lacks %q", resp.StatusCode, want)
+		}
 	}
 	// Lifting the preservation: the full backup goes, then its orphan.
 	if code, body := doJSON(t, "PUT", s.url+"/backup/"+inc+"/preserve", map[string]any{"preserve_until": nil}); code != 200 {

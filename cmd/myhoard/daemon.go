@@ -75,7 +75,12 @@ func daemon(args []string, stderr io.Writer) int {
 		defer cn.Close()
 	}
 	handler := api.New(ctrl, log)
-	handler.SetObserver(func(name string, d time.Duration) { ctrl.Metrics().Timing("myhoard.http."+name, d, nil) })
+	prom := metrics.NewPrometheus(ctrl.PrometheusSnapshot)
+	handler.SetMetrics(prom.Handler())
+	handler.SetObserver(func(name string, d time.Duration) {
+		ctrl.Metrics().Timing("myhoard.http."+name, d, nil)
+		prom.ObserveHTTP(name, d)
+	})
 	if err := setToken(handler, cfg); err != nil {
 		log.Error("cannot read the API token", "error", err)
 		return 1
