@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what myhoard's build and tests need and is missing: the MariaDB
-# server, backup tool and client (Debian packages), the Go modules, and the
+# server, backup tool and client, Prometheus (Debian packages), the Go modules, and the
 # storage emulators (versitygw, fake-gcs-server, Azurite) into .tools.
 # `install-deps.sh mariadb` stops after the Go modules (what `make run`
 # needs). Each step is skipped when already done, so a second run is fast.
@@ -19,6 +19,7 @@ have mariadb || missing+=(mariadb-client)
 have mariadb-binlog || missing+=(mariadb-client)
 have zstd || missing+=(zstd)
 have sysbench || missing+=(sysbench) # make bench
+have promtool || missing+=(prometheus) # the alert rules' tests, a real scraper
 
 sudo=""
 if [ "$(id -u)" != 0 ]; then
