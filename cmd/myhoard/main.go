@@ -46,6 +46,9 @@ const usage = `usage:
   myhoard restore --status [--url URL | --config FILE]                   the restore's progress, once
   myhoard cluster [--url URL | --config FILE]                            the cluster view: leader, primary, members
   myhoard promote [--force] [--url URL | --config FILE]                  make the local node the primary
+  myhoard verify [--site S] [--stream ID] [--deep] [--json] [--config FILE]
+                                                                         check the backups in storage without restoring:
+                                                                         one finding per line; exit 0 clean, 1 findings, 2 could not run
   myhoard mysql-env-update -f FILE [-o OPTIONS]                          set MYSQLD_OPTS in a systemd environment
                                                                          file (also run as myhoard_mysql_env_update)
 
@@ -74,6 +77,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return promoteCommand(args[1:], stdout, stderr)
 		case "mysql-env-update":
 			return envUpdateCommand(args[1:], stderr)
+		case "verify":
+			return verifyCommand(args[1:], stdout, stderr)
 		case "help":
 			fmt.Fprint(stdout, usage)
 			return 0
