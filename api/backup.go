@@ -27,6 +27,8 @@ type BackupNode interface {
 	SetReplicationState(map[string]map[string][][2]uint64) error
 	Preserve(ctx context.Context, streamID string, until *time.Time, wait time.Duration) (applied bool, err error)
 	MarkBroken(ctx context.Context, streamID string, broken bool) error
+	// RequestVerify starts a check of the backups in storage.
+	RequestVerify(deep bool) error
 }
 
 func writeNodeError(w http.ResponseWriter, err error) {
@@ -48,6 +50,23 @@ func (s *Server) routeBackups() {
 	r.PATCH("/binlogs", s.patchBinlogs)
 	r.PATCH("/backup/:stream_id", s.patchBackup)
 	r.PUT("/backup/:stream_id/preserve", s.putPreserve)
+	r.POST("/verify", s.postVerify)
+}
+
+// postVerify is POST /verify: a check of the backups in storage now
+// (cheap, or with "deep" every object decoded); GET /backup shows the
+// result once it is done.
+func (s *Server) postVerify(w http.ResponseWriter, req *http.Request, _ httprouter.Params) {
+	var body wire.VerifyRequest
+	if err := DecodeBody(req, &body); err != nil {
+		WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := s.node.RequestVerify(body.Deep); err != nil {
+		writeNodeError(w, err)
+		return
+	}
+	success(w, true)
 }
 
 func success(w http.ResponseWriter, ok bool) { WriteJSON(w, http.StatusOK, wire.Success{Success: ok}) }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -72,6 +73,13 @@ func (k *Catalog) Site(name string) *storage.Site {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.sites[name]
+}
+
+// Sites are the open sites, by name.
+func (k *Catalog) Sites() map[string]*storage.Site {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return maps.Clone(k.sites)
 }
 
 // Keys are the sites' encryption keys.

@@ -58,8 +58,11 @@ type Config struct {
 	SystemdEnvUpdateCommand      []string     `json:"systemd_env_update_command"`
 	SystemdService               *string      `json:"systemd_service"`
 	TemporaryDirectory           string       `json:"temporary_directory"`
-	Xtrabackup                   Xtrabackup   `json:"xtrabackup"`
-	warnings                     []string
+	// VerifyIntervalHours is how often the daemon checks its backups in
+	// storage (myhoard verify's cheap check; 0: never).
+	VerifyIntervalHours float64    `json:"verify_interval_hours"`
+	Xtrabackup          Xtrabackup `json:"xtrabackup"`
+	warnings            []string
 }
 
 // BackupSettings are the backup_settings block.
@@ -285,6 +288,7 @@ func Default() *Config {
 			Flavor:            "auto",
 		},
 		RestoreMaxBinlogBytes:   4294967296,
+		VerifyIntervalHours:     24,
 		ServerID:                1,
 		Statsd:                  Statsd{Tags: map[string]string{"app": "myhoard"}},
 		SystemctlCommand:        []string{"sudo", "/usr/bin/systemctl"},

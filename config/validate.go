@@ -132,6 +132,9 @@ func (c *Config) validate() Errors {
 		e.add("mysql.flavor", "must be mysql, mariadb or auto, not %q", m.Flavor)
 	}
 
+	if c.VerifyIntervalHours < 0 {
+		e.add("verify_interval_hours", "must be 0 (never) or a positive number of hours, not %v", c.VerifyIntervalHours)
+	}
 	if c.RestoreMaxBinlogBytes < 1<<20 {
 		e.add("restore_max_binlog_bytes", "must be at least 1 MiB (1048576), not %d", c.RestoreMaxBinlogBytes)
 	}

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,6 +127,56 @@ func TestVerify(t *testing.T) {
 	t.Run("the flipped byte is invisible to the cheap check", func(t *testing.T) {
 		if code, out := verify(t, tests[2].damage, false); code != 0 {
 			t.Errorf("cheap check of a flipped byte: exit %d\n%s", code, out)
+		}
+	})
+	t.Run("the daemon checks by itself and on request", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "backups")
+		if out, err := exec.Command("cp", "-a", s.backups, dir).CombinedOutput(); err != nil {
+			t.Fatalf("copy storage: %v %s", err, out)
+		}
+		_ = os.Remove(file(dir, ref(2).DataKey()))
+		port, err := harness.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := daemonConfig(t, t.TempDir(), port, s.in)
+		c["backup_sites"] = site(dir)
+		path := filepath.Join(t.TempDir(), "myhoard.json")
+		writeJSON(t, path, c)
+		nd := startDaemon(t, "--config", path)
+		url := fmt.Sprintf("http://127.0.0.1:%d", port)
+		waitStatus(t, nd, port)
+		var first time.Time
+		harness.WaitFor(t, "the daemon's own check of the backups in GET /backup", 30*time.Second, func() (bool, string) {
+			list := listBackups(t, url)
+			if len(list) != 1 || list[0].VerifiedAt == nil {
+				return false, fmt.Sprint(list)
+			}
+			first = *list[0].VerifiedAt
+			f := list[0].VerifyFindings
+			if len(f) != 1 || !strings.Contains(f[0], ref(2).DataKey()+": missing") {
+				t.Fatalf("findings %q", f)
+			}
+			return true, ""
+		})
+		if code, body := doJSON(t, "POST", url+"/verify", map[string]any{"deep": true}); code != 200 {
+			t.Fatalf("POST /verify: %d %v", code, body)
+		}
+		harness.WaitFor(t, "the requested deep check", 30*time.Second, func() (bool, string) {
+			list := listBackups(t, url)
+			return list[0].VerifiedAt != nil && list[0].VerifiedAt.After(first), fmt.Sprint(list)
+		})
+		if code, body := doJSON(t, "POST", url+"/verify", "{"); code != 400 {
+			t.Errorf("POST /verify with a bad body: %d %v", code, body)
+		}
+		resp, err := http.Get(url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		metricsBody, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(metricsBody), "myhoard_verify_findings 1\n") {
+			t.Errorf("GET /metrics lacks myhoard_verify_findings 1")
 		}
 	})
 	t.Run("storage it cannot open", func(t *testing.T) {

@@ -27,6 +27,10 @@ type Snapshot struct {
 	BasebackupDuration time.Duration
 	// RestorePhase is the restore's phase ("": no restore).
 	RestorePhase string
+	// LastVerify is when the last check of the backups ran (zero: never)
+	// and VerifyFindings what it found.
+	LastVerify     time.Time
+	VerifyFindings int
 	// Cluster: whether the node runs in one, and its part.
 	InCluster, Leader, Primary bool
 	Epoch                      int64
@@ -87,6 +91,10 @@ var (
 		"Local binlogs an open backup stream has still to upload.", nil, nil)
 	descBasebackup = prometheus.NewDesc("myhoard_basebackup_duration_seconds",
 		"How long the newest full or incremental backup took.", nil, nil)
+	descVerifyAt = prometheus.NewDesc("myhoard_verify_last_timestamp_seconds",
+		"When the last check of the backups in storage ran (Unix time).", nil, nil)
+	descVerifyFindings = prometheus.NewDesc("myhoard_verify_findings",
+		"Problems the last check of the backups in storage found.", nil, nil)
 	descMode = prometheus.NewDesc("myhoard_mode",
 		"The node's mode: 1 for the current one.", []string{"mode"}, nil)
 	descRestorePhase = prometheus.NewDesc("myhoard_restore_phase",
@@ -108,7 +116,7 @@ type snapshotCollector struct {
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLastBackup, descLastBinlog, descRestorable, descPendingBytes, descPendingFiles,
-		descBasebackup, descMode, descRestorePhase, descLeader, descPrimary, descEpoch, descAlive} {
+		descBasebackup, descVerifyAt, descVerifyFindings, descMode, descRestorePhase, descLeader, descPrimary, descEpoch, descAlive} {
 		ch <- d
 	}
 }
@@ -127,6 +135,10 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descPendingFiles, float64(s.PendingFiles))
 	if s.BasebackupDuration > 0 {
 		gauge(descBasebackup, s.BasebackupDuration.Seconds())
+	}
+	if !s.LastVerify.IsZero() {
+		gauge(descVerifyAt, float64(s.LastVerify.UnixNano())/1e9)
+		gauge(descVerifyFindings, float64(s.VerifyFindings))
 	}
 	for _, m := range Modes {
 		gauge(descMode, b2f(m == s.Mode), m)

@@ -93,6 +93,11 @@ type Controller struct {
 
 	cluster    *cluster.Node
 	publishing atomic.Bool
+
+	// verifying: a check of the backups runs; verifyAsked: one was
+	// requested (deep or not) for the next tick.
+	verifying   atomic.Bool
+	verifyAsked *bool
 }
 
 // SetMetrics sets where metrics and unexpected errors go.
@@ -390,6 +395,9 @@ func (c *Controller) shutdown() {
 }
 
 func (c *Controller) tick(ctx context.Context) error {
+	if c.catalog.Ready() {
+		c.verifyDue(ctx)
+	}
 	switch Mode(c.Mode()) {
 	case ModeActive:
 		return c.activeTick(ctx)
@@ -425,4 +433,4 @@ func (c *Controller) refreshBackups(ctx context.Context, force bool) error {
 }
 
 // Backups returns the cached backup list (nil before the first listing).
-func (c *Controller) Backups() []backup.BackupInfo { return c.catalog.Backups() }
+func (c *Controller) Backups() []backup.BackupInfo { return c.withVerify(c.catalog.Backups()) }

@@ -17,6 +17,9 @@ func (c *Controller) PrometheusSnapshot() metrics.Snapshot {
 	streams := c.state.Streams
 	streams.List = append(streams.List[:0:0], streams.List...)
 	scanner, job := c.scanner, c.restoreJob
+	if v := c.state.LastVerify; v != nil && v.Error == "" {
+		s.LastVerify, s.VerifyFindings = v.At, len(v.Findings)
+	}
 	c.mu.Unlock()
 	for _, st := range streams.List {
 		if st.LastUploadAt != nil && st.LastUploadAt.After(s.LastBinlogUploaded) {

@@ -25,6 +25,8 @@ type controllerState struct {
 	// PromoteAfterRestore: a forced promotion arrived during the restore.
 	PromoteAfterRestore bool `json:"promote_after_restore,omitempty"`
 	ReplicationStarted  bool `json:"replication_started,omitempty"`
+	// LastVerify is the last check of the backups in storage.
+	LastVerify *verifyResult `json:"last_verify,omitempty"`
 }
 
 // badRequest is a request the controller refuses (HTTP 400).

@@ -68,8 +68,20 @@ func Site(ctx context.Context, site *storage.Site, o Options) (*Report, error) {
 			continue
 		}
 		c.r.Streams++
+		before := len(c.r.Findings)
 		if err := c.stream(ctx, b); err != nil {
 			return nil, fmt.Errorf("verify site %s stream %s: %w", site.Name, b.StreamID, err)
+		}
+		if len(c.r.Findings) > before {
+			// retention may have deleted the backup meanwhile (its
+			// basebackup.json goes first): then nothing is wrong
+			ok, err := site.Exists(ctx, storage.BasebackupManifestKey(b.StreamID))
+			if err != nil {
+				return nil, fmt.Errorf("verify site %s stream %s: %w", site.Name, b.StreamID, err)
+			}
+			if !ok {
+				c.r.Findings = c.r.Findings[:before]
+			}
 		}
 	}
 	if o.StreamID != "" && c.r.Streams == 0 {

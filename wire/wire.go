@@ -63,6 +63,16 @@ type Backup struct {
 	// still added).
 	RestorableFrom  *time.Time `json:"restorable_from"`
 	RestorableUntil *time.Time `json:"restorable_until"`
+	// VerifiedAt is when the daemon's last check of the repository (myhoard
+	// verify) covered this backup; VerifyFindings what it found wrong with
+	// it, one line each.
+	VerifiedAt     *time.Time `json:"verified_at,omitempty"`
+	VerifyFindings []string   `json:"verify_findings,omitempty"`
+}
+
+// VerifyRequest is the body of POST /verify.
+type VerifyRequest struct {
+	Deep bool `json:"deep"`
 }
 
 // BasebackupInfo is a backup's basebackup_info: its basebackup.json and,
