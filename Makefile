@@ -1,6 +1,8 @@
 # myhoard: backup and restore daemon for MySQL 8 / MariaDB clusters.
-#   make run    build, install what is missing, run a MariaDB sandbox and a
-#               myhoard daemon backing it up under ./var/run (Ctrl-C stops)
+#   make run    build, install what is missing, run a MariaDB sandbox with a
+#               write load and a myhoard daemon backing it up under ./var/run
+#               (Ctrl-C stops); make run-restore then restores the latest
+#               backup into a second sandbox under ./var/restore
 #   make test   install what is missing and run every test
 #   make lint   gofmt, go vet, staticcheck
 #   make bench  benchmarks with same-run baselines
@@ -12,7 +14,7 @@ TOOLS     := $(CURDIR)/.tools/bin
 STATICCHECK_VERSION := v0.8.2
 TEST_TIMEOUT ?= 18m
 
-.PHONY: all build deps run test lint bench fuzz clean
+.PHONY: all build deps run run-restore test lint bench fuzz clean
 
 all: build
 
@@ -28,6 +30,10 @@ deps:
 run: build bin/sandbox
 	./scripts/install-deps.sh mariadb
 	./bin/sandbox -dir var/run -myhoard bin/myhoard
+
+run-restore: build bin/sandbox
+	./scripts/install-deps.sh mariadb
+	./bin/sandbox -restore -dir var/restore -backups var/run/backups -myhoard bin/myhoard -http-port 16002
 
 test: deps
 	$(GO) vet ./...
