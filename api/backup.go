@@ -29,6 +29,11 @@ type BackupNode interface {
 	MarkBroken(ctx context.Context, streamID string, broken bool) error
 	// RequestVerify starts a check of the backups in storage.
 	RequestVerify(deep bool) error
+	// RequestDrill starts a restore drill; DrillStatus is its progress
+	// and the last result, LastDrill that result alone.
+	RequestDrill() error
+	DrillStatus() wire.DrillStatus
+	LastDrill() *wire.DrillResult
 }
 
 func writeNodeError(w http.ResponseWriter, err error) {
@@ -51,6 +56,27 @@ func (s *Server) routeBackups() {
 	r.PATCH("/backup/:stream_id", s.patchBackup)
 	r.PUT("/backup/:stream_id/preserve", s.putPreserve)
 	r.POST("/verify", s.postVerify)
+	r.POST("/drill", s.postDrill)
+	r.GET("/drill", s.getDrill)
+}
+
+// postDrill is POST /drill: a restore drill now.
+func (s *Server) postDrill(w http.ResponseWriter, req *http.Request, _ httprouter.Params) {
+	var body struct{}
+	if err := DecodeBody(req, &body); err != nil {
+		WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := s.node.RequestDrill(); err != nil {
+		writeNodeError(w, err)
+		return
+	}
+	success(w, true)
+}
+
+// getDrill is GET /drill: the running drill's progress and the last result.
+func (s *Server) getDrill(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
+	WriteJSON(w, http.StatusOK, s.node.DrillStatus())
 }
 
 // postVerify is POST /verify: a check of the backups in storage now
@@ -81,7 +107,7 @@ func (s *Server) getBackups(w http.ResponseWriter, req *http.Request, _ httprout
 	default:
 		sort.Slice(list, func(i, j int) bool { return list[i].StreamID > list[j].StreamID })
 	}
-	WriteJSON(w, http.StatusOK, wire.BackupList{Backups: list})
+	WriteJSON(w, http.StatusOK, wire.BackupList{Backups: list, LastDrill: s.node.LastDrill()})
 }
 
 // postBackup is POST /backup: a full backup, or a binlog rotation that

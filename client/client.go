@@ -119,6 +119,28 @@ func (c *Client) Backup(ctx context.Context, r wire.BackupRequest) error {
 	return c.Do(ctx, http.MethodPost, "/backup", r, nil)
 }
 
+// BackupList is GET /backup whole (the backups and the last drill).
+func (c *Client) BackupList(ctx context.Context) (wire.BackupList, error) {
+	var list wire.BackupList
+	return list, c.Do(ctx, http.MethodGet, "/backup?order=asc", nil, &list)
+}
+
+// Drill is POST /drill: a restore drill now.
+func (c *Client) Drill(ctx context.Context) error {
+	return c.Do(ctx, http.MethodPost, "/drill", struct{}{}, nil)
+}
+
+// DrillStatus is GET /drill.
+func (c *Client) DrillStatus(ctx context.Context) (wire.DrillStatus, error) {
+	var st wire.DrillStatus
+	return st, c.Do(ctx, http.MethodGet, "/drill", nil, &st)
+}
+
+// Verify is POST /verify.
+func (c *Client) Verify(ctx context.Context, deep bool) error {
+	return c.Do(ctx, http.MethodPost, "/verify", wire.VerifyRequest{Deep: deep}, nil)
+}
+
 // Cluster is GET /cluster.
 func (c *Client) Cluster(ctx context.Context) (wire.ClusterStatus, error) {
 	var st wire.ClusterStatus

@@ -58,6 +58,9 @@ type Config struct {
 	SystemdEnvUpdateCommand      []string     `json:"systemd_env_update_command"`
 	SystemdService               *string      `json:"systemd_service"`
 	TemporaryDirectory           string       `json:"temporary_directory"`
+	// RestoreDrill schedules restore drills (off unless interval_hours or
+	// a directory is set).
+	RestoreDrill RestoreDrill `json:"restore_drill"`
 	// VerifyIntervalHours is how often the daemon checks its backups in
 	// storage (myhoard verify's cheap check; 0: never).
 	VerifyIntervalHours float64    `json:"verify_interval_hours"`
@@ -77,6 +80,22 @@ type BackupSettings struct {
 	UploadSite                   string      `json:"upload_site"`
 	Incremental                  Incremental `json:"incremental"`
 }
+
+// RestoreDrill is restore_drill: a drill restores the newest backup into
+// a scratch server under Directory (its own data directory, Port, socket
+// and ServerID), checks it and deletes it, every IntervalHours (0: only
+// on request). StartCommand overrides the scratch server's command line
+// ({dir}, {datadir}, {socket}, {port}, {server_id} are replaced).
+type RestoreDrill struct {
+	IntervalHours float64  `json:"interval_hours"`
+	Directory     string   `json:"directory"`
+	Port          int      `json:"port"`
+	ServerID      int64    `json:"server_id"`
+	StartCommand  []string `json:"start_command"`
+}
+
+// Enabled: drills can run (a directory is configured).
+func (r RestoreDrill) Enabled() bool { return r.Directory != "" }
 
 // Incremental is backup_settings.incremental: with Enabled, a scheduled
 // backup is incremental unless today (UTC) is one of the full-backup days.

@@ -132,6 +132,7 @@ func (c *Config) validate() Errors {
 		e.add("mysql.flavor", "must be mysql, mariadb or auto, not %q", m.Flavor)
 	}
 
+	c.validateDrill(&e)
 	if c.VerifyIntervalHours < 0 {
 		e.add("verify_interval_hours", "must be 0 (never) or a positive number of hours, not %v", c.VerifyIntervalHours)
 	}
@@ -474,4 +475,36 @@ func checkHostPort(s string) string {
 		return fmt.Sprintf("%q has a bad port", s)
 	}
 	return ""
+}
+
+// validateDrill checks restore_drill: a scratch directory of its own,
+// never inside the live data directory or holding it, and a port of its
+// own.
+func (c *Config) validateDrill(e *Errors) {
+	d := c.RestoreDrill
+	if d.IntervalHours < 0 {
+		e.add("restore_drill.interval_hours", "must be 0 (only on request) or a positive number of hours, not %v", d.IntervalHours)
+	}
+	if !d.Enabled() {
+		if d.IntervalHours > 0 {
+			e.add("restore_drill.directory", "is required with interval_hours (a scratch directory for the drill's server)")
+		}
+		return
+	}
+	dir := filepath.Clean(d.Directory)
+	data := filepath.Clean(c.MySQL.DataDirectory)
+	switch {
+	case !filepath.IsAbs(d.Directory):
+		e.add("restore_drill.directory", "must be an absolute path, not %q", d.Directory)
+	case c.MySQL.DataDirectory != "" && (dir == data || strings.HasPrefix(dir, data+"/") || strings.HasPrefix(data, dir+"/")):
+		e.add("restore_drill.directory", "%s overlaps mysql.data_directory %s: a drill never touches the live data directory", dir, data)
+	}
+	if d.Port < 1 || d.Port > 65535 {
+		e.add("restore_drill.port", "must be a free TCP port (1..65535) for the scratch server, not %d", d.Port)
+	} else if d.Port == c.MySQL.ClientParams.Port {
+		e.add("restore_drill.port", "is the live server's port (%d)", d.Port)
+	}
+	if d.ServerID < 0 || d.ServerID > 4294967295 {
+		e.add("restore_drill.server_id", "must be 0 (server_id + 1000) or 1..4294967295, not %d", d.ServerID)
+	}
 }

@@ -31,6 +31,11 @@ type Snapshot struct {
 	// and VerifyFindings what it found.
 	LastVerify     time.Time
 	VerifyFindings int
+	// Restore drills: when the last one ran and whether it passed, when
+	// one last passed, and how often they run (0: only on request).
+	LastDrill, LastDrillPassed time.Time
+	LastDrillOK                bool
+	DrillInterval              time.Duration
 	// Cluster: whether the node runs in one, and its part.
 	InCluster, Leader, Primary bool
 	Epoch                      int64
@@ -95,6 +100,14 @@ var (
 		"When the last check of the backups in storage ran (Unix time).", nil, nil)
 	descVerifyFindings = prometheus.NewDesc("myhoard_verify_findings",
 		"Problems the last check of the backups in storage found.", nil, nil)
+	descDrillAt = prometheus.NewDesc("myhoard_drill_last_run_timestamp_seconds",
+		"When the last restore drill ran (Unix time).", nil, nil)
+	descDrillOK = prometheus.NewDesc("myhoard_drill_last_ok",
+		"1 when the last restore drill passed.", nil, nil)
+	descDrillPassed = prometheus.NewDesc("myhoard_drill_last_success_timestamp_seconds",
+		"When a restore drill last passed (Unix time).", nil, nil)
+	descDrillInterval = prometheus.NewDesc("myhoard_drill_interval_seconds",
+		"How often restore drills run (restore_drill.interval_hours).", nil, nil)
 	descMode = prometheus.NewDesc("myhoard_mode",
 		"The node's mode: 1 for the current one.", []string{"mode"}, nil)
 	descRestorePhase = prometheus.NewDesc("myhoard_restore_phase",
@@ -116,7 +129,7 @@ type snapshotCollector struct {
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLastBackup, descLastBinlog, descRestorable, descPendingBytes, descPendingFiles,
-		descBasebackup, descVerifyAt, descVerifyFindings, descMode, descRestorePhase, descLeader, descPrimary, descEpoch, descAlive} {
+		descBasebackup, descVerifyAt, descVerifyFindings, descDrillAt, descDrillOK, descDrillPassed, descDrillInterval, descMode, descRestorePhase, descLeader, descPrimary, descEpoch, descAlive} {
 		ch <- d
 	}
 }
@@ -139,6 +152,16 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	if !s.LastVerify.IsZero() {
 		gauge(descVerifyAt, float64(s.LastVerify.UnixNano())/1e9)
 		gauge(descVerifyFindings, float64(s.VerifyFindings))
+	}
+	if !s.LastDrill.IsZero() {
+		gauge(descDrillAt, float64(s.LastDrill.UnixNano())/1e9)
+		gauge(descDrillOK, b2f(s.LastDrillOK))
+	}
+	if !s.LastDrillPassed.IsZero() {
+		gauge(descDrillPassed, float64(s.LastDrillPassed.UnixNano())/1e9)
+	}
+	if s.DrillInterval > 0 {
+		gauge(descDrillInterval, s.DrillInterval.Seconds())
 	}
 	for _, m := range Modes {
 		gauge(descMode, b2f(m == s.Mode), m)

@@ -33,7 +33,7 @@ func TestAlertRules(t *testing.T) {
 	exported := map[string]bool{}
 	p := NewPrometheus(func() Snapshot {
 		return Snapshot{Mode: "active", LastBackupCompleted: time.Now(), LastBinlogUploaded: time.Now(), RestorableUntil: time.Now(),
-			BasebackupDuration: time.Second, InCluster: true, LastVerify: time.Now()}
+			BasebackupDuration: time.Second, InCluster: true, LastVerify: time.Now(), LastDrill: time.Now(), LastDrillPassed: time.Now(), DrillInterval: time.Hour}
 	})
 	families, err := p.Registry().Gather()
 	if err != nil {

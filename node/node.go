@@ -41,6 +41,7 @@ import (
 	"github.com/myhoard/myhoard/backup"
 	"github.com/myhoard/myhoard/cluster"
 	"github.com/myhoard/myhoard/config"
+	"github.com/myhoard/myhoard/drill"
 	"github.com/myhoard/myhoard/failpoint"
 	"github.com/myhoard/myhoard/metrics"
 	"github.com/myhoard/myhoard/mysql"
@@ -98,6 +99,10 @@ type Controller struct {
 	// requested (deep or not) for the next tick.
 	verifying   atomic.Bool
 	verifyAsked *bool
+	// drilling is the restore drill running (nil: none); drillAsked: one
+	// was requested for the next tick.
+	drilling   atomic.Pointer[drill.Drill]
+	drillAsked bool
 }
 
 // SetMetrics sets where metrics and unexpected errors go.
@@ -397,6 +402,7 @@ func (c *Controller) shutdown() {
 func (c *Controller) tick(ctx context.Context) error {
 	if c.catalog.Ready() {
 		c.verifyDue(ctx)
+		c.drillDue(ctx)
 	}
 	switch Mode(c.Mode()) {
 	case ModeActive:

@@ -17,6 +17,15 @@ func (c *Controller) PrometheusSnapshot() metrics.Snapshot {
 	streams := c.state.Streams
 	streams.List = append(streams.List[:0:0], streams.List...)
 	scanner, job := c.scanner, c.restoreJob
+	if d := c.state.LastDrill; d != nil {
+		s.LastDrill, s.LastDrillOK = d.At, d.OK
+	}
+	if p := c.state.LastDrillPassed; p != nil {
+		s.LastDrillPassed = *p
+	}
+	if h := c.cfg.RestoreDrill.IntervalHours; c.cfg.RestoreDrill.Enabled() && h > 0 {
+		s.DrillInterval = time.Duration(h * float64(time.Hour))
+	}
 	if v := c.state.LastVerify; v != nil && v.Error == "" {
 		s.LastVerify, s.VerifyFindings = v.At, len(v.Findings)
 	}

@@ -27,6 +27,10 @@ type controllerState struct {
 	ReplicationStarted  bool `json:"replication_started,omitempty"`
 	// LastVerify is the last check of the backups in storage.
 	LastVerify *verifyResult `json:"last_verify,omitempty"`
+	// LastDrill is the last restore drill's result.
+	LastDrill *wire.DrillResult `json:"last_drill,omitempty"`
+	// LastDrillPassed is when a drill last passed.
+	LastDrillPassed *time.Time `json:"last_drill_passed,omitempty"`
 }
 
 // badRequest is a request the controller refuses (HTTP 400).

@@ -96,6 +96,32 @@ type BasebackupInfo struct {
 // BackupList is GET /backup (Backups is null before the first listing).
 type BackupList struct {
 	Backups []Backup `json:"backups"`
+	// LastDrill is the last restore drill's result (none yet: absent).
+	LastDrill *DrillResult `json:"last_drill,omitempty"`
+}
+
+// DrillResult is what a restore drill found: the newest backup restored
+// into a scratch server up to the newest uploaded transaction.
+type DrillResult struct {
+	At       time.Time `json:"at"`
+	OK       bool      `json:"ok"`
+	Error    string    `json:"error,omitempty"`
+	Site     string    `json:"site,omitempty"`
+	StreamID string    `json:"stream_id,omitempty"`
+	// TargetGTID is the newest uploaded transaction the drill restored to.
+	TargetGTID string `json:"target_gtid,omitempty"`
+	// RestoreSeconds is the measured restore time; Bytes what it
+	// downloaded (the basebackup chain and the binlogs).
+	RestoreSeconds float64 `json:"restore_seconds"`
+	Bytes          int64   `json:"bytes"`
+	TablesChecked  int     `json:"tables_checked"`
+}
+
+// DrillStatus is GET /drill: a drill's live progress and the last result.
+type DrillStatus struct {
+	Running  bool           `json:"running"`
+	Progress *RestoreStatus `json:"progress,omitempty"`
+	Last     *DrillResult   `json:"last,omitempty"`
 }
 
 // BackupRequest is the body of POST /backup.

@@ -49,6 +49,8 @@ const usage = `usage:
   myhoard verify [--site S] [--stream ID] [--deep] [--json] [--config FILE]
                                                                          check the backups in storage without restoring:
                                                                          one finding per line; exit 0 clean, 1 findings, 2 could not run
+  myhoard drill [--url URL | --config FILE]                              a restore drill now: the newest backup restored
+                                                                         into a scratch server and checked, with progress
   myhoard mysql-env-update -f FILE [-o OPTIONS]                          set MYSQLD_OPTS in a systemd environment
                                                                          file (also run as myhoard_mysql_env_update)
 
@@ -79,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return envUpdateCommand(args[1:], stderr)
 		case "verify":
 			return verifyCommand(args[1:], stdout, stderr)
+		case "drill":
+			return drillCommand(args[1:], stdout, stderr)
 		case "help":
 			fmt.Fprint(stdout, usage)
 			return 0
