@@ -188,11 +188,15 @@ func (d *Drill) run(ctx context.Context, site *storage.Site, backups []wire.Back
 			log.Warn("restore drill: stopping the scratch server", "error", err)
 		}
 	}()
+	req := &restore.Request{Site: site.Name, StreamID: b.StreamID, TargetGTID: &target}
+	if target.IsSubsetOf(m.GTIDExecuted) {
+		req.TargetGTID = nil // nothing was written after the backup: the backup is the target
+	}
 	coord, err := restore.New(restore.Options{StatePath: filepath.Join(o.Dir, "restore_state.json"), Site: site, Keys: o.Keys, Server: server,
 		Conn: conn, DataDir: filepath.Join(o.Dir, "data"), TempDir: filepath.Join(o.Dir, "tmp"), RelayPrefix: filepath.Join(o.Dir, "relay", "relay"),
 		RelayIndex: filepath.Join(o.Dir, "relay", "relay.index"), MaxBinlogBytes: o.MaxBinlogBytes, ServerID: o.ServerID,
 		Log: log.With("component", "drill"), Metrics: o.Metrics},
-		&restore.Request{Site: site.Name, StreamID: b.StreamID, TargetGTID: &target})
+		req)
 	if err != nil {
 		return err
 	}

@@ -12,8 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/myhoard/myhoard/backup"
+	"github.com/myhoard/myhoard/drill"
 	"github.com/myhoard/myhoard/e2e/harness"
+	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
+	"github.com/myhoard/myhoard/verify"
 )
 
 // BenchmarkIncremental measures incremental backups against full ones on
@@ -160,6 +164,23 @@ func BenchmarkIncremental(b *testing.B) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	// Deep verify of the whole repository against decoding the same
+	// objects with the codec alone (one object after another, every core
+	// in each decoder), in alternating pairs.
+	var verifyTimes, codecTimes []time.Duration
+	var decoded int64
+	for i := 0; i < 2; i++ {
+		t0 := time.Now()
+		r, err := verify.Site(context.Background(), site, verify.Options{Deep: true, Keys: keys})
+		if err != nil || len(r.Findings) > 0 {
+			b.Fatalf("deep verify: %v %v", err, r)
+		}
+		verifyTimes = append(verifyTimes, time.Since(t0))
+		decoded = r.DecodedBytes
+		t0 = time.Now()
+		decodeAll(b, site, keys)
+		codecTimes = append(codecTimes, time.Since(t0))
+	}
 	const pairs = 2
 	var hand, daemon []time.Duration
 	for i := 0; i < pairs; i++ {
@@ -167,6 +188,34 @@ func BenchmarkIncremental(b *testing.B) {
 		daemon = append(daemon, ours())
 	}
 
+	// A drill of the newest backup (restore to the newest transaction,
+	// then CHECK TABLE) against the same restore by the daemon, to the end.
+	complete := func() time.Duration {
+		n := newRestoreNode(b, backups, map[string]any{"backup_sites": sites})
+		_ = exec.Command("sync").Run()
+		t0 := time.Now()
+		if code, body := doJSON(b, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": list[2].StreamID}); code != 200 {
+			b.Fatalf("restore request: %d %v", code, body)
+		}
+		n.waitObserve(b, 10*time.Minute)
+		el := time.Since(t0)
+		n.kill(b)
+		return el
+	}
+	restoreAll := complete()
+	drillPort, _ := harness.FreePort()
+	listed, err := backup.ListBackups(context.Background(), site, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = exec.Command("sync").Run()
+	t0 := time.Now()
+	res := (&drill.Drill{}).Run(context.Background(), site, listed, drill.Options{Dir: filepath.Join(work, "drill"), Port: drillPort, ServerID: 900,
+		Conn: mysql.ConnParams{User: "root"}, MaxBinlogBytes: 1 << 30, Keys: keys})
+	drillTime := time.Since(t0)
+	if !res.OK {
+		b.Fatalf("drill: %s", res.Error)
+	}
 	full, inc1, inc2 := list[0].Basebackup, list[1].Basebackup, list[2].Basebackup
 	var t strings.Builder
 	fmt.Fprintf(&t, "\nincremental benchmark: sysbench 8 x %d rows, 20k write transactions before each incremental (source flushed before each backup: %v)\n",
@@ -180,6 +229,10 @@ func BenchmarkIncremental(b *testing.B) {
 	fmt.Fprintf(&t, "what the incrementals hold (extracted): first %s; second %s\n", composition[1], composition[2])
 	fmt.Fprintf(&t, "chain restore (full + 2 incrementals, to the end of the basebackup phases): myhoard %v, by hand %v (ratio %.2f; medians of %d alternating pairs)\n",
 		medianDur(daemon), medianDur(hand), ratioOf(medianDur(daemon), medianDur(hand)), pairs)
+	fmt.Fprintf(&t, "deep verify of the repository (%d decoded bytes): %v, the codec alone on the same objects %v (throughput %.2f of the codec's)\n",
+		decoded, medianDur(verifyTimes), medianDur(codecTimes), ratioOf(medianDur(codecTimes), medianDur(verifyTimes)))
+	fmt.Fprintf(&t, "restore drill of the chain (restore to the newest transaction + CHECK TABLE on %d tables): %v; the daemon's restore of the same to completion %v (ratio %.2f)\n",
+		res.TablesChecked, drillTime, restoreAll, ratioOf(drillTime, restoreAll))
 	fmt.Fprintf(&t, "myhoard's phases (sum over %d restores):", pairs)
 	for _, k := range sortedKeys(phases) {
 		fmt.Fprintf(&t, " %s %v;", k, phases[k].Round(time.Millisecond))
@@ -189,6 +242,53 @@ func BenchmarkIncremental(b *testing.B) {
 	b.ReportMetric(float64(inc1.EncodedSize)/float64(full.EncodedSize), "inc_bytes_vs_full")
 	b.ReportMetric(ratioOf(medianDur(daemon), medianDur(hand)), "chain_restore_vs_hand")
 	for b.Loop() {
+	}
+}
+
+// decodeAll decodes every object of the site with the codec alone: each
+// basebackup's parts as one stream, each binlog, one after another.
+func decodeAll(b *testing.B, site *storage.Site, keys storage.Keyring) {
+	b.Helper()
+	var keysToRead [][]string
+	parts := map[string][]string{}
+	_ = site.List(context.Background(), storage.StreamsPrefix, func(o storage.ObjectInfo) error {
+		if i := strings.Index(o.Key, "/basebackup/"); i > 0 {
+			parts[o.Key[:i]] = append(parts[o.Key[:i]], o.Key)
+		} else if ref, manifest, err := storage.ParseBinlogKey(o.Key); err == nil && !manifest {
+			keysToRead = append(keysToRead, []string{ref.DataKey()})
+		}
+		return nil
+	})
+	for _, p := range parts {
+		keysToRead = append(keysToRead, p)
+	}
+	for _, ks := range keysToRead {
+		pr, pw := io.Pipe()
+		go func() {
+			for _, k := range ks {
+				rc, err := site.Get(context.Background(), k)
+				if err != nil {
+					pw.CloseWithError(err)
+					return
+				}
+				_, err = io.Copy(pw, rc)
+				rc.Close()
+				if err != nil {
+					pw.CloseWithError(err)
+					return
+				}
+			}
+			pw.Close()
+		}()
+		dec, _, err := storage.NewDecoder(pr, keys)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, dec); err != nil {
+			b.Fatal(err)
+		}
+		dec.Close()
+		pr.Close()
 	}
 }
 

@@ -79,7 +79,7 @@ func (c *checker) decode(ctx context.Context, j deepJob) (int64, string, string,
 		}
 		defer rc.Close()
 		h := sha256.New()
-		n, problem, err := c.read(rc, h)
+		n, problem, err := c.read(rc, h, 1)
 		switch {
 		case err != nil || problem != "":
 			return n, key, problem, err
@@ -110,7 +110,8 @@ func (c *checker) decode(ctx context.Context, j deepJob) (int64, string, string,
 		pw.Close()
 	}()
 	defer pr.Close()
-	n, problem, err := c.read(pr, io.Discard)
+	// a basebackup is the big object: every core decodes its frames
+	n, problem, err := c.read(pr, io.Discard, 0)
 	if errors.Is(err, storage.ErrNotFound) {
 		return n, key, "", nil // a missing part is a finding of the cheap check
 	}
@@ -120,10 +121,11 @@ func (c *checker) decode(ctx context.Context, j deepJob) (int64, string, string,
 	return n, key, problem, err
 }
 
-// read decodes r into w: a decoding error is a problem of the object, a
-// storage error an error.
-func (c *checker) read(r io.Reader, w io.Writer) (int64, string, error) {
-	dec, _, err := storage.NewDecoderWorkers(r, c.o.Keys, 1)
+// read decodes r into w with workers decoder goroutines (0: one per
+// core): a decoding error is a problem of the object, a storage error an
+// error.
+func (c *checker) read(r io.Reader, w io.Writer, workers int) (int64, string, error) {
+	dec, _, err := storage.NewDecoderWorkers(r, c.o.Keys, workers)
 	if err != nil {
 		if storageFailed(err) || errors.Is(err, storage.ErrNotFound) {
 			return 0, "", err
