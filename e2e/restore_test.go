@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/e2e/harness"
+	"github.com/myhoard/myhoard/failpoint"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
 	"github.com/myhoard/myhoard/wire"
@@ -113,9 +114,16 @@ type restoreNode struct {
 	cfgPath string
 	d       *daemonProc
 	argv    []string
+	env     []string
 }
 
 func newRestoreNode(t testing.TB, backups string, extra map[string]any) *restoreNode {
+	t.Helper()
+	return newRestoreNodeEnv(t, backups, extra, nil)
+}
+
+// newRestoreNodeEnv is newRestoreNode with env for the daemon (failpoints).
+func newRestoreNodeEnv(t testing.TB, backups string, extra map[string]any, env []string) *restoreNode {
 	t.Helper()
 	tools, err := harness.FindTools()
 	if err != nil {
@@ -131,7 +139,7 @@ func newRestoreNode(t testing.TB, backups string, extra map[string]any) *restore
 		t.Fatal(err)
 	}
 	n := &restoreNode{in: in, dir: dir, url: fmt.Sprintf("http://127.0.0.1:%d", port), cfgPath: filepath.Join(dir, "myhoard.json"),
-		argv: []string{tools.Mariadbd, "--defaults-file=" + in.ConfigFile}}
+		argv: []string{tools.Mariadbd, "--defaults-file=" + in.ConfigFile}, env: env}
 	cfg := daemonConfig(t, dir, port, in)
 	cfg["server_id"] = 301
 	cfg["start_command"] = n.argv
@@ -152,7 +160,7 @@ func newRestoreNode(t testing.TB, backups string, extra map[string]any) *restore
 
 func (n *restoreNode) start(t testing.TB) {
 	t.Helper()
-	n.d = startDaemon(t, "--config", n.cfgPath)
+	n.d = startDaemonEnv(t, n.env, "--config", n.cfgPath)
 	harness.WaitFor(t, "the restore node's API", 20*time.Second, func() (bool, string) {
 		_, err := statusOf(n.url)
 		return err == nil, fmt.Sprint(err)
@@ -478,23 +486,22 @@ func TestRestore(t *testing.T) {
 		if out, err := exec.Command("cp", "-a", src.backups, copyDir).CombinedOutput(); err != nil {
 			t.Fatalf("copy storage: %v %s", err, out)
 		}
-		n := newRestoreNode(t, copyDir, map[string]any{"restore_max_binlog_bytes": max(1<<20, 2*src.biggest)})
+		var env []string
+		if forced {
+			// the apply waits at its start until the forced promotion
+			// cancels it (instead of racing a fast apply)
+			env = []string{failpoint.EnvHoldAt + "=restore-apply"}
+		}
+		n := newRestoreNodeEnv(t, copyDir, map[string]any{"restore_max_binlog_bytes": max(1<<20, 2*src.biggest)}, env)
 		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1}); code != 200 {
 			t.Fatalf("restore request: %d %v", code, body)
 		}
 		if forced {
 			// Forced while binlogs are applied: the restore finalizes with
 			// what it has and the promotion catches up from storage.
-			deadline := time.Now().Add(2 * time.Minute)
-			for {
-				if time.Now().After(deadline) {
-					t.Fatal("the restore never reached a binlog phase")
-				}
-				if ph := n.restoreStatus(t).Phase; ph == "applying_binlogs" || ph == "waiting_for_apply_to_finish" {
-					break
-				}
-				time.Sleep(2 * time.Millisecond)
-			}
+			harness.WaitFor(t, "the restore holding at its binlog apply", 2*time.Minute, func() (bool, string) {
+				return strings.Contains(n.d.out.String(), "failpoint: holding until cancelled"), n.restoreStatus(t).Phase
+			})
 			if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "active", "force": true}); code != 200 {
 				t.Fatalf("forced promotion during the restore: %d %v", code, body)
 			}

@@ -89,8 +89,8 @@ type Controller struct {
 	restoreJob    *restore.Job
 	reloadPending bool
 
-	// killAt are the failpoints a test asked for.
-	killAt failpoint.Set
+	// killAt and holdAt are the failpoints a test asked for.
+	killAt, holdAt failpoint.Set
 
 	cluster    *cluster.Node
 	publishing atomic.Bool
@@ -125,7 +125,7 @@ func (c *Controller) m() *metrics.Metrics {
 // a new node).
 func New(cfg *config.Config, log *slog.Logger) (*Controller, error) {
 	c := &Controller{log: log, cfg: cfg, timing: DefaultTiming, reload: make(chan struct{}, 1), wake: make(chan struct{}, 1),
-		stats: &storage.Stats{}, killAt: failpoint.FromEnv(), catalog: backup.NewCatalog(log)}
+		stats: &storage.Stats{}, killAt: failpoint.FromEnv(), holdAt: failpoint.HoldsFromEnv(), catalog: backup.NewCatalog(log)}
 	c.archiver = &backup.Archiver{Log: log, Catalog: c.catalog, Owner: archiverOwner{c}, Failpoint: func(name string) { c.killAt.Hit(name, log) }}
 	c.state.Mode = ModeIdle
 	if _, err := statefile.Load(c.statePath(), &c.state); err != nil {

@@ -101,6 +101,7 @@ func (c *Controller) validateRestore(ctx context.Context, r wire.ModeChange) (*r
 func (c *Controller) restoreOptionsLocked(site *storage.Site) restore.Options {
 	o := restore.OptionsFor(c.cfg, ConnParams(c.cfg))
 	o.StatePath, o.Site, o.Keys, o.Log, o.Metrics = c.restoreStatePath(), site, c.catalog.Keys(), c.log.With("component", "restore"), c.metrics
+	o.Hold = func(ctx context.Context) { c.holdAt.Hold(ctx, "restore-apply", c.log) }
 	return o
 }
 

@@ -101,6 +101,9 @@ type Options struct {
 	Metrics  *metrics.Metrics
 	// Retry is the wait after a failed step (default 2 s, growing).
 	Retry time.Duration
+	// Hold, if set, is called as each round of binlog applying starts,
+	// with the context a forced completion cancels (a test failpoint).
+	Hold func(ctx context.Context)
 }
 
 // Coordinator runs one restore through its phases. Each phase change is
@@ -814,6 +817,9 @@ func (c *Coordinator) applyBinlogs(ctx context.Context) error {
 	c.mu.Lock()
 	c.applyCancel = cancel
 	c.mu.Unlock()
+	if c.o.Hold != nil {
+		c.o.Hold(actx)
+	}
 	_, err = applyChain(actx, chain, o, pf, 0)
 	c.mu.Lock()
 	c.applyCancel = nil

@@ -2,6 +2,8 @@ package harness_test
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -187,4 +189,35 @@ func processUser(pid int) (string, error) {
 		}
 	}
 	return "", os.ErrNotExist
+}
+
+// TestStartMovesOffATakenPort: a port picked free but taken by another
+// process before mariadbd binds it is replaced by another free one.
+func TestStartMovesOffATakenPort(t *testing.T) {
+	ctx := context.Background()
+	in, err := harness.NewInstance(ctx, harness.Options{Dir: filepath.Join(harness.ShortTempDir(t), "m")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := in.Port
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", taken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := in.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = in.Stop(ctx) }()
+	if in.Port == taken {
+		t.Errorf("still on the taken port %d", taken)
+	}
+	db, err := in.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.PingContext(ctx); err != nil {
+		t.Errorf("the moved server does not answer on %d: %v", in.Port, err)
+	}
 }

@@ -121,6 +121,9 @@ type Instance struct {
 	Port                                      int
 	ServerID                                  uint32
 	tools                                     Tools
+	// autoPort: the port was picked free, and is picked again when
+	// another process took it before mariadbd could bind it.
+	autoPort bool
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -180,12 +183,13 @@ func NewInstance(ctx context.Context, opts Options) (*Instance, error) {
 	if opts.ServerID == 0 {
 		opts.ServerID = 1
 	}
-	if opts.Port == 0 {
+	autoPort := opts.Port == 0
+	if autoPort {
 		if opts.Port, err = FreePort(); err != nil {
 			return nil, err
 		}
 	}
-	in := &Instance{
+	in := &Instance{autoPort: autoPort,
 		Dir: dir, DataDir: filepath.Join(dir, "data"), BinlogDir: filepath.Join(dir, "binlog"),
 		RelayDir: filepath.Join(dir, "relay"), TmpDir: filepath.Join(dir, "tmp"),
 		Socket: filepath.Join(dir, "mysqld.sock"), ConfigFile: filepath.Join(dir, "my.cnf"),
@@ -260,6 +264,40 @@ innodb_log_file_size=32M
 
 // Start starts mariadbd and waits until it answers over its socket.
 func (in *Instance) Start(ctx context.Context, extraArgs ...string) error {
+	for attempt := 1; ; attempt++ {
+		err := in.start(ctx, extraArgs...)
+		// A free port is free only until somebody binds it: a parallel
+		// test process's connection can take it before mariadbd does.
+		if err == nil || !in.autoPort || attempt == 3 || !strings.Contains(err.Error(), "Address already in use") {
+			return err
+		}
+		if err := in.newPort(); err != nil {
+			return err
+		}
+	}
+}
+
+// newPort moves the instance to another free port.
+func (in *Instance) newPort() error {
+	port, err := FreePort()
+	if err != nil {
+		return err
+	}
+	cnf, err := os.ReadFile(in.ConfigFile)
+	if err != nil {
+		return err
+	}
+	old := fmt.Sprintf("port=%d\n", in.Port)
+	if !strings.Contains(string(cnf), old) {
+		return fmt.Errorf("%s has no %q line", in.ConfigFile, strings.TrimSpace(old))
+	}
+	in.mu.Lock()
+	in.Port = port
+	in.mu.Unlock()
+	return os.WriteFile(in.ConfigFile, []byte(strings.ReplaceAll(string(cnf), old, fmt.Sprintf("port=%d\n", port))), 0o644)
+}
+
+func (in *Instance) start(ctx context.Context, extraArgs ...string) error {
 	in.mu.Lock()
 	if in.cmd != nil {
 		in.mu.Unlock()
@@ -306,6 +344,9 @@ func (in *Instance) Start(ctx context.Context, extraArgs ...string) error {
 		}
 		select {
 		case <-done:
+			in.mu.Lock()
+			in.cmd = nil
+			in.mu.Unlock()
 			return fmt.Errorf("mariadbd for %s exited during start (%v):\n%s", in.Dir, in.waitErrLocked(), in.errorLogTail(30))
 		case <-ctx.Done():
 			_ = in.Kill()
