@@ -263,23 +263,7 @@ func decodeAll(b *testing.B, site *storage.Site, keys storage.Keyring) {
 		keysToRead = append(keysToRead, p)
 	}
 	for _, ks := range keysToRead {
-		pr, pw := io.Pipe()
-		go func() {
-			for _, k := range ks {
-				rc, err := site.Get(context.Background(), k)
-				if err != nil {
-					pw.CloseWithError(err)
-					return
-				}
-				_, err = io.Copy(pw, rc)
-				rc.Close()
-				if err != nil {
-					pw.CloseWithError(err)
-					return
-				}
-			}
-			pw.Close()
-		}()
+		pr := storage.NewConcatReader(context.Background(), site, ks, nil)
 		dec, _, err := storage.NewDecoder(pr, keys)
 		if err != nil {
 			b.Fatal(err)
@@ -329,23 +313,8 @@ func rawTo(b *testing.B, site *storage.Site, keys storage.Keyring, m *storage.Ba
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	pr, pw := io.Pipe()
-	go func() {
-		for _, p := range m.Parts {
-			rc, err := site.Get(context.Background(), p.Key)
-			if err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			_, err = io.Copy(pw, rc)
-			rc.Close()
-			if err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-		}
-		pw.Close()
-	}()
+	pr := storage.NewConcatReader(context.Background(), site, storage.PartKeys(m), nil)
+	defer pr.Close()
 	dec, _, err := storage.NewDecoder(pr, keys)
 	if err != nil {
 		b.Fatal(err)

@@ -261,7 +261,7 @@ func restoreMember(ctx context.Context, site *storage.Site, m *storage.Basebacku
 // extractInto streams a backup's parts from storage through the decoder
 // into the extractor, which unpacks them into dir.
 func extractInto(ctx context.Context, site *storage.Site, m *storage.BasebackupManifest, keys storage.Keyring, extract, dir, base string, count func(int)) error {
-	src := &partsReader{ctx: ctx, site: site, parts: m.Parts, count: count}
+	src := storage.NewConcatReader(ctx, site, storage.PartKeys(m), count)
 	defer src.Close()
 	dec, _, err := storage.NewDecoder(src, keys)
 	if err != nil {
@@ -476,50 +476,4 @@ func tail(s string) string {
 		return "..." + s[len(s)-2000:]
 	}
 	return s
-}
-
-// partsReader reads a basebackup's parts in order as one stream, opening
-// each part when the previous one is done (storage reads resume after
-// transient failures).
-type partsReader struct {
-	ctx   context.Context
-	site  *storage.Site
-	parts []storage.BasebackupPart
-	cur   io.ReadCloser
-	count func(int)
-}
-
-func (r *partsReader) Read(p []byte) (int, error) {
-	for {
-		if r.cur == nil {
-			if len(r.parts) == 0 {
-				return 0, io.EOF
-			}
-			rc, err := r.site.Get(r.ctx, r.parts[0].Key)
-			if err != nil {
-				return 0, err
-			}
-			r.cur, r.parts = rc, r.parts[1:]
-		}
-		n, err := r.cur.Read(p)
-		if n > 0 {
-			r.count(n)
-		}
-		if err == io.EOF {
-			r.cur.Close()
-			r.cur = nil
-			if n > 0 {
-				return n, nil
-			}
-			continue
-		}
-		return n, err
-	}
-}
-
-func (r *partsReader) Close() error {
-	if r.cur != nil {
-		return r.cur.Close()
-	}
-	return nil
 }

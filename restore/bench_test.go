@@ -136,7 +136,7 @@ func BenchmarkRestore(b *testing.B) {
 	if err := zcmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	parts := &partsReader{ctx: ctx, site: site, parts: m.Parts, count: func(int) {}}
+	parts := storage.NewConcatReader(ctx, site, storage.PartKeys(m), nil)
 	dec, _, err := storage.NewDecoder(parts, storage.NewKeyring(key))
 	if err != nil {
 		b.Fatal(err)

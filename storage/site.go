@@ -875,3 +875,65 @@ func (c *CountingWriter) Write(p []byte) (int, error) {
 	c.N += int64(n)
 	return n, err
 }
+
+// ConcatReader reads objects of a site one after another as one stream
+// (a basebackup's parts), opening each when the previous one is done;
+// storage reads resume after transient failures.
+type ConcatReader struct {
+	ctx   context.Context
+	site  *Site
+	keys  []string
+	count func(int)
+	cur   io.ReadCloser
+}
+
+// NewConcatReader reads keys of site in order; count, if set, receives
+// each read's size.
+func NewConcatReader(ctx context.Context, site *Site, keys []string, count func(int)) *ConcatReader {
+	return &ConcatReader{ctx: ctx, site: site, keys: keys, count: count}
+}
+
+// PartKeys are the keys of a basebackup's parts, in order.
+func PartKeys(m *BasebackupManifest) []string {
+	keys := make([]string, len(m.Parts))
+	for i, p := range m.Parts {
+		keys[i] = p.Key
+	}
+	return keys
+}
+
+func (r *ConcatReader) Read(p []byte) (int, error) {
+	for {
+		if r.cur == nil {
+			if len(r.keys) == 0 {
+				return 0, io.EOF
+			}
+			rc, err := r.site.Get(r.ctx, r.keys[0])
+			if err != nil {
+				return 0, err
+			}
+			r.cur, r.keys = rc, r.keys[1:]
+		}
+		n, err := r.cur.Read(p)
+		if n > 0 && r.count != nil {
+			r.count(n)
+		}
+		if err == io.EOF {
+			r.cur.Close()
+			r.cur = nil
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		return n, err
+	}
+}
+
+// Close closes the object being read.
+func (r *ConcatReader) Close() error {
+	if r.cur != nil {
+		return r.cur.Close()
+	}
+	return nil
+}

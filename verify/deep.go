@@ -92,23 +92,7 @@ func (c *checker) decode(ctx context.Context, j deepJob) (int64, string, string,
 	}
 	m := j.basebackup
 	key := storage.BasebackupManifestKey(m.StreamID)
-	pr, pw := io.Pipe()
-	go func() {
-		for _, p := range m.Parts {
-			rc, err := c.site.Get(ctx, p.Key)
-			if err != nil {
-				pw.CloseWithError(fmt.Errorf("part %s: %w", p.Key, err))
-				return
-			}
-			_, err = io.Copy(pw, rc)
-			rc.Close()
-			if err != nil {
-				pw.CloseWithError(fmt.Errorf("part %s: %w", p.Key, err))
-				return
-			}
-		}
-		pw.Close()
-	}()
+	pr := storage.NewConcatReader(ctx, c.site, storage.PartKeys(m), nil)
 	defer pr.Close()
 	// a basebackup is the big object: every core decodes its frames
 	n, problem, err := c.read(pr, io.Discard, 0)

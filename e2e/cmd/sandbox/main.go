@@ -86,18 +86,12 @@ func backUp(ctx context.Context, dir, bin string, httpPort int) error {
 	fmt.Printf("sandbox: MariaDB pid %d on 127.0.0.1:%d, socket %s\n", in.PID(), in.Port, in.Socket)
 	fmt.Printf("sandbox: connect with: mariadb --defaults-file=%s\n", in.ConfigFile)
 	storageDir := filepath.Join(dir, "backups")
-	cfgPath := filepath.Join(dir, "myhoard.json")
-	if err := writeConfig(cfgPath, dir, storageDir, httpPort, in, nil); err != nil {
-		return err
-	}
-	d, err := startDaemon(bin, cfgPath)
+	d, api, err := sandboxDaemon(dir, storageDir, bin, httpPort, in, nil)
 	if err != nil {
 		return err
 	}
 	defer d.stop()
-	url := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
-	api := client.New(url)
-	fmt.Printf("sandbox: myhoard pid %d, config %s, API %s/status (Ctrl-C stops the load, the daemon and the server)\n", d.cmd.Process.Pid, cfgPath, url)
+	fmt.Printf("sandbox: myhoard pid %d, config %s/myhoard.json, API %s/status (Ctrl-C stops the load, the daemon and the server)\n", d.cmd.Process.Pid, dir, d.url)
 	if err := waitFor(ctx, d, "the daemon's API", func() bool { _, err := api.Status(ctx); return err == nil }); err != nil {
 		return err
 	}
@@ -211,17 +205,11 @@ func restoreLatest(ctx context.Context, dir, backups, bin string, httpPort int) 
 		fmt.Println("sandbox: stopping the restored MariaDB")
 		_ = (&mysql.CommandControl{Argv: argv, StopTimeout: time.Minute}).Stop(sctx)
 	}()
-	cfgPath := filepath.Join(dir, "myhoard.json")
-	if err := writeConfig(cfgPath, dir, backups, httpPort, in, argv); err != nil {
-		return err
-	}
-	d, err := startDaemon(bin, cfgPath)
+	d, api, err := sandboxDaemon(dir, backups, bin, httpPort, in, argv)
 	if err != nil {
 		return err
 	}
 	defer d.stop()
-	url := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
-	api := client.New(url)
 	var latest wire.Backup
 	if err := waitFor(ctx, d, "the backup listing", func() bool {
 		list, err := api.Backups(ctx, "asc")
@@ -293,6 +281,23 @@ func printState(ctx context.Context, who string, db *sql.DB) error {
 type daemon struct {
 	cmd  *exec.Cmd
 	done chan error
+	url  string
+}
+
+// sandboxDaemon writes the config of a daemon for in (file storage at
+// storageDir; startCommand starts a restored server) under dir and starts
+// it, with a client of its API.
+func sandboxDaemon(dir, storageDir, bin string, httpPort int, in *harness.Instance, startCommand []string) (*daemon, *client.Client, error) {
+	cfgPath := filepath.Join(dir, "myhoard.json")
+	if err := writeConfig(cfgPath, dir, storageDir, httpPort, in, startCommand); err != nil {
+		return nil, nil, err
+	}
+	d, err := startDaemon(bin, cfgPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	d.url = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	return d, client.New(d.url), nil
 }
 
 func startDaemon(bin, cfgPath string) (*daemon, error) {
