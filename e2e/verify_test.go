@@ -52,6 +52,18 @@ func TestVerify(t *testing.T) {
 			t.Fatalf("rotate: %d %v", code, body)
 		}
 	}
+	// a second backup after some transactions in the current binlog: the
+	// first backup's window then ends where the second one starts
+	if err := load.WriteTransactions(context.Background(), 20); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := doJSON(t, "POST", s.url+"/backup", map[string]any{"backup_type": "basebackup"}); code != 200 {
+		t.Fatalf("request a backup: %d %v", code, body)
+	}
+	harness.WaitFor(t, "the second backup completed and the first closed", 90*time.Second, func() (bool, string) {
+		list := listBackups(t, s.url)
+		return len(list) == 2 && list[1].CompletedAt != nil && list[0].ClosedAt != nil, fmt.Sprint(list)
+	})
 	_ = d.cmd.Process.Kill()
 	_, _ = d.wait(t, 10*time.Second)
 	manifests, _ := readManifests(t, openFileSite(t, s.backups))
@@ -112,6 +124,11 @@ func TestVerify(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, false, storage.PromotionKey(b.StreamID, 7) + ": records GTIDs 0-101-1 at index 3"},
+		{"the binlog holding the backup's consistency point removed", func(dir string) {
+			// a restore of the backup cannot start: its window is not backed
+			_ = os.Remove(file(dir, ref(0).ManifestKey()))
+			_ = os.Remove(file(dir, ref(0).DataKey()))
+		}, false, storage.BasebackupManifestKey(b.StreamID) + ": the binlogs after this backup do not continue it, so its restorable window is not what GET /backup says"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,7 +166,7 @@ func TestVerify(t *testing.T) {
 		var first time.Time
 		harness.WaitFor(t, "the daemon's own check of the backups in GET /backup", 30*time.Second, func() (bool, string) {
 			list := listBackups(t, url)
-			if len(list) != 1 || list[0].VerifiedAt == nil {
+			if len(list) != 2 || list[0].VerifiedAt == nil {
 				return false, fmt.Sprint(list)
 			}
 			first = *list[0].VerifiedAt

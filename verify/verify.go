@@ -145,11 +145,15 @@ func (c *checker) stream(ctx context.Context, b backup.BackupInfo) error {
 		return err
 	}
 	if b.CompletedAt != nil {
+		// The restorable window GET /backup shows: from the end of the
+		// full backup (its own binlogs start at or before its consistency
+		// point) to its close (the binlogs continue through the later
+		// streams, up to the backup that closed it and on).
 		if _, err := restore.ListChain(ctx, c.site, m); err != nil {
 			if storageFailed(err) {
 				return err
 			}
-			c.find(b.StreamID, storage.BasebackupManifestKey(b.StreamID), "the binlogs after this backup do not continue it: %v", err)
+			c.find(b.StreamID, storage.BasebackupManifestKey(b.StreamID), "the binlogs after this backup do not continue it, so its restorable window is not what GET /backup says: %v", err)
 		}
 	}
 	return nil
