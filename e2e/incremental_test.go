@@ -233,9 +233,7 @@ func TestIncremental(t *testing.T) {
 				}
 			}
 		}()
-		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b3}); code != 200 {
-			t.Fatalf("restore request: %d %v", code, body)
-		}
+		n.request(t, map[string]any{"mode": "restore", "site": "default", "stream_id": src.b3})
 		n.waitObserve(t, 5*time.Minute)
 		close(stop)
 		wg.Wait()
@@ -252,9 +250,7 @@ func TestIncremental(t *testing.T) {
 	t.Run("to a time inside the last stream", func(t *testing.T) {
 		n := newRestoreNode(t, src.backups, nil)
 		body := map[string]any{"mode": "restore", "site": "default", "stream_id": src.b3, "target_time": src.inB3.Time.Format(time.RFC3339)}
-		if code, resp := doJSON(t, "PUT", n.url+"/status", body); code != 200 {
-			t.Fatalf("restore request: %d %v", code, resp)
-		}
+		n.request(t, body)
 		n.waitObserve(t, 5*time.Minute)
 		n.assertRestored(t, src.inB3)
 	})
@@ -271,9 +267,7 @@ func TestIncremental(t *testing.T) {
 	})
 	t.Run("kill -9 at each step of the chain", func(t *testing.T) {
 		n := newRestoreNode(t, src.backups, nil)
-		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b3}); code != 200 {
-			t.Fatalf("restore request: %d %v", code, body)
-		}
+		n.request(t, map[string]any{"mode": "restore", "site": "default", "stream_id": src.b3})
 		marks := []string{
 			`msg="basebackup extracted" component=restore stream=` + src.b1,
 			`msg="basebackup prepared" component=restore stream=` + src.b1,
@@ -301,9 +295,7 @@ func TestIncremental(t *testing.T) {
 	t.Run("corrupted middle incremental falls back", func(t *testing.T) {
 		copyDir := corruptedCopy(t, src.backups, src.b2)
 		n := newRestoreNode(t, copyDir, map[string]any{"restore_auto_mark_backups_broken": true})
-		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b3}); code != 200 {
-			t.Fatalf("restore request: %d %v", code, body)
-		}
+		n.request(t, map[string]any{"mode": "restore", "site": "default", "stream_id": src.b3})
 		n.waitObserve(t, 6*time.Minute)
 		n.assertRestored(t, src.final)
 		for _, b := range listBackups(t, n.url) {

@@ -167,6 +167,14 @@ func (n *restoreNode) start(t testing.TB) {
 	})
 }
 
+// request asks the node's daemon for a restore (PUT /status).
+func (n *restoreNode) request(t testing.TB, body map[string]any) {
+	t.Helper()
+	if code, resp := doJSON(t, "PUT", n.url+"/status", body); code != 200 {
+		t.Fatalf("restore request: %d %v", code, resp)
+	}
+}
+
 func (n *restoreNode) kill(t testing.TB) {
 	t.Helper()
 	_ = n.d.cmd.Process.Kill()
@@ -293,9 +301,7 @@ func TestRestore(t *testing.T) {
 				}
 			}
 		}()
-		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1, "target_time": nil}); code != 200 {
-			t.Fatalf("restore request: %d %v", code, body)
-		}
+		n.request(t, map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1, "target_time": nil})
 		n.waitObserve(t, 5*time.Minute)
 		close(stop)
 		wg.Wait()
@@ -333,18 +339,14 @@ func TestRestore(t *testing.T) {
 	t.Run("to a time inside the first stream", func(t *testing.T) {
 		n := newRestoreNode(t, src.backups, nil)
 		body := map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1, "target_time": src.inStream1.Time.Format(time.RFC3339)}
-		if code, resp := doJSON(t, "PUT", n.url+"/status", body); code != 200 {
-			t.Fatalf("restore request: %d %v", code, resp)
-		}
+		n.request(t, body)
 		n.waitObserve(t, 3*time.Minute)
 		n.assertRestored(t, src.inStream1)
 	})
 	t.Run("to a time across the stream boundary, epoch seconds", func(t *testing.T) {
 		n := newRestoreNode(t, src.backups, nil)
 		body := map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1, "target_time": src.acrossStream.Time.Unix()}
-		if code, resp := doJSON(t, "PUT", n.url+"/status", body); code != 200 {
-			t.Fatalf("restore request: %d %v", code, resp)
-		}
+		n.request(t, body)
 		n.waitObserve(t, 3*time.Minute)
 		n.assertRestored(t, src.acrossStream)
 	})
@@ -363,9 +365,7 @@ func TestRestore(t *testing.T) {
 	})
 	t.Run("kill -9 in every phase", func(t *testing.T) {
 		n := newRestoreNode(t, src.backups, map[string]any{"restore_max_binlog_bytes": max(1<<20, 2*src.biggest)})
-		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1}); code != 200 {
-			t.Fatalf("restore request: %d %v", code, body)
-		}
+		n.request(t, map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1})
 		// Kill as soon as each mark shows in the log (every new daemon
 		// logs the phase it resumes in, then the next ones).
 		var killedIn []string
@@ -443,9 +443,7 @@ func TestRestore(t *testing.T) {
 			t.Fatalf("mount a small tmpfs on %s: %v %s", n.in.DataDir, err, out)
 		}
 		t.Cleanup(func() { _ = exec.Command("umount", "-l", n.in.DataDir).Run() })
-		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1}); code != 200 {
-			t.Fatalf("restore request: %d %v", code, body)
-		}
+		n.request(t, map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1})
 		var st wire.RestoreStatus
 		harness.WaitFor(t, "the restore to fail", 2*time.Minute, func() (bool, string) {
 			st = n.restoreStatus(t)
@@ -467,9 +465,7 @@ func TestRestore(t *testing.T) {
 	t.Run("corrupted newest backup falls back to the previous one", func(t *testing.T) {
 		copyDir := corruptedCopy(t, src.backups, src.b2)
 		n := newRestoreNode(t, copyDir, map[string]any{"restore_auto_mark_backups_broken": true})
-		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b2}); code != 200 {
-			t.Fatalf("restore request: %d %v", code, body)
-		}
+		n.request(t, map[string]any{"mode": "restore", "site": "default", "stream_id": src.b2})
 		n.waitObserve(t, 5*time.Minute)
 		n.assertRestored(t, src.final)
 		for _, b := range listBackups(t, n.url) {
@@ -493,9 +489,7 @@ func TestRestore(t *testing.T) {
 			env = []string{failpoint.EnvHoldAt + "=restore-apply"}
 		}
 		n := newRestoreNodeEnv(t, copyDir, map[string]any{"restore_max_binlog_bytes": max(1<<20, 2*src.biggest)}, env)
-		if code, body := doJSON(t, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1}); code != 200 {
-			t.Fatalf("restore request: %d %v", code, body)
-		}
+		n.request(t, map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1})
 		if forced {
 			// Forced while binlogs are applied: the restore finalizes with
 			// what it has and the promotion catches up from storage.

@@ -173,8 +173,35 @@ func (c *checker) sized(stream string, objs map[string]int64, key string, want i
 // binlogs checks a stream's binlog manifests and data objects: numbered
 // from 1 without a hole, each readable, its data there with its size, and
 // each one's GTIDs continuing the one before. It returns the valid chain
-// (as a restore lists it) when there is one.
+// (as a restore lists it) when there is one. Each manifest is read once:
+// through the restore's own listing, and only when that fails one by one,
+// to name every problem.
 func (c *checker) binlogs(ctx context.Context, streamID string, objs map[string]int64) ([]storage.StoredBinlog, error) {
+	list, err := storage.ListStreamBinlogs(ctx, c.site, streamID)
+	if err == nil {
+		for i := range list {
+			c.r.Binlogs++
+			c.sized(streamID, objs, list[i].Ref.DataKey(), list[i].Manifest.EncodedSize)
+			c.jobs = append(c.jobs, deepJob{stream: streamID, binlog: &list[i]})
+			if i > 0 && !list[i].Manifest.GTIDsBefore.Equal(list[i-1].End()) {
+				c.find(streamID, list[i].Ref.ManifestKey(), "starts at GTIDs %s, but binlog %d ends at %s",
+					list[i].Manifest.GTIDsBefore, list[i-1].Ref.RemoteIndex, list[i-1].End())
+			}
+		}
+		return list, nil
+	}
+	if storageFailed(err) {
+		return nil, err
+	}
+	if !errors.Is(err, storage.ErrGap) && !errors.Is(err, storage.ErrCorrupt) {
+		c.find(streamID, storage.BinlogsPrefix(streamID), "%v", err)
+	}
+	return nil, c.eachManifest(ctx, streamID, objs)
+}
+
+// eachManifest reads a stream's binlog manifests one by one and names
+// every hole in their numbering and every one that cannot be decoded.
+func (c *checker) eachManifest(ctx context.Context, streamID string, objs map[string]int64) error {
 	manifests := map[int64][]storage.BinlogRef{}
 	for key := range objs {
 		// (data whose manifest never came is an upload cut off, which
@@ -199,7 +226,7 @@ func (c *checker) binlogs(ctx context.Context, streamID string, objs map[string]
 			c.r.Binlogs++
 			data, err := c.site.GetBytes(ctx, ref.ManifestKey())
 			if err != nil {
-				return nil, err
+				return err
 			}
 			var bm storage.BinlogManifest
 			if err := storage.UnmarshalManifest(ref.ManifestKey(), data, &bm); err != nil {
@@ -210,23 +237,7 @@ func (c *checker) binlogs(ctx context.Context, streamID string, objs map[string]
 			c.jobs = append(c.jobs, deepJob{stream: streamID, binlog: &storage.StoredBinlog{Ref: ref, Manifest: bm}})
 		}
 	}
-	list, err := storage.ListStreamBinlogs(ctx, c.site, streamID)
-	if err != nil {
-		if storageFailed(err) {
-			return nil, err
-		}
-		if !errors.Is(err, storage.ErrGap) && !errors.Is(err, storage.ErrCorrupt) {
-			c.find(streamID, storage.BinlogsPrefix(streamID), "%v", err)
-		}
-		return nil, nil // a gap or a bad manifest is already a finding
-	}
-	for i := 1; i < len(list); i++ {
-		prev, b := list[i-1], list[i]
-		if !b.Manifest.GTIDsBefore.Equal(prev.End()) {
-			c.find(streamID, b.Ref.ManifestKey(), "starts at GTIDs %s, but binlog %d ends at %s", b.Manifest.GTIDsBefore, prev.Ref.RemoteIndex, prev.End())
-		}
-	}
-	return list, nil
+	return nil
 }
 
 // promotions checks a stream's promotion records against its binlogs: a
