@@ -263,7 +263,7 @@ func (k *Catalog) StoredByOpenStreams(ctx context.Context) (backedUp func(LocalB
 		if site == nil {
 			return nil, false, ErrSitesClosed
 		}
-		list, err := storage.ListStreamBinlogs(ctx, site, b.StreamID)
+		list, err := storage.FollowStreamBinlogs(ctx, site, b.StreamID)
 		if err != nil {
 			return nil, false, err
 		}

@@ -92,17 +92,26 @@ func ListBackups(ctx context.Context, site *storage.Site, recoverySite bool) ([]
 		return nil, err
 	}
 	sort.Strings(ids)
-	var out []BackupInfo
+	valid := ids[:0]
 	for _, id := range ids {
-		if _, err := storage.ParseStreamID(id); err != nil {
-			continue
+		if _, err := storage.ParseStreamID(id); err == nil {
+			valid = append(valid, id)
 		}
-		info, ok, err := readBackup(ctx, site, id, recoverySite)
-		if err != nil {
-			return nil, err
-		}
+	}
+	infos := make([]BackupInfo, len(valid))
+	found := make([]bool, len(valid))
+	err = site.ReadEach(ctx, len(valid), func(ctx context.Context, i int) error {
+		var err error
+		infos[i], found[i], err = readBackup(ctx, site, valid[i], recoverySite)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []BackupInfo
+	for i, ok := range found {
 		if ok {
-			out = append(out, info)
+			out = append(out, infos[i])
 		}
 	}
 	return out, nil
@@ -154,13 +163,11 @@ func brokenBy(info *BackupInfo, o storage.ObjectInfo, err error) {
 // readManifest reads basebackup.json and checks that every part is there
 // (Resumable).
 func readManifest(ctx context.Context, site *storage.Site, info *BackupInfo, objects map[string]storage.ObjectInfo) error {
-	key := storage.BasebackupManifestKey(info.StreamID)
-	data, err := site.GetBytes(ctx, key)
-	if err != nil {
-		return err
-	}
 	var m storage.BasebackupManifest
-	if err := storage.UnmarshalManifest(key, data, &m); err != nil {
+	if err := site.ReadListedManifest(ctx, objects["basebackup.json"], &m); err != nil {
+		if storageError(err) {
+			return err
+		}
 		brokenBy(info, objects["basebackup.json"], err)
 		return nil
 	}
@@ -179,6 +186,13 @@ func readManifest(ctx context.Context, site *storage.Site, info *BackupInfo, obj
 	return nil
 }
 
+// storageError tells a failure of the store (which fails a listing) from an
+// object that does not decode (which makes its backup broken).
+func storageError(err error) bool {
+	var oe *storage.OpError
+	return errors.As(err, &oe)
+}
+
 // InfoOf is the basebackup_info of a basebackup.json.
 func InfoOf(m *storage.BasebackupManifest) *wire.BasebackupInfo {
 	return &wire.BasebackupInfo{BasebackupManifest: m, StartTS: epoch(m.StartedAt), EndTS: epoch(m.EndedAt),
@@ -195,15 +209,12 @@ func readMarkers(ctx context.Context, site *storage.Site, info *BackupInfo, obje
 		if !ok {
 			continue
 		}
-		data, err := site.GetBytes(ctx, storage.MarkerKey(info.StreamID, mk))
-		if errors.Is(err, storage.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
 		var rec storage.MarkerRecord
-		if err := storage.UnmarshalManifest(storage.MarkerKey(info.StreamID, mk), data, &rec); err != nil {
+		if err := site.ReadListedManifest(ctx, o, &rec); errors.Is(err, storage.ErrNotFound) {
+			continue
+		} else if storageError(err) {
+			return err
+		} else if err != nil {
 			brokenBy(info, o, err)
 			continue
 		}

@@ -53,11 +53,16 @@ type Config struct {
 	ServerID                     int64        `json:"server_id"`
 	StartCommand                 []string     `json:"start_command"`
 	StateDirectory               string       `json:"state_directory"`
-	Statsd                       Statsd       `json:"statsd"`
-	SystemctlCommand             []string     `json:"systemctl_command"`
-	SystemdEnvUpdateCommand      []string     `json:"systemd_env_update_command"`
-	SystemdService               *string      `json:"systemd_service"`
-	TemporaryDirectory           string       `json:"temporary_directory"`
+	// ObjectCacheMaxMB bounds the local copies of manifests under
+	// state_directory/object-cache (0: no cache); StorageReadConcurrency
+	// is how many objects a listing reads at once.
+	ObjectCacheMaxMB        int64    `json:"object_cache_max_mb"`
+	StorageReadConcurrency  int      `json:"storage_read_concurrency"`
+	Statsd                  Statsd   `json:"statsd"`
+	SystemctlCommand        []string `json:"systemctl_command"`
+	SystemdEnvUpdateCommand []string `json:"systemd_env_update_command"`
+	SystemdService          *string  `json:"systemd_service"`
+	TemporaryDirectory      string   `json:"temporary_directory"`
 	// RestoreDrill schedules restore drills (off unless interval_hours or
 	// a directory is set).
 	RestoreDrill RestoreDrill `json:"restore_drill"`
@@ -307,6 +312,8 @@ func Default() *Config {
 			Flavor:            "auto",
 		},
 		RestoreMaxBinlogBytes:   4294967296,
+		ObjectCacheMaxMB:        256,
+		StorageReadConcurrency:  16,
 		VerifyIntervalHours:     24,
 		ServerID:                1,
 		Statsd:                  Statsd{Tags: map[string]string{"app": "myhoard"}},

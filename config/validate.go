@@ -136,6 +136,12 @@ func (c *Config) validate() Errors {
 	if c.VerifyIntervalHours < 0 {
 		e.add("verify_interval_hours", "must be 0 (never) or a positive number of hours, not %v", c.VerifyIntervalHours)
 	}
+	if c.ObjectCacheMaxMB < 0 {
+		e.add("object_cache_max_mb", "must be 0 (no cache) or a positive number of MiB, not %d", c.ObjectCacheMaxMB)
+	}
+	if c.StorageReadConcurrency < 1 || c.StorageReadConcurrency > 256 {
+		e.add("storage_read_concurrency", "must be 1..256, not %d", c.StorageReadConcurrency)
+	}
 	if c.RestoreMaxBinlogBytes < 1<<20 {
 		e.add("restore_max_binlog_bytes", "must be at least 1 MiB (1048576), not %d", c.RestoreMaxBinlogBytes)
 	}

@@ -79,6 +79,7 @@ type Controller struct {
 	catalog *backup.Catalog
 	// owned by the Run goroutine (read under mu by API methods)
 	stats   *storage.Stats
+	cache   *storage.ObjectCache // under mu
 	db      *sql.DB
 	scanner *backup.Scanner
 	// archiver does active mode's backup work
@@ -379,7 +380,9 @@ func (c *Controller) connectDB(ctx context.Context) error {
 // openSites opens and checks every backup site and loads the encryption
 // keys (storage.OpenSites).
 func (c *Controller) openSites(ctx context.Context) error {
-	sites, keys, err := storage.OpenSites(ctx, c.Config().BackupSites, storage.SiteOptions{Log: c.log, Stats: c.stats})
+	cfg := c.Config()
+	sites, keys, err := storage.OpenSites(ctx, cfg.BackupSites, storage.SiteOptions{Log: c.log, Stats: c.stats,
+		Cache: c.objectCache(cfg), ReadConcurrency: cfg.StorageReadConcurrency})
 	if err != nil {
 		return err
 	}
@@ -387,13 +390,36 @@ func (c *Controller) openSites(ctx context.Context) error {
 	return nil
 }
 
+// objectCache opens the object cache under the state directory on first
+// use (nil: disabled, or it cannot be opened, which is logged: the
+// daemon works without it).
+func (c *Controller) objectCache(cfg *config.Config) *storage.ObjectCache {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cache != nil || cfg.ObjectCacheMaxMB <= 0 {
+		return c.cache
+	}
+	cache, err := storage.OpenObjectCache(filepath.Join(cfg.StateDirectory, "object-cache"), cfg.ObjectCacheMaxMB<<20, c.log)
+	if err != nil {
+		c.log.Warn("working without the object cache", "error", err)
+		return nil
+	}
+	c.cache = cache
+	return cache
+}
+
 func (c *Controller) shutdown() {
 	c.mu.Lock()
 	c.stopRestoreLocked()
 	db := c.db
 	c.db = nil
+	cache := c.cache
+	c.cache = nil
 	c.mu.Unlock()
 	c.catalog.Close()
+	if cache != nil {
+		cache.Close()
+	}
 	if db != nil {
 		db.Close()
 	}

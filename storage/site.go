@@ -17,10 +17,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	gcs "cloud.google.com/go/storage"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	tmtypes "github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -37,6 +39,10 @@ import (
 type Stats struct {
 	ReadErrors  atomic.Int64
 	WriteErrors atomic.Int64
+	// Reads counts read requests (list, get, stat attempts) and
+	// CacheHits the objects served by the object cache instead.
+	Reads     atomic.Int64
+	CacheHits atomic.Int64
 }
 
 // RetryPolicy is exponential backoff with full jitter.
@@ -71,6 +77,11 @@ type SiteOptions struct {
 	AttemptTimeout time.Duration
 	Log            *slog.Logger
 	Stats          *Stats
+	// Cache, when set, keeps the small write-once objects a listing
+	// reads (see ObjectCache); ReadConcurrency bounds the reads in flight
+	// of one listing (default 16).
+	Cache           *ObjectCache
+	ReadConcurrency int
 }
 
 // Site is one opened backup site. Keys are relative to the site's prefix.
@@ -100,6 +111,11 @@ type Site struct {
 	// noIfNotExist is set once the backend refuses conditional writes;
 	// write-once puts then fall back to check-then-write (see PutOptions).
 	noIfNotExist atomic.Bool
+	// cacheID names the site in the object cache; streams are the
+	// binlog listings kept between calls (streamlist.go).
+	cacheID   string
+	streamsMu sync.Mutex
+	streams   map[string]*streamListing
 }
 
 // Sentinel errors; an *OpError matches them with errors.Is.
@@ -227,6 +243,9 @@ func (s *Site) doPolicy(ctx context.Context, p RetryPolicy, opName, key string, 
 			case <-time.After(wait):
 			}
 		}
+		if read {
+			s.stats.Reads.Add(1)
+		}
 		g := newGuard(ctx, s.opts.AttemptTimeout)
 		err = g.stalled(op(g.ctx))
 		g.stop()
@@ -267,6 +286,9 @@ func OpenSite(ctx context.Context, name string, oc *config.ObjectStorage, opts S
 	if opts.AttemptTimeout <= 0 {
 		opts.AttemptTimeout = 2 * time.Minute
 	}
+	if opts.ReadConcurrency <= 0 {
+		opts.ReadConcurrency = 16
+	}
 	if n := oc.SegmentSize(); n > 0 {
 		opts.PartSize = int(n)
 	}
@@ -281,7 +303,7 @@ func OpenSite(ctx context.Context, name string, oc *config.ObjectStorage, opts S
 		bucket = blob.PrefixedBucket(bucket, oc.Prefix)
 	}
 	site := &Site{Name: name, URL: redact(oc.URL), Prefix: oc.Prefix, bucket: bucket, opts: opts, stats: opts.Stats, log: opts.Log,
-		storageClass: oc.StorageClass()}
+		storageClass: oc.StorageClass(), cacheID: name + "\x00" + redact(oc.URL) + "\x00" + oc.Prefix, streams: map[string]*streamListing{}}
 	if u, err := url.Parse(oc.URL); err == nil && u.Scheme == "file" {
 		site.isFile, site.fileDir = true, filepath.Join(filepath.Clean(u.Path), filepath.FromSlash(oc.Prefix))
 	}
@@ -482,11 +504,44 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // a conditional write (the next one uses the fallback).
 var errRetryUnconditional = errors.New("backend does not support conditional writes; retrying with check-then-write")
 
-// ObjectInfo describes a stored object.
+// ObjectInfo describes a stored object. ETag is the store's entity tag
+// (or the hex MD5 where the store gives no tag; "" where it gives neither).
 type ObjectInfo struct {
 	Key     string
 	Size    int64
 	ModTime time.Time
+	ETag    string
+}
+
+// Validator is the object's version as a listing saw it.
+func (o ObjectInfo) Validator() Validator {
+	return Validator{Size: o.Size, ETag: o.ETag, ModTime: o.ModTime}
+}
+
+// infoOf is the ObjectInfo of a listing entry, with the store's ETag.
+func infoOf(o *blob.ListObject) ObjectInfo {
+	info := ObjectInfo{Key: o.Key, Size: o.Size, ModTime: o.ModTime.UTC(), ETag: listETag(o)}
+	if info.ETag == "" && len(o.MD5) > 0 {
+		info.ETag = hex.EncodeToString(o.MD5)
+	}
+	return info
+}
+
+// listETag is the entity tag of a listing entry (S3, GCS, Azure).
+func listETag(o *blob.ListObject) string {
+	var s3o s3types.Object
+	if o.As(&s3o) && s3o.ETag != nil {
+		return strings.Trim(*s3o.ETag, `"`)
+	}
+	var g gcs.ObjectAttrs
+	if o.As(&g) {
+		return g.Etag
+	}
+	var az container.BlobItem
+	if o.As(&az) && az.Properties != nil && az.Properties.ETag != nil {
+		return strings.Trim(string(*az.Properties.ETag), `"`)
+	}
+	return ""
 }
 
 // Stat returns an object's size and time; ErrNotFound if missing.
@@ -674,7 +729,7 @@ func (s *Site) List(ctx context.Context, prefix string, fn func(ObjectInfo) erro
 		if o.IsDir {
 			return nil
 		}
-		return fn(ObjectInfo{Key: o.Key, Size: o.Size, ModTime: o.ModTime})
+		return fn(infoOf(o))
 	})
 }
 
@@ -750,6 +805,9 @@ func (s *Site) DeletePrefix(ctx context.Context, prefix string) (int, error) {
 	}
 	if s.isFile {
 		s.removeFileTemps(prefix)
+	}
+	if id := StreamOfKey(prefix); id != "" && prefix == StreamPrefix(id) {
+		s.forgetStream(id)
 	}
 	return len(keys), nil
 }
@@ -835,7 +893,7 @@ func (s *Site) CheckReadOnly(ctx context.Context) error {
 // sub-"directories" (keys ending in "/", IsDir set), without descending.
 func (s *Site) ListDir(ctx context.Context, prefix string, fn func(o ObjectInfo, isDir bool) error) error {
 	return s.listPages(ctx, &blob.ListOptions{Prefix: prefix, Delimiter: "/"}, func(o *blob.ListObject) error {
-		return fn(ObjectInfo{Key: o.Key, Size: o.Size, ModTime: o.ModTime}, o.IsDir)
+		return fn(infoOf(o), o.IsDir)
 	})
 }
 

@@ -4,7 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
+	"sync"
+	"time"
+
+	gcs "cloud.google.com/go/storage"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"gocloud.dev/blob"
 
 	"github.com/myhoard/myhoard/mysql"
 )
@@ -29,58 +36,253 @@ var ErrGap = errors.New("the binlog chain has a gap")
 // (a binlog uploaded under epoch E at or after the start index of any
 // later epoch is ignored, so a deposed primary can never change a
 // restore), and with no gap: a missing index is an error, never skipped.
+//
+// Every key of the stream is listed; only the manifests not read before
+// (in this process, or in the object cache) are read, up to the site's
+// ReadConcurrency at a time. The result is what ReferenceListStreamBinlogs
+// gives.
 func ListStreamBinlogs(ctx context.Context, site *Site, streamID string) ([]StoredBinlog, error) {
-	refs, err := streamRefs(ctx, site, streamID)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]StoredBinlog, 0, len(refs))
-	for _, ref := range refs {
-		data, err := site.GetBytes(ctx, ref.ManifestKey())
-		if err != nil {
-			return nil, err
-		}
-		var m BinlogManifest
-		if err := UnmarshalManifest(ref.ManifestKey(), data, &m); err != nil {
-			return nil, err
-		}
-		out = append(out, StoredBinlog{Ref: ref, Manifest: m})
-	}
-	return out, nil
+	return site.listBinlogs(ctx, streamID, true)
+}
+
+// FollowStreamBinlogs is ListStreamBinlogs for a poller (an observer, the
+// backup listing): it lists only the keys from the end of the gapless
+// chain it saw last time (S3 StartAfter, GCS StartOffset; the other stores
+// list every key and skip the known ones), so a listing reads only what is
+// new. A change of the promotion records lists everything again.
+//
+// What it can miss until the next ListStreamBinlogs of the stream: an
+// object deleted below that point, and a second valid binlog written at an
+// index already listed (two primaries of one epoch, which the fencing
+// prevents; ListStreamBinlogs fails on it).
+func FollowStreamBinlogs(ctx context.Context, site *Site, streamID string) ([]StoredBinlog, error) {
+	return site.listBinlogs(ctx, streamID, false)
 }
 
 // StreamNextIndex is the remote index the next binlog of a stream gets:
 // one past the valid, gapless chain ListStreamBinlogs would list (from the
 // keys alone, without reading the manifests).
 func StreamNextIndex(ctx context.Context, site *Site, streamID string) (int64, error) {
-	refs, err := streamRefs(ctx, site, streamID)
+	starts, _, err := promotionStarts(ctx, site, streamID)
+	if err != nil {
+		return 0, err
+	}
+	keys := map[string]ObjectInfo{}
+	if err := site.List(ctx, BinlogsPrefix(streamID), func(o ObjectInfo) error {
+		keys[o.Key] = o
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("list binlogs of %s: %w", streamID, err)
+	}
+	refs, err := chainOf(streamID, keys, starts)
 	if err != nil {
 		return 0, err
 	}
 	return int64(len(refs)) + 1, nil
 }
 
-// streamRefs lists the valid binlog keys of a stream (manifest present,
-// not fenced by a promotion record) in remote index order, with no gap.
-func streamRefs(ctx context.Context, site *Site, streamID string) ([]BinlogRef, error) {
-	starts, err := promotionStarts(ctx, site, streamID)
+// streamListing is what a site remembers of a stream's binlogs between
+// listings.
+type streamListing struct {
+	mu sync.Mutex
+	// keys are the binlog manifest objects listed, by key; every key up to
+	// and including after was listed (after "": nothing is known).
+	keys  map[string]ObjectInfo
+	after string
+	// fence identifies the promotion records the keys were listed under.
+	fence string
+	// parsed are the manifests read, by key, with the version read.
+	parsed map[string]parsedManifest
+	used   time.Time
+}
+
+type parsedManifest struct {
+	m BinlogManifest
+	v Validator
+}
+
+// maxStreamListings bounds the streams whose listing a site keeps in
+// memory (the object cache keeps the manifests of the others).
+const maxStreamListings = 8
+
+func (s *Site) streamListing(id string) *streamListing {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	st := s.streams[id]
+	if st == nil {
+		if len(s.streams) >= maxStreamListings {
+			oldest := ""
+			for k, v := range s.streams {
+				if oldest == "" || v.used.Before(s.streams[oldest].used) {
+					oldest = k
+				}
+			}
+			delete(s.streams, oldest)
+		}
+		st = &streamListing{keys: map[string]ObjectInfo{}, parsed: map[string]parsedManifest{}}
+		s.streams[id] = st
+	}
+	st.used = time.Now()
+	return st
+}
+
+// forgetStream drops what the site remembers of a deleted stream.
+func (s *Site) forgetStream(id string) {
+	s.streamsMu.Lock()
+	delete(s.streams, id)
+	s.streamsMu.Unlock()
+	if s.opts.Cache != nil {
+		s.opts.Cache.DropStream(s.cacheID, id)
+	}
+}
+
+func (s *Site) listBinlogs(ctx context.Context, id string, full bool) ([]StoredBinlog, error) {
+	starts, fence, err := promotionStarts(ctx, s, id)
 	if err != nil {
 		return nil, err
 	}
-	byIndex := map[int64][]BinlogRef{}
-	err = site.List(ctx, BinlogsPrefix(streamID), func(o ObjectInfo) error {
-		ref, manifest, err := ParseBinlogKey(o.Key)
-		if err != nil || !manifest {
+	st := s.streamListing(id)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if full || fence != st.fence {
+		st.after = ""
+	}
+	listed := map[string]ObjectInfo{}
+	after := st.after
+	lo := &blob.ListOptions{Prefix: BinlogsPrefix(id), BeforeList: s.startAfter(after)}
+	err = s.listPages(ctx, lo, func(o *blob.ListObject) error {
+		if o.IsDir || (after != "" && o.Key <= after) {
 			return nil
 		}
-		if !validUnderFence(ref, starts) {
-			return nil
+		if _, manifest, err := ParseBinlogKey(o.Key); err == nil && manifest {
+			listed[o.Key] = infoOf(o)
 		}
-		byIndex[ref.RemoteIndex] = append(byIndex[ref.RemoteIndex], ref)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list binlogs of %s: %w", streamID, err)
+		return nil, fmt.Errorf("list binlogs of %s: %w", id, err)
+	}
+	// what was listed replaces everything known past after
+	for k := range st.keys {
+		if k > after {
+			delete(st.keys, k)
+		}
+	}
+	for k, o := range listed {
+		st.keys[k] = o
+	}
+	for k, p := range st.parsed {
+		if o, ok := st.keys[k]; !ok || !o.Validator().equal(p.v) {
+			delete(st.parsed, k)
+		}
+	}
+	st.fence = fence
+	refs, chainErr := chainOf(id, st.keys, starts)
+	// the next listing starts at the last index of the gapless chain
+	// (listing that index's keys again)
+	st.after = ""
+	if len(refs) > 0 {
+		st.after = fmt.Sprintf("%s%010d", BinlogsPrefix(id), refs[len(refs)-1].RemoteIndex)
+	}
+	if chainErr != nil {
+		return nil, chainErr
+	}
+	if err := s.readBinlogManifests(ctx, st, refs); err != nil {
+		return nil, err
+	}
+	out := make([]StoredBinlog, len(refs))
+	for i, ref := range refs {
+		out[i] = StoredBinlog{Ref: ref, Manifest: st.parsed[ref.ManifestKey()].m}
+	}
+	return out, nil
+}
+
+// readBinlogManifests reads the manifests of refs that are not parsed yet,
+// up to the site's ReadConcurrency at a time; the error is that of the
+// first failing binlog in index order.
+func (s *Site) readBinlogManifests(ctx context.Context, st *streamListing, refs []BinlogRef) error {
+	var todo []ObjectInfo
+	for _, ref := range refs {
+		if _, ok := st.parsed[ref.ManifestKey()]; !ok {
+			todo = append(todo, st.keys[ref.ManifestKey()])
+		}
+	}
+	got := make([]BinlogManifest, len(todo))
+	err := s.ReadEach(ctx, len(todo), func(ctx context.Context, i int) error {
+		return s.ReadListedManifest(ctx, todo[i], &got[i])
+	})
+	if err != nil {
+		return err
+	}
+	for i, o := range todo {
+		st.parsed[o.Key] = parsedManifest{m: got[i], v: o.Validator()}
+	}
+	return nil
+}
+
+// ReadEach runs fn for 0..n-1 with at most the site's ReadConcurrency
+// running; the error is that of the lowest i that failed.
+func (s *Site) ReadEach(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
+	if n == 0 {
+		return nil
+	}
+	errs := make([]error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(s.opts.ReadConcurrency, n); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				errs[i] = fn(ctx, i)
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startAfter asks the store to list from after on where it can (the key
+// is relative to the site's prefix, the store's is not).
+func (s *Site) startAfter(after string) func(as func(any) bool) error {
+	if after == "" {
+		return nil
+	}
+	full := s.Prefix + after
+	return func(as func(any) bool) error {
+		var in *s3.ListObjectsV2Input
+		if as(&in) {
+			in.StartAfter = &full
+			return nil
+		}
+		var q *gcs.Query
+		if as(&q) {
+			q.StartOffset = full + "\x00" // StartOffset is inclusive
+		}
+		return nil
+	}
+}
+
+// chainOf is the valid binlog chain of a stream's manifest keys: not
+// fenced by a promotion record, in remote index order, with no gap. On a
+// gap it returns the chain before it with the error.
+func chainOf(streamID string, keys map[string]ObjectInfo, starts map[int64]int64) ([]BinlogRef, error) {
+	byIndex := map[int64][]BinlogRef{}
+	for k := range keys {
+		ref, manifest, err := ParseBinlogKey(k)
+		if err != nil || !manifest || !validUnderFence(ref, starts) {
+			continue
+		}
+		byIndex[ref.RemoteIndex] = append(byIndex[ref.RemoteIndex], ref)
 	}
 	indexes := make([]int64, 0, len(byIndex))
 	for i := range byIndex {
@@ -90,11 +292,12 @@ func streamRefs(ctx context.Context, site *Site, streamID string) ([]BinlogRef, 
 	out := make([]BinlogRef, 0, len(indexes))
 	for n, idx := range indexes {
 		if idx != int64(n+1) {
-			return nil, fmt.Errorf("stream %s: binlog %d is missing (the next stored one is %d): %w", streamID, n+1, idx, ErrGap)
+			return out, fmt.Errorf("stream %s: binlog %d is missing (the next stored one is %d): %w", streamID, n+1, idx, ErrGap)
 		}
 		refs := byIndex[idx]
 		if len(refs) > 1 {
-			return nil, fmt.Errorf("stream %s: %d valid binlogs at index %d (%s and %s)", streamID, len(refs), idx, refs[0].DataKey(), refs[1].DataKey())
+			sort.Slice(refs, func(a, b int) bool { return refs[a].DataKey() < refs[b].DataKey() })
+			return out, fmt.Errorf("stream %s: %d valid binlogs at index %d (%s and %s)", streamID, len(refs), idx, refs[0].DataKey(), refs[1].DataKey())
 		}
 		out = append(out, refs[0])
 	}
@@ -102,32 +305,33 @@ func streamRefs(ctx context.Context, site *Site, streamID string) ([]BinlogRef, 
 }
 
 // promotionStarts maps each promoted epoch of a stream to the remote index
-// from which only its primary may write.
-func promotionStarts(ctx context.Context, site *Site, streamID string) (map[int64]int64, error) {
-	starts := map[int64]int64{}
-	err := site.List(ctx, StreamPrefix(streamID)+"promotions/", func(o ObjectInfo) error {
-		_, epoch, err := ParsePromotionKey(o.Key)
-		if err != nil {
-			return nil
+// from which only its primary may write; fence identifies the records
+// (their keys and versions).
+func promotionStarts(ctx context.Context, site *Site, streamID string) (starts map[int64]int64, fence string, err error) {
+	var objs []ObjectInfo
+	err = site.List(ctx, StreamPrefix(streamID)+"promotions/", func(o ObjectInfo) error {
+		if _, _, err := ParsePromotionKey(o.Key); err == nil {
+			objs = append(objs, o)
 		}
-		data, err := site.GetBytes(ctx, o.Key)
-		if err != nil {
-			return err
-		}
-		var rec PromotionRecord
-		if err := UnmarshalManifest(o.Key, data, &rec); err != nil {
-			return err
-		}
-		if rec.Epoch != epoch {
-			return fmt.Errorf("promotion record %s says epoch %d", o.Key, rec.Epoch)
-		}
-		starts[epoch] = rec.StartIndex
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read promotion records of %s: %w", streamID, err)
+		return nil, "", fmt.Errorf("read promotion records of %s: %w", streamID, err)
 	}
-	return starts, nil
+	starts = map[int64]int64{}
+	for _, o := range objs {
+		_, epoch, _ := ParsePromotionKey(o.Key)
+		var rec PromotionRecord
+		if err := site.ReadListedManifest(ctx, o, &rec); err != nil {
+			return nil, "", fmt.Errorf("read promotion records of %s: %w", streamID, err)
+		}
+		if rec.Epoch != epoch {
+			return nil, "", fmt.Errorf("read promotion records of %s: promotion record %s says epoch %d", streamID, o.Key, rec.Epoch)
+		}
+		starts[epoch] = rec.StartIndex
+		fence += fmt.Sprintf("%s %d %s %d\n", o.Key, o.Size, o.ETag, o.ModTime.UnixNano())
+	}
+	return starts, fence, nil
 }
 
 func validUnderFence(ref BinlogRef, starts map[int64]int64) bool {
@@ -137,4 +341,44 @@ func validUnderFence(ref BinlogRef, starts map[int64]int64) bool {
 		}
 	}
 	return true
+}
+
+// ReadListed reads a small object that a listing gave, through the
+// object cache when the site has one (ok: the copy came from the cache).
+func (s *Site) ReadListed(ctx context.Context, o ObjectInfo) (data []byte, cached bool, err error) {
+	c := s.opts.Cache
+	if c != nil {
+		if data, ok := c.Get(s.cacheID, o.Key, o.Validator()); ok {
+			s.stats.CacheHits.Add(1)
+			return data, true, nil
+		}
+	}
+	if data, err = s.GetBytes(ctx, o.Key); err != nil {
+		return nil, false, err
+	}
+	if c != nil && int64(len(data)) == o.Size && !o.ModTime.IsZero() {
+		c.Put(s.cacheID, o.Key, o.Validator(), data)
+	}
+	return data, false, nil
+}
+
+// ReadListedManifest decodes a listed manifest object (ReadListed); a
+// cached copy that does not decode is dropped and the object read again.
+func (s *Site) ReadListedManifest(ctx context.Context, o ObjectInfo, v versioned) error {
+	data, cached, err := s.ReadListed(ctx, o)
+	if err != nil {
+		return err
+	}
+	err = UnmarshalManifest(o.Key, data, v)
+	if err == nil || !cached {
+		return err
+	}
+	s.log.Warn("object cache: a cached copy does not decode; reading the object again", "site", s.Name, "key", o.Key, "error", err)
+	s.opts.Cache.Drop(s.cacheID, o.Key)
+	rv := reflect.ValueOf(v).Elem()
+	rv.Set(reflect.Zero(rv.Type()))
+	if data, _, err = s.ReadListed(ctx, o); err != nil {
+		return err
+	}
+	return UnmarshalManifest(o.Key, data, v)
 }
