@@ -57,6 +57,7 @@ fuzz:
 	$(GO) test ./mysql -run '^$$' -fuzz FuzzParseMariaDBGTIDSet -fuzztime 30s
 	$(GO) test ./mysql -run '^$$' -fuzz FuzzScanBinlog -fuzztime 60s
 	$(GO) test ./config -run '^$$' -fuzz FuzzParse -fuzztime 30s
+	$(GO) test ./storage -run '^$$' -fuzz FuzzObjectCacheFile -fuzztime 30s
 
 clean:
 	rm -rf bin var .tools

@@ -39,10 +39,14 @@ import (
 type Stats struct {
 	ReadErrors  atomic.Int64
 	WriteErrors atomic.Int64
-	// Reads counts read requests (list, get, stat attempts) and
-	// CacheHits the objects served by the object cache instead.
+	// Reads counts read requests (list, get, stat attempts), Gets the
+	// gets among them, and CacheHits the objects the object cache served
+	// instead.
 	Reads     atomic.Int64
+	Gets      atomic.Int64
 	CacheHits atomic.Int64
+	// Listed counts the entries listings returned.
+	Listed atomic.Int64
 }
 
 // RetryPolicy is exponential backoff with full jitter.
@@ -245,6 +249,9 @@ func (s *Site) doPolicy(ctx context.Context, p RetryPolicy, opName, key string, 
 		}
 		if read {
 			s.stats.Reads.Add(1)
+			if opName == "get" {
+				s.stats.Gets.Add(1)
+			}
 		}
 		g := newGuard(ctx, s.opts.AttemptTimeout)
 		err = g.stalled(op(g.ctx))
@@ -756,6 +763,7 @@ func (s *Site) listPages(ctx context.Context, lo *blob.ListOptions, fn func(*blo
 		if err != nil {
 			return err
 		}
+		s.stats.Listed.Add(int64(len(page)))
 		for _, o := range page {
 			if s.isFile && fileTempRe.MatchString(o.Key) {
 				continue

@@ -126,6 +126,9 @@ func (s *Site) streamListing(id string) *streamListing {
 	return st
 }
 
+// CacheName is the site's name in the object cache.
+func (s *Site) CacheName() string { return s.cacheID }
+
 // forgetStream drops what the site remembers of a deleted stream.
 func (s *Site) forgetStream(id string) {
 	s.streamsMu.Lock()
