@@ -27,6 +27,9 @@ type BackupNode interface {
 	SetReplicationState(map[string]map[string][][2]uint64) error
 	Preserve(ctx context.Context, streamID string, until *time.Time, wait time.Duration) (applied bool, err error)
 	MarkBroken(ctx context.Context, streamID string, broken bool) error
+	// StreamBinlogs lists a listed backup's binlogs (full: every key
+	// listed again, not only those after the last listing's end).
+	StreamBinlogs(ctx context.Context, streamID string, full bool) (wire.StreamBinlogs, error)
 	// RequestVerify starts a check of the backups in storage.
 	RequestVerify(deep bool) error
 	// RequestDrill starts a restore drill; DrillStatus is its progress
@@ -55,6 +58,7 @@ func (s *Server) routeBackups() {
 	r.PATCH("/binlogs", s.patchBinlogs)
 	r.PATCH("/backup/:stream_id", s.patchBackup)
 	r.PUT("/backup/:stream_id/preserve", s.putPreserve)
+	r.GET("/backup/:stream_id/binlogs", s.getStreamBinlogs)
 	r.POST("/verify", s.postVerify)
 	r.POST("/drill", s.postDrill)
 	r.GET("/drill", s.getDrill)
@@ -189,6 +193,25 @@ func (s *Server) patchBinlogs(w http.ResponseWriter, req *http.Request, _ httpro
 		return
 	}
 	success(w, true)
+}
+
+// getStreamBinlogs is GET /backup/<stream id>/binlogs[?full=true].
+func (s *Server) getStreamBinlogs(w http.ResponseWriter, req *http.Request, p httprouter.Params) {
+	full := false
+	switch v := req.URL.Query().Get("full"); v {
+	case "", "false", "0":
+	case "true", "1":
+		full = true
+	default:
+		WriteError(w, http.StatusBadRequest, fmt.Sprintf("full must be true or false, not %q", v))
+		return
+	}
+	list, err := s.node.StreamBinlogs(req.Context(), p.ByName("stream_id"), full)
+	if err != nil {
+		writeNodeError(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, list)
 }
 
 // patchBackup is PATCH /backup/<stream id> (broken) and PATCH

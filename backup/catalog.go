@@ -195,6 +195,38 @@ func (k *Catalog) WritableSite(streamID string) (*storage.Site, error) {
 	return nil, wire.BadRequest("no backup %q in the backup list", streamID)
 }
 
+// StreamBinlogs lists a listed backup's binlogs (storage.ListStreamBinlogs
+// when full, else storage.FollowStreamBinlogs).
+func (k *Catalog) StreamBinlogs(ctx context.Context, streamID string, full bool) (wire.StreamBinlogs, error) {
+	var b *BackupInfo
+	for _, x := range k.Backups() {
+		if x.StreamID == streamID {
+			b = &x
+			break
+		}
+	}
+	if b == nil {
+		return wire.StreamBinlogs{}, wire.BadRequest("no backup %q in the backup list", streamID)
+	}
+	site := k.Site(b.Site)
+	if site == nil {
+		return wire.StreamBinlogs{}, ErrSitesClosed
+	}
+	list := storage.FollowStreamBinlogs
+	if full {
+		list = storage.ListStreamBinlogs
+	}
+	binlogs, err := list(ctx, site, streamID)
+	if err != nil {
+		return wire.StreamBinlogs{}, fmt.Errorf("list the binlogs of %s: %w", streamID, err)
+	}
+	out := wire.StreamBinlogs{Site: b.Site, StreamID: streamID, Binlogs: make([]storage.BinlogManifest, len(binlogs))}
+	for i, bl := range binlogs {
+		out.Binlogs[i] = bl.Manifest
+	}
+	return out, nil
+}
+
 // SetMarker writes (rec not nil) or removes a listed backup's marker and
 // lists again, so that the listing shows the change when it returns.
 func (k *Catalog) SetMarker(ctx context.Context, streamID string, m storage.Marker, rec *storage.MarkerRecord) error {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -112,6 +113,12 @@ func (c *Client) Backups(ctx context.Context, order string) ([]wire.Backup, erro
 	}
 	var list wire.BackupList
 	return list.Backups, c.Do(ctx, http.MethodGet, path, nil, &list)
+}
+
+// StreamBinlogs is GET /backup/<stream id>/binlogs.
+func (c *Client) StreamBinlogs(ctx context.Context, streamID string, full bool) (wire.StreamBinlogs, error) {
+	var out wire.StreamBinlogs
+	return out, c.Do(ctx, http.MethodGet, fmt.Sprintf("/backup/%s/binlogs?full=%t", url.PathEscape(streamID), full), nil, &out)
 }
 
 // Backup is POST /backup.

@@ -267,6 +267,8 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		c.m().Cumulative("myhoard.remote_read_errors", c.stats.ReadErrors.Load())
 		c.m().Cumulative("myhoard.remote_write_errors", c.stats.WriteErrors.Load())
+		c.m().Cumulative("myhoard.storage.read_requests", c.stats.Reads.Load())
+		c.m().Cumulative("myhoard.storage.cache_hits", c.stats.CacheHits.Load())
 		if err != nil && ctx.Err() == nil {
 			c.log.Error("controller iteration failed", "mode", c.Mode(), "error", err)
 			c.m().Error("controller", err)

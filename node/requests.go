@@ -147,6 +147,11 @@ func (c *Controller) Preserve(ctx context.Context, streamID string, until *time.
 }
 
 // MarkBroken writes or removes a backup's broken marker (active mode only).
+// StreamBinlogs lists a listed backup's binlogs in storage.
+func (c *Controller) StreamBinlogs(ctx context.Context, streamID string, full bool) (wire.StreamBinlogs, error) {
+	return c.catalog.StreamBinlogs(ctx, streamID, full)
+}
+
 func (c *Controller) MarkBroken(ctx context.Context, streamID string, broken bool) error {
 	if Mode(c.Mode()) != ModeActive {
 		return badRequest("backups can only be marked broken in active mode (mode is %s)", c.Mode())

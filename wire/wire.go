@@ -93,6 +93,15 @@ type BasebackupInfo struct {
 	NumberOfSplits int    `json:"number_of_splits"`
 }
 
+// StreamBinlogs is GET /backup/<stream id>/binlogs: the binlogs a
+// restore of the stream may use, in order (fenced, gapless), as their
+// manifests say.
+type StreamBinlogs struct {
+	Site     string                   `json:"site"`
+	StreamID string                   `json:"stream_id"`
+	Binlogs  []storage.BinlogManifest `json:"binlogs"`
+}
+
 // BackupList is GET /backup (Backups is null before the first listing).
 type BackupList struct {
 	Backups []Backup `json:"backups"`
