@@ -137,8 +137,14 @@ func listManifests(site *storage.Site) (map[string][]storage.BinlogManifest, err
 
 func waitCompletedBackup(t testing.TB, url string) wire.Backup {
 	t.Helper()
+	return waitCompletedBackupWithin(t, url, 90*time.Second)
+}
+
+// waitCompletedBackupWithin is waitCompletedBackup with a timeout.
+func waitCompletedBackupWithin(t testing.TB, url string, timeout time.Duration) wire.Backup {
+	t.Helper()
 	var found wire.Backup
-	harness.WaitFor(t, "a completed backup in GET /backup", 90*time.Second, func() (bool, string) {
+	harness.WaitFor(t, "a completed backup in GET /backup", timeout, func() (bool, string) {
 		list, err := apiClient(url).Backups(context.Background(), "")
 		for _, b := range list {
 			if b.CompletedAt != nil {

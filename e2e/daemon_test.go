@@ -177,7 +177,7 @@ func (d *daemonProc) wait(t testing.TB, timeout time.Duration) (int, error) {
 	}
 }
 
-func waitStatus(t *testing.T, d *daemonProc, port int) {
+func waitStatus(t testing.TB, d *daemonProc, port int) {
 	t.Helper()
 	harness.WaitFor(t, "GET /status", 20*time.Second, func() (bool, string) {
 		st, err := statusOf(fmt.Sprintf("http://127.0.0.1:%d", port))

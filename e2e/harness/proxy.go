@@ -107,12 +107,17 @@ type pacer struct {
 	next time.Time // when the link is free again
 }
 
+// pacerBurst is how far behind the schedule the link may fall and catch up.
+const pacerBurst = 20 * time.Millisecond
+
 // wait blocks until n more bytes may pass.
 func (p *pacer) wait(ctx context.Context, n int) error {
 	p.mu.Lock()
+	// an idle link gives no credit beyond a short burst, and a wait that
+	// overslept takes nothing from the rate
 	now := time.Now()
-	if p.next.Before(now) {
-		p.next = now
+	if floor := now.Add(-pacerBurst); p.next.Before(floor) {
+		p.next = floor
 	}
 	p.next = p.next.Add(time.Duration(float64(n) / p.rate * float64(time.Second)))
 	until := p.next
