@@ -36,6 +36,9 @@ type Snapshot struct {
 	LastDrill, LastDrillPassed time.Time
 	LastDrillOK                bool
 	DrillInterval              time.Duration
+	// Storage requests: reads made, objects the object cache served
+	// instead, and failed attempts.
+	StorageReads, StorageCacheHits, StorageReadErrors, StorageWriteErrors int64
 	// Cluster: whether the node runs in one, and its part.
 	InCluster, Leader, Primary bool
 	Epoch                      int64
@@ -108,6 +111,14 @@ var (
 		"When a restore drill last passed (Unix time).", nil, nil)
 	descDrillInterval = prometheus.NewDesc("myhoard_drill_interval_seconds",
 		"How often restore drills run (restore_drill.interval_hours).", nil, nil)
+	descStorageReads = prometheus.NewDesc("myhoard_storage_read_requests_total",
+		"Read requests (list, get, stat attempts) made to the backup sites.", nil, nil)
+	descCacheHits = prometheus.NewDesc("myhoard_storage_cache_hits_total",
+		"Objects the local object cache served instead of a backup site.", nil, nil)
+	descReadErrors = prometheus.NewDesc("myhoard_storage_read_errors_total",
+		"Failed read attempts on the backup sites (retried or not).", nil, nil)
+	descWriteErrors = prometheus.NewDesc("myhoard_storage_write_errors_total",
+		"Failed write attempts on the backup sites (retried or not).", nil, nil)
 	descMode = prometheus.NewDesc("myhoard_mode",
 		"The node's mode: 1 for the current one.", []string{"mode"}, nil)
 	descRestorePhase = prometheus.NewDesc("myhoard_restore_phase",
@@ -129,7 +140,7 @@ type snapshotCollector struct {
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLastBackup, descLastBinlog, descRestorable, descPendingBytes, descPendingFiles,
-		descBasebackup, descVerifyAt, descVerifyFindings, descDrillAt, descDrillOK, descDrillPassed, descDrillInterval, descMode, descRestorePhase, descLeader, descPrimary, descEpoch, descAlive} {
+		descBasebackup, descVerifyAt, descVerifyFindings, descDrillAt, descDrillOK, descDrillPassed, descDrillInterval, descStorageReads, descCacheHits, descReadErrors, descWriteErrors, descMode, descRestorePhase, descLeader, descPrimary, descEpoch, descAlive} {
 		ch <- d
 	}
 }
@@ -162,6 +173,10 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.DrillInterval > 0 {
 		gauge(descDrillInterval, s.DrillInterval.Seconds())
+	}
+	for d, v := range map[*prometheus.Desc]int64{descStorageReads: s.StorageReads, descCacheHits: s.StorageCacheHits,
+		descReadErrors: s.StorageReadErrors, descWriteErrors: s.StorageWriteErrors} {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
 	}
 	for _, m := range Modes {
 		gauge(descMode, b2f(m == s.Mode), m)

@@ -14,7 +14,7 @@ import (
 // and units (linted with client_golang's testutil).
 func TestPrometheus(t *testing.T) {
 	at := time.Unix(1765000000, 0)
-	snap := Snapshot{Mode: "active", LastBackupCompleted: at, LastBinlogUploaded: at.Add(time.Minute), RestorableUntil: at.Add(time.Minute),
+	snap := Snapshot{Mode: "active", StorageReads: 40, StorageCacheHits: 30, LastBackupCompleted: at, LastBinlogUploaded: at.Add(time.Minute), RestorableUntil: at.Add(time.Minute),
 		PendingBytes: 1024, PendingFiles: 2, BasebackupDuration: 90 * time.Second, InCluster: true, Leader: true, Primary: true, Epoch: 3, MembersAlive: 3}
 	p := NewPrometheus(func() Snapshot { return snap })
 	p.ObserveHTTP("status_get", 3*time.Millisecond)
@@ -44,6 +44,7 @@ myhoard_binlog_upload_pending_bytes 1024
 	body, _ := io.ReadAll(rec.Body)
 	for _, line := range []string{`myhoard_mode{mode="active"} 1`, `myhoard_mode{mode="idle"} 0`, `myhoard_restore_phase{phase="completed"} 0`,
 		"myhoard_cluster_is_leader 1", "myhoard_cluster_members_alive 3", "myhoard_basebackup_duration_seconds 90",
+		"myhoard_storage_read_requests_total 40", "myhoard_storage_cache_hits_total 30", "myhoard_storage_read_errors_total 0",
 		`myhoard_http_request_duration_seconds_count{route="status_get"} 1`, "go_goroutines"} {
 		if !strings.Contains(string(body), line+"\n") && !strings.Contains(string(body), line+" ") {
 			t.Errorf("GET /metrics lacks %q", line)

@@ -30,6 +30,8 @@ func (c *Controller) PrometheusSnapshot() metrics.Snapshot {
 		s.LastVerify, s.VerifyFindings = v.At, len(v.Findings)
 	}
 	c.mu.Unlock()
+	s.StorageReads, s.StorageCacheHits = c.stats.Reads.Load(), c.stats.CacheHits.Load()
+	s.StorageReadErrors, s.StorageWriteErrors = c.stats.ReadErrors.Load(), c.stats.WriteErrors.Load()
 	for _, st := range streams.List {
 		if st.LastUploadAt != nil && st.LastUploadAt.After(s.LastBinlogUploaded) {
 			s.LastBinlogUploaded = *st.LastUploadAt
