@@ -219,6 +219,18 @@ func TestActiveModeBacksUpEverything(t *testing.T) {
 	if code, _, errOut := runCLI(t, nil, "backup", "--wait", "3", "--url", s.url); code != 2 || !strings.Contains(errOut, "--wait only goes with --binlog") {
 		t.Errorf("myhoard backup --wait: %d %q", code, errOut)
 	}
+	for _, full := range []string{"--full=false", "--full"} {
+		if code, out, errOut := runCLI(t, nil, "binlogs", "--stream", entry.StreamID, full, "--url", s.url); code != 0 ||
+			!strings.Contains(out, "GTIDS ADDED") || !strings.Contains(out, "binlogs of "+entry.StreamID+" on site default") || strings.Contains(out, "\n0 binlogs") {
+			t.Errorf("myhoard binlogs %s: %d %q %q", full, code, out, errOut)
+		}
+	}
+	if code, _, errOut := runCLI(t, nil, "binlogs", "--stream", "nope", "--url", s.url); code != 1 || !strings.Contains(errOut, `no backup "nope"`) {
+		t.Errorf("myhoard binlogs of an unknown stream: %d %q", code, errOut)
+	}
+	if code, body := doJSON(t, "GET", s.url+"/backup/"+entry.StreamID+"/binlogs?full=maybe", nil); code != 400 || !strings.Contains(fmt.Sprint(body), "full must be true or false") {
+		t.Errorf("GET binlogs?full=maybe: %d %v", code, body)
+	}
 	for i := 0; i < 3; i++ {
 		if err := load.WriteTransactions(ctx, 20); err != nil {
 			t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/backup"
+	"github.com/myhoard/myhoard/client"
 	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
@@ -81,7 +82,7 @@ func BenchmarkScale(b *testing.B) {
 	})
 	listing := func(full bool) time.Duration {
 		t0 := time.Now()
-		got, err := c.StreamBinlogs(ctx, big, full)
+		got, err := client.New(n.url).StreamBinlogs(ctx, big, full)
 		d := time.Since(t0)
 		if err != nil {
 			b.Fatalf("GET /backup/%s/binlogs: %v", big, err)

@@ -157,6 +157,44 @@ func backupsCommand(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// binlogsCommand lists a stream's binlogs in storage, as a restore of it
+// would use them.
+func binlogsCommand(args []string, stdout, stderr io.Writer) int {
+	var stream string
+	var full bool
+	srv, _, ok := clientFlags("binlogs", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&stream, "stream", "", "the backup's stream id (required)")
+		fs.BoolVar(&full, "full", false, "list every key again, not only those after the daemon's last listing")
+	})
+	if !ok {
+		return 2
+	}
+	if stream == "" {
+		fmt.Fprintln(stderr, "myhoard binlogs: --stream is required")
+		return 2
+	}
+	list, err := srv.StreamBinlogs(context.Background(), stream, full)
+	if err != nil {
+		fmt.Fprintf(stderr, "myhoard binlogs: %v\n", err)
+		return 1
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INDEX\tEPOCH\tSERVER\tNAME\tFIRST EVENT\tLAST EVENT\tTRX\tSIZE\tGTIDS ADDED")
+	at := func(t *time.Time) string {
+		if t == nil {
+			return "-"
+		}
+		return t.UTC().Format("2006-01-02 15:04:05")
+	}
+	for _, b := range list.Binlogs {
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", b.RemoteIndex, b.Epoch, b.ServerID, b.LocalName, at(b.FirstEventAt), at(b.LastEventAt),
+			b.Transactions, humanBytes(b.Size), b.GTIDsAdded)
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "%d binlogs of %s on site %s\n", len(list.Binlogs), list.StreamID, list.Site)
+	return 0
+}
+
 func backupCommand(args []string, stdout, stderr io.Writer) int {
 	var binlog, incremental bool
 	var wait float64

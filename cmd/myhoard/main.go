@@ -40,6 +40,7 @@ const usage = `usage:
   myhoard version                                                        print the version
   myhoard status  [--url URL | --config FILE]                            the daemon's mode
   myhoard backups [--url URL | --config FILE]                            list the backups
+  myhoard binlogs --stream ID [--full] [--url URL | --config FILE]       a backup's binlogs in storage, as a restore uses them
   myhoard backup  [--binlog [--wait SECONDS]] [--url URL | --config FILE] request a full backup or a binlog rotation
   myhoard restore --stream ID [--site S] [--time T | --gtid G] [--approximate] [--url URL | --config FILE]
                                                                          restore a backup, showing progress
@@ -69,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return statusCommand(args[1:], stdout, stderr)
 		case "backups":
 			return backupsCommand(args[1:], stdout, stderr)
+		case "binlogs":
+			return binlogsCommand(args[1:], stdout, stderr)
 		case "backup":
 			return backupCommand(args[1:], stdout, stderr)
 		case "restore":
