@@ -1,7 +1,9 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -21,6 +23,13 @@ type fakeNode struct {
 
 func (f fakeNode) Mode() string { return f.mode }
 
+func (f fakeNode) StreamBinlogs(_ context.Context, streamID string, full bool) (wire.StreamBinlogs, error) {
+	if streamID != "s1" {
+		return wire.StreamBinlogs{}, wire.BadRequest("no backup %q in the backup list", streamID)
+	}
+	return wire.StreamBinlogs{Site: fmt.Sprint(full), StreamID: streamID}, nil
+}
+
 func TestRoutes(t *testing.T) {
 	srv := httptest.NewServer(New(fakeNode{mode: "idle"}, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	defer srv.Close()
@@ -32,6 +41,10 @@ func TestRoutes(t *testing.T) {
 		{"GET", "/status", 200, "mode", "idle"},
 		{"GET", "/nope", 404, "message", "no such endpoint: GET /nope"},
 		{"DELETE", "/status", 405, "message", "method DELETE is not allowed on /status"},
+		{"GET", "/backup/s1/binlogs", 200, "site", "false"},
+		{"GET", "/backup/s1/binlogs?full=true", 200, "site", "true"},
+		{"GET", "/backup/s1/binlogs?full=yes", 400, "message", `full must be true or false, not "yes"`},
+		{"GET", "/backup/s2/binlogs", 400, "message", `no backup "s2" in the backup list`},
 	}
 	for _, tc := range tests {
 		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, nil)
@@ -39,10 +52,10 @@ func TestRoutes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var body map[string]string
+		var body map[string]any
 		err = json.NewDecoder(resp.Body).Decode(&body)
 		resp.Body.Close()
-		if err != nil || resp.StatusCode != tc.status || !strings.Contains(body[tc.key], tc.want) {
+		if err != nil || resp.StatusCode != tc.status || !strings.Contains(fmt.Sprint(body[tc.key]), tc.want) {
 			t.Errorf("%s %s: %d %v (%v), want %d with %s containing %q", tc.method, tc.path, resp.StatusCode, body, err, tc.status, tc.key, tc.want)
 		}
 		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
