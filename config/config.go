@@ -56,7 +56,10 @@ type Config struct {
 	// ObjectCacheMaxMB bounds the local copies of manifests under
 	// state_directory/object-cache (0: no cache); StorageReadConcurrency
 	// is how many objects a listing reads at once.
-	ObjectCacheMaxMB        int64    `json:"object_cache_max_mb"`
+	ObjectCacheMaxMB int64 `json:"object_cache_max_mb"`
+	// MemoryLimitMB is the daemon's soft memory limit for the Go runtime
+	// (0: none; GOMEMLIMIT in the environment wins).
+	MemoryLimitMB           int64    `json:"memory_limit_mb"`
 	StorageReadConcurrency  int      `json:"storage_read_concurrency"`
 	Statsd                  Statsd   `json:"statsd"`
 	SystemctlCommand        []string `json:"systemctl_command"`
@@ -313,6 +316,7 @@ func Default() *Config {
 		},
 		RestoreMaxBinlogBytes:   4294967296,
 		ObjectCacheMaxMB:        256,
+		MemoryLimitMB:           80,
 		StorageReadConcurrency:  16,
 		VerifyIntervalHours:     24,
 		ServerID:                1,

@@ -139,6 +139,9 @@ func (c *Config) validate() Errors {
 	if c.ObjectCacheMaxMB < 0 {
 		e.add("object_cache_max_mb", "must be 0 (no cache) or a positive number of MiB, not %d", c.ObjectCacheMaxMB)
 	}
+	if c.MemoryLimitMB < 0 || (c.MemoryLimitMB > 0 && c.MemoryLimitMB < 32) {
+		e.add("memory_limit_mb", "must be 0 (no limit) or at least 32, not %d", c.MemoryLimitMB)
+	}
 	if c.StorageReadConcurrency < 1 || c.StorageReadConcurrency > 256 {
 		e.add("storage_read_concurrency", "must be 1..256, not %d", c.StorageReadConcurrency)
 	}

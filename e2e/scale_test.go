@@ -118,7 +118,8 @@ func TestRestoreAtScale(t *testing.T) {
 			t0 := time.Now()
 			n.request(t, map[string]any{"mode": "restore", "site": "default", "stream_id": src.b1, "target_time": nil})
 			n.waitObserve(t, 10*time.Minute)
-			t.Logf("restored across three streams of %d binlogs in %v (%d requests through the proxy)", scaleBinlogs, time.Since(t0), proxy.Requests.Load()-requests)
+			t.Logf("restored across three streams of %d binlogs in %v (%d requests through the proxy; daemon peak RSS %d MiB)",
+				scaleBinlogs, time.Since(t0), proxy.Requests.Load()-requests, vmHWM(n.d.cmd.Process.Pid)>>10)
 			n.assertRestored(t, src.final)
 		})
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -80,12 +81,16 @@ func openS3(ctx context.Context, c *config.S3Storage) (*blob.Bucket, error) {
 			o.BaseEndpoint = aws.String(endpoint(c.Host, c.Port, c.IsSecure))
 			o.UsePathStyle = c.AddressingStyle != "virtual"
 		}
-		if c.IsVerifyTLS != nil && !*c.IsVerifyTLS {
-			// is_verify_tls false (warned about when the site opens)
-			tr := http.DefaultTransport.(*http.Transport).Clone()
-			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the operator's explicit choice
-			o.HTTPClient = &http.Client{Transport: tr}
-		}
+		// Listings read many small objects at once: keep a connection
+		// for each (the SDK keeps 10 a host, and dials again above that).
+		skipVerify := c.IsVerifyTLS != nil && !*c.IsVerifyTLS
+		o.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+			tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 256, 256
+			if skipVerify {
+				// is_verify_tls false (warned about when the site opens)
+				tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the operator's explicit choice
+			}
+		})
 		// Retries are the site's own (counted, with its backoff).
 		o.Retryer = aws.NopRetryer{}
 		// S3-compatible servers often lack the newer checksum headers.
@@ -99,7 +104,7 @@ func openGCS(ctx context.Context, c *config.GoogleStorage) (*blob.Bucket, error)
 	var client *gcp.HTTPClient
 	switch {
 	case os.Getenv("STORAGE_EMULATOR_HOST") != "":
-		client = gcp.NewAnonymousHTTPClient(gcp.DefaultTransport())
+		client = gcp.NewAnonymousHTTPClient(gcsTransport())
 	case c.CredentialFile != "" || c.Credentials != nil:
 		var data []byte
 		if c.CredentialFile != "" {
@@ -129,7 +134,7 @@ func openGCS(ctx context.Context, c *config.GoogleStorage) (*blob.Bucket, error)
 		if err != nil {
 			return nil, fmt.Errorf("google credentials: %w", err)
 		}
-		client, err = gcp.NewHTTPClient(gcp.DefaultTransport(), creds.TokenSource)
+		client, err = gcp.NewHTTPClient(gcsTransport(), creds.TokenSource)
 		if err != nil {
 			return nil, err
 		}
@@ -138,12 +143,20 @@ func openGCS(ctx context.Context, c *config.GoogleStorage) (*blob.Bucket, error)
 		if err != nil {
 			return nil, fmt.Errorf("google default credentials: %w", err)
 		}
-		client, err = gcp.NewHTTPClient(gcp.DefaultTransport(), gcp.CredentialsTokenSource(creds))
+		client, err = gcp.NewHTTPClient(gcsTransport(), gcp.CredentialsTokenSource(creds))
 		if err != nil {
 			return nil, err
 		}
 	}
 	return gcsblob.OpenBucket(ctx, client, c.BucketName, nil)
+}
+
+// gcsTransport keeps a connection for each of a listing's reads in flight
+// (Go's default keeps 2 a host and dials again above that).
+func gcsTransport() http.RoundTripper {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 256, 256
+	return tr
 }
 
 func openAzure(ctx context.Context, c *config.AzureStorage) (*blob.Bucket, error) {

@@ -152,16 +152,28 @@ func (s *Site) listBinlogs(ctx context.Context, id string, full bool) ([]StoredB
 	}
 	listed := map[string]ObjectInfo{}
 	after := st.after
+	// manifests not read yet are read while the listing goes on
+	pre := s.newPrefetch(ctx)
 	lo := &blob.ListOptions{Prefix: BinlogsPrefix(id), BeforeList: s.startAfter(after)}
 	err = s.listPages(ctx, lo, func(o *blob.ListObject) error {
 		if o.IsDir || (after != "" && o.Key <= after) {
 			return nil
 		}
-		if _, manifest, err := ParseBinlogKey(o.Key); err == nil && manifest {
-			listed[o.Key] = infoOf(o)
+		ref, manifest, err := ParseBinlogKey(o.Key)
+		if err != nil || !manifest {
+			return nil
+		}
+		info := infoOf(o)
+		listed[o.Key] = info
+		if p, ok := st.parsed[o.Key]; (!ok || !p.v.equal(info.Validator())) && validUnderFence(ref, starts) {
+			pre.read(info)
 		}
 		return nil
 	})
+	if err != nil {
+		pre.cancel()
+	}
+	read := pre.wait()
 	if err != nil {
 		return nil, fmt.Errorf("list binlogs of %s: %w", id, err)
 	}
@@ -178,6 +190,9 @@ func (s *Site) listBinlogs(ctx context.Context, id string, full bool) ([]StoredB
 		if o, ok := st.keys[k]; !ok || !o.Validator().equal(p.v) {
 			delete(st.parsed, k)
 		}
+	}
+	for k, p := range read {
+		st.parsed[k] = p
 	}
 	st.fence = fence
 	refs, chainErr := chainOf(id, st.keys, starts)
@@ -198,6 +213,53 @@ func (s *Site) listBinlogs(ctx context.Context, id string, full bool) ([]StoredB
 		out[i] = StoredBinlog{Ref: ref, Manifest: st.parsed[ref.ManifestKey()].m}
 	}
 	return out, nil
+}
+
+// prefetch reads binlog manifests as a listing finds them, up to the
+// site's ReadConcurrency at a time. What fails is left out: it is read
+// again, in index order, when the chain needs it (readBinlogManifests),
+// so that the error is the first binlog's.
+type prefetch struct {
+	s      *Site
+	ctx    context.Context
+	cancel context.CancelFunc
+	sem    chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	got    map[string]parsedManifest
+}
+
+func (s *Site) newPrefetch(ctx context.Context) *prefetch {
+	ctx, cancel := context.WithCancel(ctx)
+	return &prefetch{s: s, ctx: ctx, cancel: cancel, sem: make(chan struct{}, s.opts.ReadConcurrency), got: map[string]parsedManifest{}}
+}
+
+// read starts reading a manifest (it waits while the most are in flight).
+func (p *prefetch) read(o ObjectInfo) {
+	select {
+	case p.sem <- struct{}{}:
+	case <-p.ctx.Done():
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer func() { <-p.sem }()
+		var m BinlogManifest
+		if err := p.s.ReadListedManifest(p.ctx, o, &m); err != nil {
+			return
+		}
+		p.mu.Lock()
+		p.got[o.Key] = parsedManifest{m: m, v: o.Validator()}
+		p.mu.Unlock()
+	}()
+}
+
+// wait returns what was read, once every read ended.
+func (p *prefetch) wait() map[string]parsedManifest {
+	p.wg.Wait()
+	p.cancel()
+	return p.got
 }
 
 // readBinlogManifests reads the manifests of refs that are not parsed yet,
