@@ -429,31 +429,63 @@ func (c *Coordinator) backup(ctx context.Context) (*storage.BasebackupManifest, 
 // the site that carry on from there. Overlapping binlogs (the same
 // transactions uploaded by two streams) are dropped; a hole is storage.ErrGap.
 func ListChain(ctx context.Context, site *storage.Site, m *storage.BasebackupManifest) ([]storage.StoredBinlog, error) {
-	var later []string
-	err := site.ListDir(ctx, storage.StreamsPrefix, func(o storage.ObjectInfo, isDir bool) error {
-		if isDir {
-			id := filepath.Base(o.Key)
-			if id > m.StreamID {
-				later = append(later, id)
-			}
-		}
-		return nil
-	})
+	return ListChainFrom(ctx, SiteChainSource(site), m)
+}
+
+// ChainSource is what ListChainFrom reads: the site's stream ids, whether
+// a stream holds a backup (its basebackup.json), and a stream's binlogs.
+type ChainSource struct {
+	Streams   func(ctx context.Context) ([]string, error)
+	HasBackup func(ctx context.Context, streamID string) (bool, error)
+	Binlogs   func(ctx context.Context, streamID string) ([]storage.StoredBinlog, error)
+}
+
+// SiteChainSource reads a site as it is now.
+func SiteChainSource(site *storage.Site) ChainSource {
+	return ChainSource{
+		Streams: func(ctx context.Context) ([]string, error) {
+			var ids []string
+			err := site.ListDir(ctx, storage.StreamsPrefix, func(o storage.ObjectInfo, isDir bool) error {
+				if isDir {
+					ids = append(ids, filepath.Base(o.Key))
+				}
+				return nil
+			})
+			return ids, err
+		},
+		HasBackup: func(ctx context.Context, id string) (bool, error) {
+			return site.Exists(ctx, storage.BasebackupManifestKey(id))
+		},
+		Binlogs: func(ctx context.Context, id string) ([]storage.StoredBinlog, error) {
+			return storage.ListStreamBinlogs(ctx, site, id)
+		},
+	}
+}
+
+// ListChainFrom is ListChain over src.
+func ListChainFrom(ctx context.Context, src ChainSource, m *storage.BasebackupManifest) ([]storage.StoredBinlog, error) {
+	ids, err := src.Streams(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list streams: %w", err)
+	}
+	var later []string
+	for _, id := range ids {
+		if id > m.StreamID {
+			later = append(later, id)
+		}
 	}
 	sort.Strings(later)
 	state := m.GTIDExecuted
 	var chain []storage.StoredBinlog
 	for _, id := range append([]string{m.StreamID}, later...) {
 		if id != m.StreamID {
-			if ok, err := site.Exists(ctx, storage.BasebackupManifestKey(id)); err != nil {
+			if ok, err := src.HasBackup(ctx, id); err != nil {
 				return nil, err
 			} else if !ok {
 				continue // a backup that never completed has no binlogs
 			}
 		}
-		list, err := storage.ListStreamBinlogs(ctx, site, id)
+		list, err := src.Binlogs(ctx, id)
 		if err != nil {
 			return nil, err
 		}

@@ -63,6 +63,7 @@ func Site(ctx context.Context, site *storage.Site, o Options) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verify site %s: list backups: %w", site.Name, err)
 	}
+	c.chains = runChainSource(site, backups)
 	for _, b := range backups {
 		if o.StreamID != "" && b.StreamID != o.StreamID {
 			continue
@@ -96,10 +97,49 @@ func Site(ctx context.Context, site *storage.Site, o Options) (*Report, error) {
 	return c.r, nil
 }
 
+// runChainSource is the site as one run saw it: the streams listed once,
+// the backups as listed, each stream's binlogs listed once.
+func runChainSource(site *storage.Site, backups []backup.BackupInfo) restore.ChainSource {
+	src := restore.SiteChainSource(site)
+	has := map[string]bool{}
+	for _, b := range backups {
+		has[b.StreamID] = true
+	}
+	var ids []string
+	var idsErr error
+	listed := false
+	type result struct {
+		list []storage.StoredBinlog
+		err  error
+	}
+	binlogs := map[string]result{}
+	return restore.ChainSource{
+		Streams: func(ctx context.Context) ([]string, error) {
+			if !listed {
+				ids, idsErr = src.Streams(ctx)
+				listed = idsErr == nil
+			}
+			return ids, idsErr
+		},
+		HasBackup: func(_ context.Context, id string) (bool, error) { return has[id], nil },
+		Binlogs: func(ctx context.Context, id string) ([]storage.StoredBinlog, error) {
+			r, ok := binlogs[id]
+			if !ok {
+				r.list, r.err = src.Binlogs(ctx, id)
+				binlogs[id] = r
+			}
+			return r.list, r.err
+		},
+	}
+}
+
 type checker struct {
 	site *storage.Site
 	o    Options
 	r    *Report
+	// chains reads each stream's binlogs once in a run (every backup's
+	// chain goes through the later streams)
+	chains restore.ChainSource
 	// jobs is what the deep check decodes.
 	jobs []deepJob
 }
@@ -149,7 +189,7 @@ func (c *checker) stream(ctx context.Context, b backup.BackupInfo) error {
 		// full backup (its own binlogs start at or before its consistency
 		// point) to its close (the binlogs continue through the later
 		// streams, up to the backup that closed it and on).
-		if _, err := restore.ListChain(ctx, c.site, m); err != nil {
+		if _, err := restore.ListChainFrom(ctx, c.chains, m); err != nil {
 			if storageFailed(err) {
 				return err
 			}
@@ -177,7 +217,7 @@ func (c *checker) sized(stream string, objs map[string]int64, key string, want i
 // through the restore's own listing, and only when that fails one by one,
 // to name every problem.
 func (c *checker) binlogs(ctx context.Context, streamID string, objs map[string]int64) ([]storage.StoredBinlog, error) {
-	list, err := storage.ListStreamBinlogs(ctx, c.site, streamID)
+	list, err := c.chains.Binlogs(ctx, streamID)
 	if err == nil {
 		for i := range list {
 			c.r.Binlogs++
