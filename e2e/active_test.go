@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/myhoard/myhoard/client"
-	"github.com/myhoard/myhoard/config"
 	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
@@ -581,21 +580,7 @@ func mustBackupGTID(t *testing.T, s *activeSetup) mysql.GTIDSet {
 // storedS3 reads the binlog manifests from the S3 test server.
 func (s *activeSetup) storedS3(t *testing.T, srv *harness.StorageServer) (map[string][]storage.BinlogManifest, *storage.Site) {
 	t.Helper()
-	b, _ := json.Marshal(map[string]any{"state_directory": "/x", "start_command": []string{"x"},
-		"backup_sites": map[string]any{"s": map[string]any{"object_storage": map[string]any{
-			"storage_type": "s3", "region": harness.S3Region, "bucket_name": harness.StorageBucket,
-			"aws_access_key_id": harness.S3AccessKey, "aws_secret_access_key": harness.S3SecretKey,
-			"host": "127.0.0.1", "port": srv.Port, "is_secure": false}}}})
-	cfg, err := config.Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	site, err := storage.OpenSite(context.Background(), "s", cfg.BackupSites["s"].ObjectStorage, storage.SiteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { site.Close() })
-	return readManifests(t, site)
+	return readManifests(t, openS3Site(t, srv.Port))
 }
 
 func backupGTID(t *testing.T, site *storage.Site, id string) mysql.GTIDSet {

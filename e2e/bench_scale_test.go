@@ -211,7 +211,7 @@ func openS3SitePrefix(t testing.TB, port int, prefix string, cache *storage.Obje
 	t.Helper()
 	m := s3SiteConfig(port)
 	m["prefix"] = prefix
-	site, err := storage.OpenSite(context.Background(), "s3", parseObjectStorage(t, m), storage.SiteOptions{Cache: cache, ReadConcurrency: conc})
+	site, err := storage.OpenSite(context.Background(), "s3", storagetest.ObjectStorage(t, m), storage.SiteOptions{Cache: cache, ReadConcurrency: conc})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,24 +32,41 @@ type restoreSource struct {
 	binlogs      int
 }
 
-func newRestoreSource(t *testing.T) *restoreSource {
+// loadedPrimary is a primary with some data, its daemon in active mode and
+// a load running on it (errc has its end once ctx is cancelled).
+type loadedPrimary struct {
+	*activeSetup
+	d    *daemonProc
+	load *harness.LoadGen
+	errc chan error
+}
+
+// startLoadedPrimary writes first transactions (a basebackup with some
+// data in it), starts the daemon in active mode and the load.
+func startLoadedPrimary(ctx context.Context, t *testing.T, seed uint64, first int) *loadedPrimary {
 	t.Helper()
 	s := newActiveSetup(t)
-	db := harness.OpenDB(t, s.in)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	load, err := harness.NewLoadGen(ctx, db, 21)
+	load, err := harness.NewLoadGen(ctx, harness.OpenDB(t, s.in), seed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := load.WriteTransactions(ctx, 2000); err != nil { // a basebackup with some data in it
+	if err := load.WriteTransactions(ctx, first); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, "--config", s.cfgPath)
-	waitStatus(t, d, s.port)
+	p := &loadedPrimary{activeSetup: s, d: startDaemon(t, "--config", s.cfgPath), load: load, errc: make(chan error, 1)}
+	waitStatus(t, p.d, s.port)
 	doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"})
-	errc := make(chan error, 1)
-	go func() { errc <- load.Run(ctx, time.Millisecond, 0.006) }()
+	go func() { p.errc <- load.Run(ctx, time.Millisecond, 0.006) }()
+	return p
+}
+
+func newRestoreSource(t *testing.T) *restoreSource {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := startLoadedPrimary(ctx, t, 21, 2000)
+	s, d, load, errc := p.activeSetup, p.d, p.load, p.errc
+	var err error
 	src := &restoreSource{backups: s.backups}
 	src.b1 = waitCompletedBackup(t, s.url).StreamID
 	time.Sleep(3 * time.Second) // some binlogs in the first stream

@@ -2,13 +2,11 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"testing"
 	"time"
 
-	"github.com/myhoard/myhoard/config"
 	"github.com/myhoard/myhoard/e2e/harness"
 	"github.com/myhoard/myhoard/storage"
 	"github.com/myhoard/myhoard/storage/storagetest"
@@ -28,7 +26,7 @@ func s3SiteConfig(port int) map[string]any {
 // openS3Site opens the S3 emulator's bucket for the test itself.
 func openS3Site(t testing.TB, port int) *storage.Site {
 	t.Helper()
-	oc := parseObjectStorage(t, s3SiteConfig(port))
+	oc := storagetest.ObjectStorage(t, s3SiteConfig(port))
 	site, err := storage.OpenSite(context.Background(), "s3", oc, storage.SiteOptions{ReadConcurrency: 32})
 	if err != nil {
 		t.Fatal(err)
@@ -134,22 +132,10 @@ type scaleSource struct {
 
 func newScaleSource(t *testing.T) *scaleSource {
 	t.Helper()
-	s := newActiveSetup(t)
-	db := harness.OpenDB(t, s.in)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	load, err := harness.NewLoadGen(ctx, db, 23)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := load.WriteTransactions(ctx, 500); err != nil {
-		t.Fatal(err)
-	}
-	d := startDaemon(t, "--config", s.cfgPath)
-	waitStatus(t, d, s.port)
-	doJSON(t, "PUT", s.url+"/status", map[string]any{"mode": "active"})
-	errc := make(chan error, 1)
-	go func() { errc <- load.Run(ctx, time.Millisecond, 0.006) }()
+	p := startLoadedPrimary(ctx, t, 23, 500)
+	s, d := p.activeSetup, p.d
 	src := &scaleSource{backups: s.backups}
 	src.b1 = waitCompletedBackup(t, s.url).StreamID
 	for n := 2; n <= 3; n++ {
@@ -161,23 +147,8 @@ func newScaleSource(t *testing.T) *scaleSource {
 			return len(list) == n && list[n-1].CompletedAt != nil && list[n-2].ClosedAt != nil, fmt.Sprint(list)
 		})
 	}
-	src.final = stopLoad(t, cancel, errc, load, s.url)
+	src.final = stopLoad(t, cancel, p.errc, p.load, s.url)
 	_ = d.cmd.Process.Kill()
 	_, _ = d.wait(t, 10*time.Second)
 	return src
-}
-
-// parseObjectStorage parses an object_storage block.
-func parseObjectStorage(t testing.TB, m map[string]any) *config.ObjectStorage {
-	t.Helper()
-	b, err := json.Marshal(map[string]any{"state_directory": "/x", "start_command": []string{"x"},
-		"backup_sites": map[string]any{"s": map[string]any{"object_storage": m}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg.BackupSites["s"].ObjectStorage
 }

@@ -2,7 +2,6 @@ package storage_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -357,16 +356,7 @@ func emulatorStorage(t *testing.T, kind string, port int, prefix string) *config
 			"bucket_name": harness.StorageBucket, "host": "127.0.0.1", "port": port, "is_secure": false}
 	}
 	m["prefix"] = prefix
-	b, err := json.Marshal(map[string]any{"state_directory": "/tmp/x", "start_command": []string{"x"},
-		"backup_sites": map[string]any{"s": map[string]any{"object_storage": m}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := config.Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c.BackupSites["s"].ObjectStorage
+	return storagetest.ObjectStorage(t, m)
 }
 
 // TestFollowOnEmulators: on S3 (through a 20 ms latency proxy), GCS and

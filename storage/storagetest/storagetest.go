@@ -5,6 +5,7 @@ package storagetest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/myhoard/myhoard/config"
 	"github.com/myhoard/myhoard/mysql"
 	"github.com/myhoard/myhoard/storage"
 )
@@ -146,4 +148,20 @@ func WriteBackup(ctx context.Context, site *storage.Site, streamID string, flavo
 		return nil
 	}
 	return storage.WriteMarker(ctx, site, streamID, storage.MarkerClosed, storage.MarkerRecord{At: at.Add(24 * time.Hour)})
+}
+
+// ObjectStorage parses an object_storage config block (as a site of a
+// minimal config file), for tests that open sites the way the daemon does.
+func ObjectStorage(tb testing.TB, block map[string]any) *config.ObjectStorage {
+	tb.Helper()
+	b, err := json.Marshal(map[string]any{"state_directory": "/tmp/x", "start_command": []string{"x"},
+		"backup_sites": map[string]any{"s": map[string]any{"object_storage": block}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := config.Parse(b)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c.BackupSites["s"].ObjectStorage
 }
