@@ -36,6 +36,10 @@ import (
 //     are the data's) through the cap: its download rate against the cap
 //     and against a plain download of the same objects (target >= 0.9x);
 //   - the daemon's peak RSS through all of it (target <= 128 MiB).
+//
+// MYHOARD_BENCH_BINLOGS and MYHOARD_BENCH_RESTORE_MIB shrink the stream and
+// the backup, and MYHOARD_BENCH_NO_REFERENCE=1 skips timing the sequential
+// listing (about 4 minutes), for trying changes.
 func BenchmarkScale(b *testing.B) {
 	ctx := context.Background()
 	capMiB := int64(benchEnvInt("MYHOARD_BENCH_CAP_MIB", 64))
