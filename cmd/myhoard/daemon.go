@@ -57,6 +57,12 @@ func daemon(args []string, stderr io.Writer) int {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	if f.pprof != "" {
+		if _, err := servePprof(ctx, f.pprof, log); err != nil {
+			log.Error("cannot serve profiles", "error", err)
+			return 2
+		}
+	}
 	ctrl, err := node.New(cfg, log)
 	if err != nil {
 		log.Error("cannot load the controller state", "error", err)

@@ -35,7 +35,8 @@ func main() {
 }
 
 const usage = `usage:
-  myhoard [--config FILE] [--log-level LEVEL] [--log-format text|json]   run the daemon
+  myhoard [--config FILE] [--log-level LEVEL] [--log-format text|json] [--pprof 127.0.0.1:PORT]
+                                                                         run the daemon (--pprof: profiles on loopback)
   myhoard check-config [--config FILE]                                   validate a config
   myhoard version                                                        print the version
   myhoard status  [--url URL | --config FILE]                            the daemon's mode
@@ -101,6 +102,8 @@ type commonFlags struct {
 	config    string
 	logLevel  string
 	logFormat string
+	// pprof is the daemon's loopback profiling address ("": off).
+	pprof string
 }
 
 func parseFlags(name string, args []string, stderr io.Writer, withLog bool) (*commonFlags, error) {
@@ -112,6 +115,7 @@ func parseFlags(name string, args []string, stderr io.Writer, withLog bool) (*co
 	if withLog {
 		fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 		fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+		fs.StringVar(&f.pprof, "pprof", "", "serve the Go runtime's profiles on this loopback address (off by default)")
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
