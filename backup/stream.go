@@ -165,7 +165,7 @@ func brokenBy(info *BackupInfo, o storage.ObjectInfo, err error) {
 func readManifest(ctx context.Context, site *storage.Site, info *BackupInfo, objects map[string]storage.ObjectInfo) error {
 	var m storage.BasebackupManifest
 	if err := site.ReadListedManifest(ctx, objects["basebackup.json"], &m); err != nil {
-		if storageError(err) {
+		if storage.StoreFailed(err) {
 			return err
 		}
 		brokenBy(info, objects["basebackup.json"], err)
@@ -184,13 +184,6 @@ func readManifest(ctx context.Context, site *storage.Site, info *BackupInfo, obj
 		}
 	}
 	return nil
-}
-
-// storageError tells a failure of the store (which fails a listing) from an
-// object that does not decode (which makes its backup broken).
-func storageError(err error) bool {
-	var oe *storage.OpError
-	return errors.As(err, &oe)
 }
 
 // InfoOf is the basebackup_info of a basebackup.json.
@@ -212,7 +205,7 @@ func readMarkers(ctx context.Context, site *storage.Site, info *BackupInfo, obje
 		var rec storage.MarkerRecord
 		if err := site.ReadListedManifest(ctx, o, &rec); errors.Is(err, storage.ErrNotFound) {
 			continue
-		} else if storageError(err) {
+		} else if storage.StoreFailed(err) {
 			return err
 		} else if err != nil {
 			brokenBy(info, o, err)

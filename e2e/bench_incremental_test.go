@@ -133,9 +133,7 @@ func BenchmarkIncremental(b *testing.B) {
 		n := newRestoreNode(b, backups, map[string]any{"backup_sites": sites})
 		_ = exec.Command("sync").Run()
 		t0 := time.Now()
-		if code, body := doJSON(b, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": list[2].StreamID}); code != 200 {
-			b.Fatalf("restore request: %d %v", code, body)
-		}
+		n.request(b, map[string]any{"mode": "restore", "site": "default", "stream_id": list[2].StreamID})
 		var last string
 		var lastAt time.Duration
 		for {
@@ -194,9 +192,7 @@ func BenchmarkIncremental(b *testing.B) {
 		n := newRestoreNode(b, backups, map[string]any{"backup_sites": sites})
 		_ = exec.Command("sync").Run()
 		t0 := time.Now()
-		if code, body := doJSON(b, "PUT", n.url+"/status", map[string]any{"mode": "restore", "site": "default", "stream_id": list[2].StreamID}); code != 200 {
-			b.Fatalf("restore request: %d %v", code, body)
-		}
+		n.request(b, map[string]any{"mode": "restore", "site": "default", "stream_id": list[2].StreamID})
 		n.waitObserve(b, 10*time.Minute)
 		el := time.Since(t0)
 		n.kill(b)

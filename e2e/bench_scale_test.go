@@ -197,8 +197,6 @@ func BenchmarkScale(b *testing.B) {
 	fmt.Fprintf(&out, "  daemon peak RSS: %d MiB after the listings, %d MiB after the restore (target <= 128 MiB)\n", rssListing>>10, rss>>10)
 	b.Log(out.String())
 	fmt.Print(out.String())
-	for i := 0; i < b.N; i++ {
-	}
 }
 
 // benchEnvInt is an integer from the environment (def when unset or bad).

@@ -128,6 +128,14 @@ var (
 	ErrExists   = errors.New("object already exists")
 )
 
+// StoreFailed tells a failure of the store (an *OpError: unreachable,
+// refused, missing object) from an object that was read but does not
+// decode.
+func StoreFailed(err error) bool {
+	var oe *OpError
+	return errors.As(err, &oe)
+}
+
 // OpError is an operation that failed, with the site, operation and key.
 type OpError struct {
 	Site, Op, Key string

@@ -63,7 +63,7 @@ func FollowStreamBinlogs(ctx context.Context, site *Site, streamID string) ([]St
 // one past the valid, gapless chain ListStreamBinlogs would list (from the
 // keys alone, without reading the manifests).
 func StreamNextIndex(ctx context.Context, site *Site, streamID string) (int64, error) {
-	starts, _, err := promotionStarts(ctx, site, streamID)
+	starts, _, err := promotionStarts(ctx, site, streamID, site.ReadListedManifest)
 	if err != nil {
 		return 0, err
 	}
@@ -140,7 +140,7 @@ func (s *Site) forgetStream(id string) {
 }
 
 func (s *Site) listBinlogs(ctx context.Context, id string, full bool) ([]StoredBinlog, error) {
-	starts, fence, err := promotionStarts(ctx, s, id)
+	starts, fence, err := promotionStarts(ctx, s, id, s.ReadListedManifest)
 	if err != nil {
 		return nil, err
 	}
@@ -370,9 +370,9 @@ func chainOf(streamID string, keys map[string]ObjectInfo, starts map[int64]int64
 }
 
 // promotionStarts maps each promoted epoch of a stream to the remote index
-// from which only its primary may write; fence identifies the records
-// (their keys and versions).
-func promotionStarts(ctx context.Context, site *Site, streamID string) (starts map[int64]int64, fence string, err error) {
+// from which only its primary may write, each record read with read;
+// fence identifies the records (their keys and versions).
+func promotionStarts(ctx context.Context, site *Site, streamID string, read func(context.Context, ObjectInfo, versioned) error) (starts map[int64]int64, fence string, err error) {
 	var objs []ObjectInfo
 	err = site.List(ctx, StreamPrefix(streamID)+"promotions/", func(o ObjectInfo) error {
 		if _, _, err := ParsePromotionKey(o.Key); err == nil {
@@ -387,7 +387,7 @@ func promotionStarts(ctx context.Context, site *Site, streamID string) (starts m
 	for _, o := range objs {
 		_, epoch, _ := ParsePromotionKey(o.Key)
 		var rec PromotionRecord
-		if err := site.ReadListedManifest(ctx, o, &rec); err != nil {
+		if err := read(ctx, o, &rec); err != nil {
 			return nil, "", fmt.Errorf("read promotion records of %s: %w", streamID, err)
 		}
 		if rec.Epoch != epoch {

@@ -10,28 +10,15 @@ import (
 // nothing remembered. It gives what ListStreamBinlogs gives; the tests
 // compare the two and the benchmarks measure against it.
 func ReferenceListStreamBinlogs(ctx context.Context, site *Site, streamID string) ([]StoredBinlog, error) {
-	starts := map[int64]int64{}
-	err := site.List(ctx, StreamPrefix(streamID)+"promotions/", func(o ObjectInfo) error {
-		_, epoch, err := ParsePromotionKey(o.Key)
-		if err != nil {
-			return nil
-		}
+	starts, _, err := promotionStarts(ctx, site, streamID, func(ctx context.Context, o ObjectInfo, v versioned) error {
 		data, err := site.GetBytes(ctx, o.Key)
 		if err != nil {
 			return err
 		}
-		var rec PromotionRecord
-		if err := UnmarshalManifest(o.Key, data, &rec); err != nil {
-			return err
-		}
-		if rec.Epoch != epoch {
-			return fmt.Errorf("promotion record %s says epoch %d", o.Key, rec.Epoch)
-		}
-		starts[epoch] = rec.StartIndex
-		return nil
+		return UnmarshalManifest(o.Key, data, v)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read promotion records of %s: %w", streamID, err)
+		return nil, err
 	}
 	keys := map[string]ObjectInfo{}
 	if err := site.List(ctx, BinlogsPrefix(streamID), func(o ObjectInfo) error {

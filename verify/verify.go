@@ -333,6 +333,5 @@ func (c *checker) promotions(ctx context.Context, streamID string, objs map[stri
 // storageFailed: the error is storage's (the check cannot go on), not a
 // problem of the objects.
 func storageFailed(err error) bool {
-	var oe *storage.OpError
-	return errors.As(err, &oe) && !errors.Is(err, storage.ErrNotFound)
+	return storage.StoreFailed(err) && !errors.Is(err, storage.ErrNotFound)
 }

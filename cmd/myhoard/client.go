@@ -122,12 +122,6 @@ func backupsCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STREAM\tSITE\tKIND\tCOMPLETED\tCLOSED\tSIZE\tSTORED\tRESTORABLE\tNOTES")
-	at := func(t *time.Time) string {
-		if t == nil {
-			return "-"
-		}
-		return t.UTC().Format("2006-01-02 15:04:05")
-	}
 	for _, b := range list {
 		size, stored, kind := "-", "-", "-"
 		if b.Basebackup != nil {
@@ -140,21 +134,29 @@ func backupsCommand(args []string, stdout, stderr io.Writer) int {
 		if b.RestorableFrom != nil {
 			until := "now"
 			if b.ClosedAt != nil {
-				until = at(b.ClosedAt)
+				until = timeOrDash(b.ClosedAt)
 			}
-			window = at(b.RestorableFrom) + " .. " + until
+			window = timeOrDash(b.RestorableFrom) + " .. " + until
 		}
 		var notes []string
 		if b.BrokenAt != nil {
 			notes = append(notes, "broken")
 		}
 		if b.PreserveUntil != nil {
-			notes = append(notes, "preserved until "+at(b.PreserveUntil))
+			notes = append(notes, "preserved until "+timeOrDash(b.PreserveUntil))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.StreamID, b.Site, kind, at(b.CompletedAt), at(b.ClosedAt), size, stored, window, strings.Join(notes, ", "))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.StreamID, b.Site, kind, timeOrDash(b.CompletedAt), timeOrDash(b.ClosedAt), size, stored, window, strings.Join(notes, ", "))
 	}
 	tw.Flush()
 	return 0
+}
+
+// timeOrDash is a table cell for a time ("-": none).
+func timeOrDash(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05")
 }
 
 // binlogsCommand lists a stream's binlogs in storage, as a restore of it
@@ -180,14 +182,8 @@ func binlogsCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "INDEX\tEPOCH\tSERVER\tNAME\tFIRST EVENT\tLAST EVENT\tTRX\tSIZE\tGTIDS ADDED")
-	at := func(t *time.Time) string {
-		if t == nil {
-			return "-"
-		}
-		return t.UTC().Format("2006-01-02 15:04:05")
-	}
 	for _, b := range list.Binlogs {
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", b.RemoteIndex, b.Epoch, b.ServerID, b.LocalName, at(b.FirstEventAt), at(b.LastEventAt),
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", b.RemoteIndex, b.Epoch, b.ServerID, b.LocalName, timeOrDash(b.FirstEventAt), timeOrDash(b.LastEventAt),
 			b.Transactions, humanBytes(b.Size), b.GTIDsAdded)
 	}
 	tw.Flush()
