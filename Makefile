@@ -38,6 +38,8 @@ run-restore: build bin/sandbox
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	# the pure-Go zstd encoder of builds without cgo
+	CGO_ENABLED=0 $(GO) test -count=1 -run 'Codec|Pzstd|Zstd|EarlierReleases' ./storage
 
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

@@ -19,7 +19,6 @@ import (
 	"filippo.io/age"
 	"filippo.io/age/agessh"
 	"github.com/klauspost/compress/s2"
-	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/crypto/ssh"
 
@@ -231,24 +230,17 @@ func NewEncoder(w io.Writer, opts EncodeOptions) (io.WriteCloser, error) {
 	case CompressionNone:
 		e.comp = nopCloser{e.framer}
 	case CompressionZstd:
-		level := zstd.SpeedFastest
+		// Independent frames of pzstdBlock bytes on every core (see
+		// pzstdWriter), level 1 unless configured.
+		level := 1
 		if opts.Level != nil {
-			level = zstd.EncoderLevelFromZstd(*opts.Level)
+			level = *opts.Level
 		}
-		if conc > 1 {
-			// independent blocks on every core (see pzstdWriter)
-			pw, err := newPzstdWriter(e.framer, level, conc)
-			if err != nil {
-				return nil, fmt.Errorf("encode: zstd: %w", err)
-			}
-			e.comp = pw
-			break
-		}
-		zw, err := zstd.NewWriter(e.framer, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
+		pw, err := newPzstdWriter(e.framer, level, conc)
 		if err != nil {
 			return nil, fmt.Errorf("encode: zstd: %w", err)
 		}
-		e.comp = zw
+		e.comp = pw
 	case CompressionSnappy:
 		e.comp = s2.NewWriter(e.framer, s2.WriterSnappyCompat(), s2.WriterConcurrency(conc))
 	case CompressionLZMA:

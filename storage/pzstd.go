@@ -3,9 +3,16 @@ package storage
 import (
 	"errors"
 	"io"
-
-	"github.com/klauspost/compress/zstd"
 )
+
+// zstdBlockEncoder compresses one block into one zstd frame that declares
+// its content size (so pzstdReader decodes it in memory). Frames carry no
+// content checksum: the codec's framing CRC32C (and with encryption the
+// AEAD) covers every compressed byte, and the decoder does not check it.
+// encode may be called from several goroutines; dst's capacity is reused.
+type zstdBlockEncoder interface {
+	encode(dst, src []byte) ([]byte, error)
+}
 
 // pzstdBlock is the size of the independently compressed blocks: large
 // enough that the ratio barely changes, small enough to keep every core
@@ -18,17 +25,25 @@ const pzstdBlock = 1 << 20
 // frames are one valid zstd stream, so the ordinary decoder reads it.
 type pzstdWriter struct {
 	w       io.Writer
-	enc     *zstd.Encoder
+	enc     zstdBlockEncoder
 	buf     []byte
-	pending []chan []byte
+	pending []chan encoded
 	workers int
 	free    chan []byte // recycled block buffers
 	frames  chan []byte // recycled frame buffers
 	err     error
+	closed  bool
 }
 
-func newPzstdWriter(w io.Writer, level zstd.EncoderLevel, workers int) (*pzstdWriter, error) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(workers), zstd.WithEncoderCRC(true))
+type encoded struct {
+	frame []byte
+	err   error
+}
+
+// newPzstdWriter compresses at zstd level (1..22) on workers goroutines.
+func newPzstdWriter(w io.Writer, level, workers int) (*pzstdWriter, error) {
+	workers = max(1, workers)
+	enc, err := newZstdBlockEncoder(level, workers)
 	if err != nil {
 		return nil, err
 	}
@@ -71,31 +86,39 @@ func (p *pzstdWriter) submit() error {
 	}
 	in := p.buf
 	p.buf = nil
-	out := make(chan []byte, 1)
+	out := make(chan encoded, 1)
 	p.pending = append(p.pending, out)
 	var dst []byte
 	select {
 	case dst = <-p.frames:
 	default:
-		dst = make([]byte, 0, pzstdBlock+pzstdBlock/8)
+		dst = make([]byte, 0, pzstdFrameCap)
 	}
 	go func() {
-		frame := p.enc.EncodeAll(in, dst[:0])
+		frame, err := p.enc.encode(dst, in)
 		select {
 		case p.free <- in:
 		default:
 		}
-		out <- frame
+		out <- encoded{frame, err}
 	}()
 	return nil
 }
 
+// pzstdFrameCap holds any frame of a block (the C library's bound is the
+// block plus 1/256 and a little).
+const pzstdFrameCap = pzstdBlock + pzstdBlock/8
+
 func (p *pzstdWriter) flushOne() error {
-	frame := <-p.pending[0]
+	r := <-p.pending[0]
 	p.pending = p.pending[1:]
-	_, err := p.w.Write(frame)
+	if r.err != nil {
+		p.err = r.err
+		return r.err
+	}
+	_, err := p.w.Write(r.frame)
 	select {
-	case p.frames <- frame:
+	case p.frames <- r.frame:
 	default:
 	}
 	if err != nil {
@@ -107,6 +130,10 @@ func (p *pzstdWriter) flushOne() error {
 
 // Close compresses what is left and writes every frame.
 func (p *pzstdWriter) Close() error {
+	if p.closed {
+		return errors.New("pzstd: closed twice")
+	}
+	p.closed = true
 	if p.err != nil {
 		return p.err
 	}
@@ -120,10 +147,5 @@ func (p *pzstdWriter) Close() error {
 			return err
 		}
 	}
-	if p.enc == nil {
-		return errors.New("pzstd: closed twice")
-	}
-	err := p.enc.Close()
-	p.enc = nil
-	return err
+	return nil
 }

@@ -15,7 +15,7 @@ import (
 // pzstdFrames is what pzstdWriter writes: independent frames.
 func pzstdFrames(t testing.TB, data []byte) []byte {
 	t.Helper()
-	return compressWith(t, data, func(w io.Writer) (io.WriteCloser, error) { return newPzstdWriter(w, zstd.SpeedFastest, 2) })
+	return compressWith(t, data, func(w io.Writer) (io.WriteCloser, error) { return newPzstdWriter(w, 1, 2) })
 }
 
 // streamFrame is what the streaming encoder writes: one frame without a
