@@ -131,36 +131,9 @@ func BenchmarkIncremental(b *testing.B) {
 	phases := map[string]time.Duration{}
 	ours := func() time.Duration {
 		n := newRestoreNode(b, backups, map[string]any{"backup_sites": sites})
+		defer n.kill(b)
 		_ = exec.Command("sync").Run()
-		t0 := time.Now()
-		n.request(b, map[string]any{"mode": "restore", "site": "default", "stream_id": list[2].StreamID})
-		var last string
-		var lastAt time.Duration
-		for {
-			st := n.restoreStatus(b)
-			el := time.Since(t0)
-			key := st.Phase
-			if st.RestoreChainTotal > 0 && (st.Phase == "restoring_basebackup" || st.Phase == "preparing_backup") {
-				key = fmt.Sprintf("%s %d/%d", st.Phase, st.RestoreChainIndex, st.RestoreChainTotal)
-			}
-			if key != last {
-				if last != "" {
-					phases[last] += el - lastAt
-				}
-				last, lastAt = key, el
-			}
-			switch st.Phase {
-			case "refreshing_binlogs", "applying_binlogs", "waiting_for_apply_to_finish", "finalizing", "completed":
-				n.kill(b)
-				return el
-			case "failed", "failed_basebackup":
-				b.Fatalf("restore failed: %+v\n%s", st, n.d.out)
-			}
-			if el > 10*time.Minute {
-				b.Fatal("the restore took over 10 minutes")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		return restoreUntilRefreshing(b, n, map[string]any{"mode": "restore", "site": "default", "stream_id": list[2].StreamID}, phases)
 	}
 	// Deep verify of the whole repository against decoding the same
 	// objects with the codec alone (one object after another, every core

@@ -24,6 +24,14 @@ const (
 	zstdBlockRLE      = 1
 )
 
+// zstdFrameDecoder decodes one whole frame that declares size bytes of
+// content (at most pzstdMaxFrame) into dst's memory; decode may be called
+// from several goroutines.
+type zstdFrameDecoder interface {
+	decode(dst, frame []byte, size int) ([]byte, error)
+	close()
+}
+
 // pzstdReader decodes a zstd stream of independent frames (what
 // pzstdWriter writes) on several cores: a splitter goroutine cuts the
 // compressed stream into frames by reading only frame and block headers,
@@ -35,7 +43,7 @@ const (
 // to the ordinary streaming decoder, so any valid zstd stream decodes.
 // Memory stays bounded: at most depth frames are in flight.
 type pzstdReader struct {
-	dec    *zstd.Decoder
+	dec    zstdFrameDecoder
 	frames chan *pzFrame
 	inBufs chan []byte
 	out    chan []byte
@@ -62,11 +70,7 @@ type pzFrame struct {
 
 func newPzstdReader(src io.Reader, workers int) (*pzstdReader, error) {
 	workers = max(1, workers)
-	// The frames' XXH64 content checksums are not verified: the framing's
-	// CRC32C (and with encryption the AEAD) already covers every
-	// compressed byte, and the check costs about a tenth of the decoding.
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(workers), zstd.WithDecoderMaxMemory(pzstdMaxFrame),
-		zstd.WithDecoderMaxWindow(maxWindow), zstd.IgnoreChecksum(true))
+	dec, err := newZstdFrameDecoder(workers)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +90,7 @@ func (p *pzstdReader) split(src io.Reader) {
 		case buf = <-p.inBufs:
 		default:
 		}
-		buf, kind, err := readZstdFrame(src, buf[:0])
+		buf, kind, size, err := readZstdFrame(src, buf[:0])
 		f := &pzFrame{ready: make(chan struct{})}
 		switch {
 		case err == io.EOF:
@@ -121,7 +125,7 @@ func (p *pzstdReader) split(src io.Reader) {
 					f.out, f.err = nil, fmt.Errorf("%w: decompress: %v", ErrCorrupt, r)
 				}
 			}()
-			f.out, f.err = p.dec.DecodeAll(buf, dst[:0])
+			f.out, f.err = p.dec.decode(dst, buf, size)
 			if f.err != nil {
 				f.err = fmt.Errorf("%w: zstd: %v", ErrCorrupt, f.err)
 			}
@@ -242,7 +246,7 @@ func (p *pzstdReader) Close() {
 		close(p.done)
 		<-p.ended
 		p.wg.Wait()
-		p.dec.Close()
+		p.dec.close()
 		if p.stream != nil {
 			p.stream.Close()
 		}
@@ -265,34 +269,34 @@ const (
 //
 // It is long because it reads the frame header field after field, as the
 // zstd format lays them out.
-func readZstdFrame(r io.Reader, buf []byte) ([]byte, zstdFrameKind, error) {
+func readZstdFrame(r io.Reader, buf []byte) ([]byte, zstdFrameKind, int, error) {
 	buf, err := readMore(r, buf, 4)
 	if err != nil {
 		if err == io.EOF && len(buf) == 0 {
-			return buf, 0, io.EOF
+			return buf, 0, 0, io.EOF
 		}
-		return buf, 0, zstdTruncated("frame magic", err)
+		return buf, 0, 0, zstdTruncated("frame magic", err)
 	}
 	magic := binary.LittleEndian.Uint32(buf)
 	if magic&^0xF == zstdSkipMagic {
 		if buf, err = readMore(r, buf, 4); err != nil {
-			return buf, 0, zstdTruncated("skippable frame", err)
+			return buf, 0, 0, zstdTruncated("skippable frame", err)
 		}
 		size := int64(binary.LittleEndian.Uint32(buf[4:]))
 		if n, err := io.CopyN(io.Discard, r, size); err != nil {
-			return buf, 0, zstdTruncated(fmt.Sprintf("skippable frame (%d of %d bytes)", n, size), err)
+			return buf, 0, 0, zstdTruncated(fmt.Sprintf("skippable frame (%d of %d bytes)", n, size), err)
 		}
-		return buf, frameSkippable, nil
+		return buf, frameSkippable, 0, nil
 	}
 	if magic != zstdFrameMagic {
-		return buf, 0, fmt.Errorf("%w: zstd: bad frame magic %08x", ErrCorrupt, magic)
+		return buf, 0, 0, fmt.Errorf("%w: zstd: bad frame magic %08x", ErrCorrupt, magic)
 	}
 	if buf, err = readMore(r, buf, 1); err != nil {
-		return buf, 0, zstdTruncated("frame header", err)
+		return buf, 0, 0, zstdTruncated("frame header", err)
 	}
 	fhd := buf[4]
 	if fhd&0x08 != 0 {
-		return buf, 0, fmt.Errorf("%w: zstd: reserved frame header bit set", ErrCorrupt)
+		return buf, 0, 0, fmt.Errorf("%w: zstd: reserved frame header bit set", ErrCorrupt)
 	}
 	single := fhd&0x20 != 0
 	checksum := fhd&0x04 != 0
@@ -306,13 +310,13 @@ func readZstdFrame(r io.Reader, buf []byte) ([]byte, zstdFrameKind, error) {
 	}
 	n += fcsSize
 	if buf, err = readMore(r, buf, n); err != nil {
-		return buf, 0, zstdTruncated("frame header", err)
+		return buf, 0, 0, zstdTruncated("frame header", err)
 	}
 	fcsField := buf[len(buf)-fcsSize:]
 	var size uint64
 	switch fcsSize {
 	case 0:
-		return buf, frameStream, nil
+		return buf, frameStream, 0, nil
 	case 1:
 		size = uint64(fcsField[0])
 	case 2:
@@ -323,33 +327,33 @@ func readZstdFrame(r io.Reader, buf []byte) ([]byte, zstdFrameKind, error) {
 		size = binary.LittleEndian.Uint64(fcsField)
 	}
 	if size > pzstdMaxFrame {
-		return buf, frameStream, nil
+		return buf, frameStream, 0, nil
 	}
 	// A frame that regenerates size bytes needs about as many compressed
 	// bytes at most; more (many empty blocks) is valid but not for memory.
 	limit := len(buf) + int(size) + int(size)/8 + 4<<10
 	for {
 		if buf, err = readMore(r, buf, 3); err != nil {
-			return buf, 0, zstdTruncated("block header", err)
+			return buf, 0, 0, zstdTruncated("block header", err)
 		}
 		h := buf[len(buf)-3:]
 		bh := uint32(h[0]) | uint32(h[1])<<8 | uint32(h[2])<<16
 		last, typ, bsize := bh&1 != 0, (bh>>1)&3, int(bh>>3)
 		if typ == zstdBlockReserved {
-			return buf, 0, fmt.Errorf("%w: zstd: reserved block type", ErrCorrupt)
+			return buf, 0, 0, fmt.Errorf("%w: zstd: reserved block type", ErrCorrupt)
 		}
 		if bsize > zstdMaxBlock {
-			return buf, 0, fmt.Errorf("%w: zstd: block of %d bytes (at most %d)", ErrCorrupt, bsize, zstdMaxBlock)
+			return buf, 0, 0, fmt.Errorf("%w: zstd: block of %d bytes (at most %d)", ErrCorrupt, bsize, zstdMaxBlock)
 		}
 		body := bsize
 		if typ == zstdBlockRLE {
 			body = 1
 		}
 		if buf, err = readMore(r, buf, body); err != nil {
-			return buf, 0, zstdTruncated("block", err)
+			return buf, 0, 0, zstdTruncated("block", err)
 		}
 		if len(buf) > limit {
-			return buf, frameStream, nil
+			return buf, frameStream, 0, nil
 		}
 		if last {
 			break
@@ -357,10 +361,10 @@ func readZstdFrame(r io.Reader, buf []byte) ([]byte, zstdFrameKind, error) {
 	}
 	if checksum {
 		if buf, err = readMore(r, buf, 4); err != nil {
-			return buf, 0, zstdTruncated("frame checksum", err)
+			return buf, 0, 0, zstdTruncated("frame checksum", err)
 		}
 	}
-	return buf, frameInMemory, nil
+	return buf, frameInMemory, int(size), nil
 }
 
 // readMore appends exactly n bytes from r to buf.

@@ -41,3 +41,39 @@ func (e *cBlockEncoder) encode(dst, src []byte) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// cFrameDecoder decodes frames with the C library, one context per worker.
+// Frames declare their size (at most pzstdMaxFrame), so the output buffer
+// is sized from the header and a frame that decodes to anything else is
+// an error, never a larger allocation.
+type cFrameDecoder struct{ ctxs chan czstd.Ctx }
+
+func newZstdFrameDecoder(workers int) (zstdFrameDecoder, error) {
+	d := &cFrameDecoder{ctxs: make(chan czstd.Ctx, workers)}
+	for range workers {
+		d.ctxs <- czstd.NewCtx()
+	}
+	return d, nil
+}
+
+func (d *cFrameDecoder) decode(dst, frame []byte, size int) ([]byte, error) {
+	if size < 0 || size > pzstdMaxFrame {
+		return nil, fmt.Errorf("frame of %d bytes", size)
+	}
+	if cap(dst) < max(size, 1) {
+		dst = make([]byte, max(size, 1))
+	}
+	dst = dst[:max(size, 1)] // the binding needs one byte to point at
+	c := <-d.ctxs
+	n, err := c.DecompressInto(dst, frame)
+	d.ctxs <- c
+	if err != nil {
+		return nil, err
+	}
+	if n != size {
+		return nil, fmt.Errorf("frame declares %d bytes and holds %d", size, n)
+	}
+	return dst[:n], nil
+}
+
+func (d *cFrameDecoder) close() {}

@@ -90,7 +90,7 @@ func TestNewFramesAreOneZstdStream(t *testing.T) {
 			}
 			frames := 0
 			for src := bytes.NewReader(out.Bytes()); ; frames++ {
-				_, kind, err := readZstdFrame(src, nil)
+				_, kind, _, err := readZstdFrame(src, nil)
 				if err == io.EOF {
 					break
 				}
